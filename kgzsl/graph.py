@@ -1,0 +1,333 @@
+"""Stage 1: a class hierarchy plus word vectors becomes a graph folder.
+
+A :class:`ClassGraph` holds, for N nodes: an id (the wnid for WordNet nodes), lemma names, gloss and
+role (``seen`` = has a real classifier, ``unseen`` = a class to recognise, ``internal`` = structure
+only); word-vector features ``[N, D]``; the direct hypernym edges ``child -> parent``; and the dense
+ancestor relation ``node -> ancestor`` with BFS hop distances (0 = itself) that DGP propagates over.
+
+Folder format, version 1 (loads without pickle)::
+
+    graph.json            format, version, counts, how it was built (vectors, closure, ...)
+    nodes.json            [{"id", "wnid", "names", "gloss", "role"}, ...] in node-index order
+    tensors.safetensors   features f32 [N,D], has_vector bool [N], edge_index i64 [2,E],
+                          dense_index i64 [2,P], dense_distance i64 [P]
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kgzsl.errors import KgzslError
+from kgzsl.io import atomic_dir, load_tensors, read_json, save_tensors, write_json
+
+FORMAT_NAME = "kgzsl.graph"
+FORMAT_VERSION = 1
+ROLES = ("seen", "unseen", "internal")
+
+
+@dataclass
+class ClassGraph:
+    """A class graph in memory; see the module docstring for the meaning of each field."""
+
+    ids: list[str]
+    wnids: list[str | None]
+    names: list[list[str]]
+    glosses: list[str]
+    roles: list[str]
+    features: np.ndarray
+    has_vector: np.ndarray
+    edge_index: np.ndarray
+    dense_index: np.ndarray
+    dense_distance: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.ids)
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.edge_index.shape[1])
+
+    def mask(self, role: str) -> np.ndarray:
+        """Boolean mask of the nodes with ``role`` (seen / unseen / internal)."""
+        return np.array([r == role for r in self.roles], dtype=bool)
+
+    def index(self) -> dict[str, int]:
+        """Map node id -> node index."""
+        return {node_id: i for i, node_id in enumerate(self.ids)}
+
+    @property
+    def oov_ids(self) -> list[str]:
+        """Ids of nodes that got no word vector."""
+        return [self.ids[i] for i in np.flatnonzero(~self.has_vector)]
+
+    def dense_pairs_by_distance(self) -> list[int]:
+        """Number of (node, ancestor) pairs at each hop distance 0, 1, 2, ..."""
+        return np.bincount(self.dense_distance).tolist() if self.dense_distance.size else []
+
+    def summary(self) -> dict[str, Any]:
+        """The counts ``kgzsl build-graph --json`` prints."""
+        return {
+            "nodes": self.num_nodes,
+            "edges": self.num_edges,
+            "seen": int(self.mask("seen").sum()),
+            "unseen": int(self.mask("unseen").sum()),
+            "internal": int(self.mask("internal").sum()),
+            "roots": len(set(range(self.num_nodes)) - set(self.edge_index[0].tolist())),
+            "dense_pairs_by_distance": self.dense_pairs_by_distance(),
+            "feature_dim": int(self.features.shape[1]),
+            "vectors": self.meta.get("vectors"),
+            "oov_nodes": self.oov_ids,
+        }
+
+    def save(self, out: str | Path, force: bool = False) -> Path:
+        """Write the graph folder atomically (refuses an existing ``out`` unless ``force``)."""
+        with atomic_dir(out, force=force) as tmp:
+            header = {
+                "format": FORMAT_NAME,
+                "version": FORMAT_VERSION,
+                **{k: v for k, v in self.summary().items() if k != "oov_nodes"},
+                "oov_count": len(self.oov_ids),
+                "build": self.meta,
+            }
+            nodes = [
+                {"id": i, "wnid": w, "names": n, "gloss": g, "role": r}
+                for i, w, n, g, r in zip(self.ids, self.wnids, self.names, self.glosses, self.roles)
+            ]
+            write_json(tmp / "nodes.json", nodes)
+            save_tensors(
+                tmp / "tensors.safetensors",
+                {
+                    "features": self.features.astype(np.float32),
+                    "has_vector": self.has_vector.astype(bool),
+                    "edge_index": self.edge_index.astype(np.int64),
+                    "dense_index": self.dense_index.astype(np.int64),
+                    "dense_distance": self.dense_distance.astype(np.int64),
+                },
+                metadata={"format": FORMAT_NAME, "version": str(FORMAT_VERSION)},
+            )
+            write_json(tmp / "graph.json", header)  # written last: its presence marks a complete folder
+        return Path(out)
+
+
+def load_graph(folder: str | Path) -> ClassGraph:
+    """Load a graph folder written by :meth:`ClassGraph.save`, checking format and consistency."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise KgzslError(f"graph folder {folder} does not exist (build one with `kgzsl build-graph`)")
+    header = read_json(folder / "graph.json", "graph header")
+    if header.get("format") != FORMAT_NAME:
+        raise KgzslError(f"{folder}/graph.json is not a kgzsl graph (format {header.get('format')!r})")
+    if header.get("version") != FORMAT_VERSION:
+        raise KgzslError(f"{folder} is graph format version {header.get('version')}; this kgzsl reads {FORMAT_VERSION}")
+    nodes = read_json(folder / "nodes.json", "graph node list")
+    tensors, _ = load_tensors(folder / "tensors.safetensors", "graph tensors")
+    graph = ClassGraph(
+        ids=[n["id"] for n in nodes],
+        wnids=[n.get("wnid") for n in nodes],
+        names=[list(n["names"]) for n in nodes],
+        glosses=[n.get("gloss", "") for n in nodes],
+        roles=[n["role"] for n in nodes],
+        features=tensors["features"].numpy(),
+        has_vector=tensors["has_vector"].numpy().astype(bool),
+        edge_index=tensors["edge_index"].numpy(),
+        dense_index=tensors["dense_index"].numpy(),
+        dense_distance=tensors["dense_distance"].numpy(),
+        meta=dict(header.get("build", {})),
+    )
+    n = graph.num_nodes
+    if graph.features.shape[0] != n or graph.has_vector.shape[0] != n or n != header.get("nodes"):
+        raise KgzslError(f"graph folder {folder} is inconsistent: node list and tensors disagree on the node count")
+    for name, index in (("edge_index", graph.edge_index), ("dense_index", graph.dense_index)):
+        if index.size and (index.min() < 0 or index.max() >= n):
+            raise KgzslError(f"graph folder {folder}: {name} refers to nodes outside 0..{n - 1}")
+    graph.meta["folder"] = str(folder)
+    return graph
+
+
+def ancestor_pairs(parents: Sequence[Sequence[int]], progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Every (node, ancestor) pair with its BFS hop distance along child -> parent edges (self at 0)."""
+    sources: list[int] = []
+    targets: list[int] = []
+    distances: list[int] = []
+    iterator: Iterable[int] = range(len(parents))
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(iterator, desc="ancestors", unit="node", leave=False, mininterval=0.5)
+    for start in iterator:
+        seen_at = {start: 0}
+        queue = deque([start])
+        while queue:
+            node = queue.popleft()
+            hop = seen_at[node] + 1
+            for parent in parents[node]:
+                if parent not in seen_at:
+                    seen_at[parent] = hop
+                    queue.append(parent)
+        sources.extend([start] * len(seen_at))
+        targets.extend(seen_at.keys())
+        distances.extend(seen_at.values())
+    index = np.array([sources, targets], dtype=np.int64).reshape(2, -1)
+    return index, np.array(distances, dtype=np.int64)
+
+
+def check_acyclic(parents: Sequence[Sequence[int]], ids: Sequence[str], where: str) -> None:
+    """Raise if the child -> parent relation has a cycle, naming the nodes on it."""
+    state = [0] * len(parents)  # 0 new, 1 on the stack, 2 done
+    for root in range(len(parents)):
+        if state[root]:
+            continue
+        stack = [(root, iter(parents[root]))]
+        state[root] = 1
+        while stack:
+            node, children = stack[-1]
+            nxt = next(children, None)
+            if nxt is None:
+                state[node] = 2
+                stack.pop()
+            elif state[nxt] == 1:
+                path = [ids[n] for n, _ in stack]
+                cycle = path[path.index(ids[nxt]):] + [ids[nxt]]
+                raise KgzslError(f"{where}: the hierarchy has a cycle: {' -> '.join(cycle)}")
+            elif state[nxt] == 0:
+                state[nxt] = 1
+                stack.append((nxt, iter(parents[nxt])))
+
+
+def assemble_graph(
+    ids: list[str],
+    wnids: list[str | None],
+    names: list[list[str]],
+    glosses: list[str],
+    roles: list[str],
+    parents: list[list[int]],
+    vectors: "Any",
+    meta: dict[str, Any],
+    where: str = "hierarchy",
+    progress: bool = False,
+) -> ClassGraph:
+    """Shared last step of every builder: features, edges, dense ancestor relation."""
+    check_acyclic(parents, ids, where)
+    features, has_vector = vectors.embed(names)
+    edges = [(child, parent) for child, ps in enumerate(parents) for parent in ps]
+    edge_index = np.array(edges, dtype=np.int64).T.reshape(2, -1)
+    dense_index, dense_distance = ancestor_pairs(parents, progress=progress)
+    meta = {**meta, "vectors": vectors.source, "feature_dim": vectors.dim}
+    return ClassGraph(ids, wnids, names, glosses, roles, features, has_vector, edge_index, dense_index, dense_distance, meta)
+
+
+def read_id_list(path: str | Path, what: str) -> list[str]:
+    """Read one id per line (first whitespace-separated token; blank lines and ``#`` comments skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise KgzslError(f"{what} file {path} does not exist")
+    ids: list[str] = []
+    seen: set[str] = set()
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            token = line.split("#", 1)[0].split()
+            if token and token[0] not in seen:
+                seen.add(token[0])
+                ids.append(token[0])
+    if not ids:
+        raise KgzslError(f"{what} file {path} is empty: it needs one wnid per line")
+    return ids
+
+
+def _validated_wnids(ids: list[str], path_label: str) -> list[str]:
+    from kgzsl.wordnet import synset
+
+    for wnid in ids:
+        synset(wnid, where=path_label)
+    return ids
+
+
+def build_wordnet_graph(
+    seen: list[str],
+    unseen: list[str],
+    extra: list[str] | None = None,
+    closure: bool = True,
+    vectors: "Any" = None,
+    instance_hypernyms: bool | None = None,
+    sources: dict[str, str] | None = None,
+    progress: bool = False,
+) -> ClassGraph:
+    """Build a WordNet noun graph over seen + unseen (+ extra) wnids.
+
+    ``closure`` adds every hypernym ancestor up to the root; without it the graph is exactly the
+    given node set with the hypernym edges inside it (DGP's ImageNet graph). ``instance_hypernyms``
+    also follows instance-of links (a few ImageNet-21k classes, such as the sun or Bram Stoker, have
+    no other parent); None means: follow them when closing upward, so every class reaches the root,
+    and not otherwise, which keeps DGP's edge set. Node order: seen classes in the given order (the
+    classifier order), then unseen, then extra, then added ancestors (sorted).
+    """
+    from kgzsl.embeddings import load_vectors
+    from kgzsl.wordnet import gloss, hypernym_wnids, lemma_names
+
+    sources = sources or {}
+    extra = extra or []
+    if instance_hypernyms is None:
+        instance_hypernyms = closure
+    for label, ids in (("seen", seen), ("unseen", unseen)):
+        if not ids:
+            raise KgzslError(f"the {label} class list is empty")
+    overlap = sorted(set(seen) & set(unseen))
+    if overlap:
+        raise KgzslError(
+            f"{len(overlap)} wnids are listed both as seen and unseen (first: {overlap[0]}): a class is one or the other"
+        )
+    _validated_wnids(seen, sources.get("seen", "seen list"))
+    _validated_wnids(unseen, sources.get("unseen", "unseen list"))
+    _validated_wnids(extra, sources.get("extra", "extra-node list"))
+    order: dict[str, str] = {}
+    for wnid in seen:
+        order.setdefault(wnid, "seen")
+    for wnid in unseen:
+        order.setdefault(wnid, "unseen")
+    for wnid in extra:
+        order.setdefault(wnid, "internal")
+    if closure:
+        added: set[str] = set()
+        frontier = list(order)
+        while frontier:
+            nxt = []
+            for wnid in frontier:
+                for parent in hypernym_wnids(wnid, instance_hypernyms):
+                    if parent not in order and parent not in added:
+                        added.add(parent)
+                        nxt.append(parent)
+            frontier = nxt
+        for wnid in sorted(added):
+            order[wnid] = "internal"
+    ids = list(order)
+    position = {w: i for i, w in enumerate(ids)}
+    parents = [[position[p] for p in hypernym_wnids(w, instance_hypernyms) if p in position] for w in ids]
+    if vectors is None:
+        vectors = load_vectors(None)
+    names = [[n.replace("_", " ") for n in lemma_names(w)] for w in ids]
+    meta = {
+        "kind": "wordnet",
+        "closure": closure,
+        "instance_hypernyms": instance_hypernyms,
+        "inputs": sources,
+    }
+    return assemble_graph(
+        ids, list(ids), names, [gloss(w) for w in ids], list(order.values()), parents, vectors, meta,
+        where="WordNet", progress=progress,
+    )
+
+
+def build_graph_timed(build: "Any", *args: Any, **kwargs: Any) -> tuple[ClassGraph, float]:
+    """Run a builder and return the graph with the seconds it took."""
+    start = time.perf_counter()
+    graph = build(*args, **kwargs)
+    return graph, time.perf_counter() - start

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install everything kgzsl needs on a fresh Debian machine, offline except for the package registries.
+# Idempotent: a second run only checks. Creates .venv/ in the project root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+# WordNet 3.0 (nouns, glosses, sense index) from Debian: kgzsl's graph builder reads it through nltk.
+if [ ! -f /usr/share/wordnet/data.noun ] || [ ! -f /usr/share/wordnet/index.sense ]; then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wordnet-base wordnet-sense-index >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+PIP=".venv/bin/python -m pip"
+if ! .venv/bin/python -c "import kgzsl, torch, torch_geometric, gensim, nltk, pytest" 2>/dev/null; then
+  # torch pinned to the CPU build: an unpinned torch pulls a multi-GB CUDA build.
+  $PIP install -q --disable-pip-version-check torch==2.13.0
+  $PIP install -q --disable-pip-version-check -e ".[test]"
+fi
+# timm only for its ImageNet wnid lists and foolbox only for its 20 ImageNet validation images:
+# installed without their dependencies (timm's would pull torchvision) and never imported.
+if ! .venv/bin/python -c "import importlib.util as u; assert u.find_spec('timm') and u.find_spec('foolbox')" 2>/dev/null; then
+  $PIP install -q --disable-pip-version-check --no-deps timm==1.0.31 foolbox==3.3.4
+fi
+echo "kgzsl set up in $(pwd)/.venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
