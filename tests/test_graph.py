@@ -78,10 +78,11 @@ def test_small_graph_structure(small_graph):
 def test_no_closure_keeps_listed_nodes_only(glove):
     g = build_wordnet_graph(SMALL_SEEN, SMALL_UNSEEN, closure=False, vectors=glove)
     assert g.num_nodes == len(SMALL_SEEN) + len(SMALL_UNSEEN)
-    # Labrador's parent (retriever) and elephants' parent are not listed, so no edge leaves them;
-    # Chihuahua etc. are not direct children of dog either: the listed set has no hypernym pair
-    assert g.num_edges == 0
-    assert g.dense_pairs_by_distance() == [g.num_nodes]
+    # only the direct hypernym pairs inside the listed set remain: pug -> dog, tabby -> domestic cat
+    # (Labrador's parent, retriever, is not listed, so Labrador gets no edge)
+    edges = {(g.ids[a], g.ids[b]) for a, b in g.edge_index.T.tolist()}
+    assert edges == {("n02110958", "n02084071"), ("n02123045", "n02121808")}
+    assert g.dense_pairs_by_distance() == [g.num_nodes, 2]
 
 
 def test_bfs_distances_shortest_on_a_dag():
