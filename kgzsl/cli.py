@@ -110,6 +110,14 @@ def cmd_splits(args: argparse.Namespace) -> None:
     _emit(args, summary, human)
 
 
+# ----------------------------------------------------------------------------------------- train
+# (cmd_train goes here)
+
+
+# -------------------------------------------------------------------------------------- features
+# (cmd_features goes here)
+
+
 # ------------------------------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -155,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="folder to write split-K-hops.txt files into")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.set_defaults(func=cmd_splits)
+
+    # (train subparser goes here)
+
+    # (features subparser goes here)
     return parser
 
 
