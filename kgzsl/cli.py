@@ -41,8 +41,8 @@ def cmd_build_graph(args: argparse.Namespace) -> None:
         from kgzsl.taxonomy import build_taxonomy_graph, load_taxonomy
 
         taxonomy = load_taxonomy(args.taxonomy)
-        seen = read_id_list(args.seen, "seen") if args.seen else None
-        unseen = read_id_list(args.unseen, "unseen") if args.unseen else None
+        seen = read_id_list(args.seen, "seen", whole_line=True) if args.seen else None
+        unseen = read_id_list(args.unseen, "unseen", whole_line=True) if args.unseen else None
         graph = build_taxonomy_graph(taxonomy, seen=seen, unseen=unseen, vectors=vectors, progress=not args.json)
     else:
         from kgzsl.imagenet import imagenet1k_wnids, imagenet21k_unseen_wnids

@@ -102,6 +102,31 @@ def default_glove() -> WordVectors:
     return WordVectors(keyed, DEFAULT_VECTORS)
 
 
+def _check_text_rows(path: Path, header: bool, rows: int = 200) -> None:
+    """Fail early, naming the line, if a text vectors file's first rows are not ``word v1 ... vD``."""
+    width = None
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        if header:
+            handle.readline()
+        for line_no, line in enumerate(handle, start=2 if header else 1):
+            if line_no > rows:
+                break
+            fields = line.rstrip("\n").rstrip(" ").split(" ")
+            try:
+                [float(x) for x in fields[1:]]
+            except ValueError:
+                raise KgzslError(f"vectors file {path}: line {line_no} is not 'word v1 v2 ...' (a non-number value)") from None
+            if width is None:
+                width = len(fields)
+            if len(fields) < 2 or len(fields) != width:
+                raise KgzslError(
+                    f"vectors file {path}: line {line_no} has {len(fields) - 1} values where line "
+                    f"{2 if header else 1} has {width - 1}: not a word-vector file kgzsl reads"
+                )
+    if width is None:
+        raise KgzslError(f"vectors file {path} is empty: not a word-vector file kgzsl reads")
+
+
 def _looks_like_word2vec_header(path: Path) -> bool:
     with open(path, "rb") as handle:
         first = handle.readline(200).split()
@@ -132,8 +157,10 @@ def load_vectors(path: str | Path | None = None) -> WordVectors:
         attempts = [("word2vec binary", lambda: KeyedVectors.load_word2vec_format(path, binary=True)),
                     ("fastText binary", lambda: _load_fasttext(path))]
     elif _looks_like_word2vec_header(path):
+        _check_text_rows(path, header=True)
         attempts = [("word2vec text", lambda: KeyedVectors.load_word2vec_format(path, binary=False))]
     else:
+        _check_text_rows(path, header=False)
         attempts = [("GloVe text", lambda: KeyedVectors.load_word2vec_format(path, binary=False, no_header=True))]
     for name, attempt in attempts:
         try:

@@ -225,8 +225,9 @@ def assemble_graph(
     return ClassGraph(ids, wnids, names, glosses, roles, features, has_vector, edge_index, dense_index, dense_distance, meta)
 
 
-def read_id_list(path: str | Path, what: str) -> list[str]:
-    """Read one id per line (first whitespace-separated token; blank lines and ``#`` comments skipped)."""
+def read_id_list(path: str | Path, what: str, whole_line: bool = False) -> list[str]:
+    """Read one id per line: the first whitespace-separated token, or the whole stripped line for
+    class names (``whole_line``). Blank lines, ``#`` comments and repeats are skipped."""
     path = Path(path)
     if not path.is_file():
         raise KgzslError(f"{what} file {path} does not exist")
@@ -234,12 +235,13 @@ def read_id_list(path: str | Path, what: str) -> list[str]:
     seen: set[str] = set()
     with open(path, encoding="utf-8", errors="replace") as handle:
         for line in handle:
-            token = line.split("#", 1)[0].split()
-            if token and token[0] not in seen:
-                seen.add(token[0])
-                ids.append(token[0])
+            text = line.split("#", 1)[0].strip()
+            token = text if whole_line else (text.split() or [""])[0]
+            if token and token not in seen:
+                seen.add(token)
+                ids.append(token)
     if not ids:
-        raise KgzslError(f"{what} file {path} is empty: it needs one wnid per line")
+        raise KgzslError(f"{what} file {path} is empty: it needs one {'name' if whole_line else 'wnid'} per line")
     return ids
 
 
