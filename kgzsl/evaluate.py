@@ -1,0 +1,100 @@
+"""Stage 4: evaluation in the ImageNet-21k zero-shot protocol (Frome et al. 2013; GCNZ; DGP).
+
+For a split (a list of unseen wnids, e.g. 2-hops / 3-hops / All), the test images are those of the
+split's classes, the candidates are the split's classes (``with_seen`` adds the seen classes: the
+generalized "+1K" form), and Hit@k is the fraction of images whose true class ranks within the top k,
+averaged over images, ties counting against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from kgzsl.errors import KgzslError
+from kgzsl.recognize import class_scores, ranks_of_true
+
+DEFAULT_KS = (1, 2, 5, 10, 20)
+
+
+@dataclass
+class SplitResult:
+    """Hit@k for one split, with the counts that say what was measured."""
+
+    split: str
+    with_seen: bool
+    images: int
+    classes_with_images: int
+    candidates: int
+    hit: dict[int, float]
+    missing_classes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "split": self.split,
+            "with_seen": self.with_seen,
+            "images": self.images,
+            "classes_with_images": self.classes_with_images,
+            "candidates": self.candidates,
+            **{f"hit@{k}": round(v, 4) for k, v in self.hit.items()},
+            "missing_classes": len(self.missing_classes),
+        }
+
+
+def evaluate_split(
+    features: torch.Tensor,
+    labels: list[str],
+    class_ids: list[str],
+    weights: torch.Tensor,
+    split: list[str],
+    seen_ids: list[str] | None = None,
+    with_seen: bool = False,
+    ks: tuple[int, ...] = DEFAULT_KS,
+    name: str = "split",
+    batch_size: int = 4096,
+) -> SplitResult:
+    """Hit@k over the images whose label is in ``split``, against the split's classes (+ ``seen_ids``)."""
+    position = {c: i for i, c in enumerate(class_ids)}
+    missing = [w for w in split if w not in position]
+    split_cols = [position[w] for w in split if w in position]
+    if not split_cols:
+        raise KgzslError(f"none of the {len(split)} classes of split {name} has a predicted classifier: wrong predictions file?")
+    columns = list(split_cols)
+    if with_seen:
+        if not seen_ids:
+            raise KgzslError("--with-seen needs the seen classes: the predictions file lists none")
+        split_set = set(split_cols)
+        columns += [position[w] for w in seen_ids if w in position and position[w] not in split_set]
+    column_of = {c: j for j, c in enumerate(columns)}
+    rows = [i for i, label in enumerate(labels) if label in position and position[label] in set(split_cols)]
+    if not rows:
+        raise KgzslError(f"no image has a label in split {name} ({len(split)} classes): are these the right features?")
+    truth = torch.tensor([column_of[position[labels[i]]] for i in rows])
+    w = torch.as_tensor(weights, dtype=torch.float32)[columns]
+    ranks = []
+    for start in range(0, len(rows), batch_size):
+        chunk = torch.as_tensor(features[rows[start:start + batch_size]], dtype=torch.float32)
+        ranks.append(ranks_of_true(class_scores(chunk, w), truth[start:start + batch_size]))
+    rank = torch.cat(ranks)
+    hit = {k: float((rank <= k).float().mean()) for k in ks}
+    classes = len({labels[i] for i in rows})
+    return SplitResult(name, with_seen, len(rows), classes, len(columns), hit, missing)
+
+
+def format_table(results: list[SplitResult]) -> str:
+    """A plain-text table: one row per split, Hit@k in percent."""
+    ks = list(results[0].hit) if results else []
+    head = f"{'split':<16}{'cands':>7}{'images':>8}" + "".join(f"{'@' + str(k):>7}" for k in ks)
+    lines = [head, "-" * len(head)]
+    for r in results:
+        name = r.split + (" +seen" if r.with_seen else "")
+        lines.append(f"{name:<16}{r.candidates:>7}{r.images:>8}" + "".join(f"{100 * r.hit[k]:>7.1f}" for k in ks))
+    return "\n".join(lines)
+
+
+def mean_hits(results: list[SplitResult]) -> dict[int, float]:
+    """Image-weighted mean Hit@k over several results (for a summary line)."""
+    total = sum(r.images for r in results)
+    return {k: sum(r.hit[k] * r.images for r in results) / total for k in results[0].hit} if total else {}

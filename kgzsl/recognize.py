@@ -1,0 +1,189 @@
+"""Stage 3: recognition. Image features dotted with predicted classifiers.
+
+``score(image, class) = [feature, 1] . w_class``: the predicted weight carries the bias as its last
+column, exactly as the targets were built from the CNN's ``fc`` layer. Three settings:
+
+* standard zero-shot: candidates are the unseen classes only;
+* generalized zero-shot (GZSL): seen and unseen candidates together, with *calibrated stacking*
+  (Chao et al., ECCV 2016): a constant ``gamma`` is subtracted from every seen class's score, chosen
+  on validation images to maximise the harmonic mean of seen and unseen accuracy;
+* transductive zero-shot: the unlabelled test features refine the unseen classifiers
+  (:func:`transductive_refine`); seen classifiers are never changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from kgzsl.errors import KgzslError
+
+
+def with_bias(features: torch.Tensor) -> torch.Tensor:
+    """Append the constant-1 column that meets the bias column of the classifiers."""
+    return torch.cat([features, torch.ones(features.shape[0], 1, dtype=features.dtype)], dim=1)
+
+
+def class_scores(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Scores ``[B, C]`` = ``[features, 1] @ weights.T`` for features ``[B, D]`` and weights ``[C, D+1]``."""
+    features = torch.as_tensor(features, dtype=torch.float32)
+    weights = torch.as_tensor(weights, dtype=torch.float32)
+    if features.ndim != 2 or weights.ndim != 2:
+        raise KgzslError(f"features must be [images, dim] and weights [classes, dim+1], got {tuple(features.shape)} and {tuple(weights.shape)}")
+    if features.shape[1] + 1 != weights.shape[1]:
+        raise KgzslError(
+            f"image features are {features.shape[1]}-d but the predicted classifiers are {weights.shape[1] - 1}-d "
+            f"(+1 bias): extract features with the backbone the predictions were trained for"
+        )
+    return with_bias(features) @ weights.T
+
+
+def ranks_of_true(scores: torch.Tensor, true_index: torch.Tensor) -> torch.Tensor:
+    """1-based rank of each row's true class; ties count against (rank = #classes scoring >= the true one)."""
+    true_scores = scores.gather(1, true_index.view(-1, 1))
+    return (scores >= true_scores).sum(dim=1)
+
+
+def hit_at_k(scores: torch.Tensor, true_index: torch.Tensor, ks: tuple[int, ...] = (1, 2, 5, 10, 20)) -> dict[int, float]:
+    """Fraction of rows whose true class ranks within the top k, ties counting against."""
+    ranks = ranks_of_true(scores, true_index)
+    return {k: float((ranks <= k).float().mean()) if len(ranks) else 0.0 for k in ks}
+
+
+def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k (values, column indices) per row, k clipped to the number of columns."""
+    return scores.topk(min(k, scores.shape[1]), dim=1)
+
+
+# ------------------------------------------------------------------------------------------- GZSL
+@dataclass
+class GZSLResult:
+    """Accuracies at one calibration constant, and the whole seen-unseen curve."""
+
+    gamma: float
+    seen_accuracy: float
+    unseen_accuracy: float
+    harmonic_mean: float
+    curve: list[tuple[float, float, float]]  # (gamma, seen acc, unseen acc)
+
+    @property
+    def auc(self) -> float:
+        """Area under the seen-unseen accuracy curve (AUSUC, Chao et al. 2016)."""
+        points = sorted((u, s) for _, s, u in self.curve)
+        xs = np.array([0.0] + [p[0] for p in points] + [points[-1][0]])
+        ys = np.array([points[0][1]] + [p[1] for p in points] + [0.0])
+        return float(np.trapezoid(ys, xs)) if hasattr(np, "trapezoid") else float(np.trapz(ys, xs))
+
+
+def harmonic(seen: float, unseen: float) -> float:
+    return 2 * seen * unseen / (seen + unseen) if seen + unseen > 0 else 0.0
+
+
+def gzsl_accuracies(scores: torch.Tensor, true_index: torch.Tensor, seen_columns: torch.Tensor, gamma: float) -> tuple[float, float]:
+    """Top-1 accuracy on images of seen classes and of unseen classes after subtracting ``gamma`` from seen scores."""
+    calibrated = scores - gamma * seen_columns.float().view(1, -1)
+    correct = calibrated.argmax(dim=1) == true_index
+    of_seen = seen_columns[true_index]
+    seen_acc = float(correct[of_seen].float().mean()) if of_seen.any() else 0.0
+    unseen_acc = float(correct[~of_seen].float().mean()) if (~of_seen).any() else 0.0
+    return seen_acc, unseen_acc
+
+
+def seen_unseen_curve(scores: torch.Tensor, true_index: torch.Tensor, seen_columns: torch.Tensor, steps: int = 101) -> list[tuple[float, float, float]]:
+    """(gamma, seen acc, unseen acc) over gammas spanning every seen/unseen decision this data can take."""
+    gap = scores[:, seen_columns].max(dim=1).values - scores[:, ~seen_columns].max(dim=1).values
+    lo, hi = float(gap.min()) - 1e-6, float(gap.max()) + 1e-6
+    gammas = sorted({0.0, *np.linspace(lo, hi, steps).tolist()})
+    return [(g, *gzsl_accuracies(scores, true_index, seen_columns, g)) for g in gammas]
+
+
+def calibrate(scores: torch.Tensor, true_index: torch.Tensor, seen_columns: torch.Tensor, steps: int = 101) -> GZSLResult:
+    """Choose the calibrated-stacking ``gamma`` maximising the harmonic mean on these (validation) images."""
+    seen_columns = torch.as_tensor(seen_columns, dtype=torch.bool)
+    if seen_columns.all() or not seen_columns.any():
+        raise KgzslError("generalized zero-shot needs both seen and unseen candidate classes")
+    curve = seen_unseen_curve(scores, true_index, seen_columns, steps)
+    best = max(curve, key=lambda c: (harmonic(c[1], c[2]), -abs(c[0])))
+    return GZSLResult(best[0], best[1], best[2], harmonic(best[1], best[2]), curve)
+
+
+def evaluate_gzsl(scores: torch.Tensor, true_index: torch.Tensor, seen_columns: torch.Tensor, gamma: float) -> GZSLResult:
+    """Seen/unseen accuracy and harmonic mean on test images at a ``gamma`` chosen elsewhere."""
+    seen_columns = torch.as_tensor(seen_columns, dtype=torch.bool)
+    s, u = gzsl_accuracies(scores, true_index, seen_columns, gamma)
+    return GZSLResult(gamma, s, u, harmonic(s, u), seen_unseen_curve(scores, true_index, seen_columns))
+
+
+def plot_seen_unseen(result: GZSLResult, path: str, title: str = "Generalized zero-shot: seen vs unseen accuracy") -> None:
+    """Write the seen-unseen accuracy curve (calibrated stacking sweep) as a PNG, marking the chosen gamma."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kgzsl.io import atomic_file
+
+    points = sorted((u, s) for _, s, u in result.curve)
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.plot([p[0] for p in points], [p[1] for p in points], "-", color="tab:blue", label=f"curve (AUSUC {result.auc:.3f})")
+    ax.plot([result.unseen_accuracy], [result.seen_accuracy], "o", color="tab:red",
+            label=f"gamma={result.gamma:.3g}: H={result.harmonic_mean:.3f}")
+    zero = min(result.curve, key=lambda c: abs(c[0]))
+    ax.plot([zero[2]], [zero[1]], "s", color="gray", label="no calibration (gamma=0)")
+    ax.set_xlabel("unseen-class accuracy")
+    ax.set_ylabel("seen-class accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_file(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=120)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------ transductive
+def transductive_refine(
+    features: torch.Tensor,
+    weights: torch.Tensor,
+    unseen_columns: torch.Tensor,
+    iterations: int = 10,
+    mix: float = 0.5,
+    temperature: float | None = None,
+) -> torch.Tensor:
+    """Refine unseen classifiers with unlabelled test features (soft k-means from the predicted weights).
+
+    Each round: soft-assign every test image to the unseen classes with the current classifiers
+    (softmax of scores / temperature), form each class's prototype as the assignment-weighted mean
+    of the bias-augmented features, rescaled to the classifier's norm, and move the classifier
+    ``mix`` of the way to it. Weights of seen classes are returned unchanged. ``temperature``
+    defaults to the standard deviation of the initial unseen scores.
+    """
+    features = torch.as_tensor(features, dtype=torch.float32)
+    weights = torch.as_tensor(weights, dtype=torch.float32).clone()
+    unseen_columns = torch.as_tensor(unseen_columns, dtype=torch.bool)
+    if not 0.0 <= mix <= 1.0:
+        raise KgzslError(f"mix must be within 0..1, got {mix}")
+    if not unseen_columns.any() or features.shape[0] == 0:
+        return weights
+    x = with_bias(features)
+    # centre the features so that the shared mean direction does not dominate every prototype
+    centre = x.mean(dim=0, keepdim=True)
+    centre[:, -1] = 0
+    w = weights[unseen_columns]
+    norms = w.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    if temperature is None:
+        temperature = float(class_scores(features, w).std().clamp_min(1e-6))
+    for _ in range(iterations):
+        assign = torch.softmax((x @ w.T) / temperature, dim=1)  # [B, U]
+        mass = assign.sum(dim=0)  # [U]
+        used = mass > 1e-3
+        prototype = (assign.T @ (x - centre)) / mass.clamp_min(1e-12).view(-1, 1)
+        prototype = prototype / prototype.norm(dim=1, keepdim=True).clamp_min(1e-12) * norms
+        w = torch.where(used.view(-1, 1), (1 - mix) * w + mix * prototype, w)
+        w = w / w.norm(dim=1, keepdim=True).clamp_min(1e-12) * norms
+    weights[unseen_columns] = w
+    return weights
