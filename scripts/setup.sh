@@ -26,4 +26,18 @@ fi
 if ! .venv/bin/python -c "import importlib.util as u; assert u.find_spec('timm') and u.find_spec('foolbox')" 2>/dev/null; then
   $PIP install -q --disable-pip-version-check --no-deps timm==1.0.31 foolbox==3.3.4
 fi
+# Sample photos (a giraffe among them) from Debian's darknet package, unpacked into kgzsl's cache without
+# installing darknet and its OpenCV dependencies: real images of classes outside ImageNet-1k for the demo.
+SAMPLES="${KGZSL_CACHE:-$HOME/.cache/kgzsl}/darknet"
+if [ ! -f "$SAMPLES/usr/share/darknet/data/giraffe.jpg" ]; then
+  tmp=$(mktemp -d)
+  if ! (cd "$tmp" && apt-get download darknet >/dev/null 2>&1); then
+    $SUDO apt-get update -qq && (cd "$tmp" && apt-get download darknet >/dev/null)
+  fi
+  mkdir -p "$SAMPLES" && dpkg-deb -x "$tmp"/darknet_*.deb "$tmp/x"
+  mkdir -p "$SAMPLES/usr/share/darknet/data"
+  cp "$tmp"/x/usr/share/darknet/data/*.jpg "$SAMPLES/usr/share/darknet/data/"
+  cp "$tmp"/x/usr/share/doc/darknet/copyright "$SAMPLES/" 2>/dev/null || true
+  rm -rf "$tmp"
+fi
 echo "kgzsl set up in $(pwd)/.venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
