@@ -94,10 +94,10 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, Any], metadata: dic
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, 0o644)
     os.close(fd)
     try:
         save_file(as_torch, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)  # safetensors recreates the file, so mkstemp's 0600 would stick
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
