@@ -1,0 +1,133 @@
+"""GCNZ (Wang, Ye, Gupta, CVPR 2018): a deep GCN over the symmetrised WordNet hypernym graph."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch_geometric.nn import GCNConv
+from torch_geometric.nn.conv.gcn_conv import gcn_norm
+from torch_geometric.utils import k_hop_subgraph, to_undirected
+
+from kgzsl.errors import KgzslError
+from kgzsl.models._base import (
+    Plan,
+    PropagationModel,
+    SparseOperator,
+    check_index,
+    check_nodes,
+    check_x,
+    dropout,
+    linear_flops,
+    positions,
+)
+
+
+class GCNZ(PropagationModel):
+    r"""GCNZ: ``L = len(hidden_channels) + 1`` graph-convolution layers (6 by default).
+
+    .. math::
+        H^{(0)} = X,\qquad
+        H^{(l)} = \phi\big(\hat A\,\mathrm{drop}(H^{(l-1)})\,W^{(l)} + b^{(l)}\big),\qquad
+        \hat A = D^{-1/2}(A + A^\top + I)D^{-1/2},\qquad
+        \hat W = H^{(L)} / \lVert H^{(L)} \rVert_2 \text{ (row-wise)}
+
+    with :math:`\phi` = LeakyReLU(0.2) on every layer but the last (identity there), widths
+    ``in -> 2048 -> 2048 -> 1024 -> 1024 -> 512 -> out`` as in the paper, and each row of the output
+    L2-normalised (the loss compares directions).
+
+    Differences from the reference code, on purpose: dropout (p = 0.5) is really applied to the input
+    of every layer in training mode (the TensorFlow code configures it but never feeds the rate, so it
+    never acted); input features are L2-normalised by the trainer instead of divided by their sum;
+    no CUDA is assumed and runs are seeded.
+    """
+
+    name = "gcnz"
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        hidden_channels: Sequence[int] = (2048, 2048, 1024, 1024, 512),
+        dropout: float = 0.5,
+        negative_slope: float = 0.2,
+    ) -> None:
+        super().__init__(in_channels, out_channels)
+        if isinstance(hidden_channels, int):
+            hidden_channels = (hidden_channels,)
+        self.hidden_channels = tuple(int(c) for c in hidden_channels)
+        if any(c < 1 for c in self.hidden_channels):
+            raise KgzslError(f"GCNZ: hidden widths must be positive, got {list(self.hidden_channels)}")
+        if not 0.0 <= dropout < 1.0:
+            raise KgzslError(f"GCNZ: dropout must be in [0, 1), got {dropout}")
+        self.dropout = float(dropout)
+        self.negative_slope = float(negative_slope)
+        dims = [self.in_channels, *self.hidden_channels, self.out_channels]
+        self.convs = torch.nn.ModuleList(GCNConv(a, b, add_self_loops=True, normalize=True) for a, b in zip(dims[:-1], dims[1:]))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Glorot weights, zero biases (PyG's GCNConv defaults, as in the paper's code)."""
+        for conv in self.convs:
+            conv.reset_parameters()
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "hidden_channels": list(self.hidden_channels),
+            "dropout": self.dropout,
+            "negative_slope": self.negative_slope,
+        }
+
+    @staticmethod
+    def graph_inputs(graph: Any) -> tuple[Tensor, ...]:
+        """The hypernym edges ``child -> parent`` (symmetrised inside)."""
+        return (torch.as_tensor(graph.edge_index, dtype=torch.long),)
+
+    def _activation(self, i: int, h: Tensor) -> Tensor:
+        return F.leaky_relu(h, self.negative_slope) if i < len(self.convs) - 1 else h
+
+    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        """All nodes: ``[N, in] -> [N, out]``, unit rows (reference order: transform, then aggregate)."""
+        check_x(self, x)
+        edge_index = to_undirected(check_index(edge_index, x.size(0), "GCNZ edge_index"), num_nodes=x.size(0))
+        h = x
+        for i, conv in enumerate(self.convs):
+            h = dropout(h, self.dropout, self.training)
+            h = self._activation(i, conv(h, edge_index))
+        return F.normalize(h, dim=1)
+
+    def plan(self, nodes: Tensor, edge_index: Tensor, num_nodes: int) -> Plan:
+        """Layer ``l`` computes the nodes within ``L - l`` hops of ``nodes`` (PyG ``k_hop_subgraph``)."""
+        nodes = check_nodes(nodes, num_nodes)
+        edge_index = to_undirected(check_index(edge_index, num_nodes, "GCNZ edge_index"), num_nodes=num_nodes)
+        norm_index, norm_weight = gcn_norm(edge_index, None, num_nodes, add_self_loops=True)
+        src, dst = norm_index
+        sets = [nodes]  # sets[k]: nodes computed by the layer k steps before the last
+        for _ in self.convs:
+            sets.append(k_hop_subgraph(sets[-1], 1, edge_index, num_nodes=num_nodes)[0])
+        sets.reverse()  # sets[0]: features read; sets[l]: rows of layer l; sets[L] = nodes
+        layers = []
+        flops = 0
+        for l, conv in enumerate(self.convs, start=1):
+            out_pos = positions(sets[l], num_nodes)
+            in_pos = positions(sets[l - 1], num_nodes)
+            keep = out_pos[dst] >= 0
+            shape = (sets[l].numel(), sets[l - 1].numel())
+            layers.append({"adj": SparseOperator(out_pos[dst[keep]], in_pos[src[keep]], shape, norm_weight[keep])})
+            flops += linear_flops(sets[l].numel(), conv.in_channels, conv.out_channels)
+        return Plan(nodes=nodes, input_nodes=sets[0], layers=layers, rows=[s.numel() for s in sets[1:]], flops=flops)
+
+    def forward_plan(self, x: Tensor, plan: Plan) -> Tensor:
+        """Rows ``plan.nodes`` only; aggregates before the weight product (``(A H) W = A (H W)``)."""
+        check_x(self, x)
+        h = x[plan.input_nodes]
+        for i, (conv, layer) in enumerate(zip(self.convs, plan.layers)):
+            h = dropout(h, self.dropout, self.training)
+            h = layer["adj"](h)
+            h = self._activation(i, F.linear(h, conv.lin.weight, conv.bias))
+        return F.normalize(h, dim=1)

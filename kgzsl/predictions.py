@@ -1,0 +1,104 @@
+"""Predicted classifiers for every graph node, in one pickle-free ``predictions.safetensors`` file.
+
+DGP saves ``{"wnids": [...], "pred": tensor}`` with ``torch.save`` (pickle); kgzsl keeps the same idea
+in safetensors. Tensors: ``pred`` float32 ``[N, D + 1]`` (weight row with the bias as last column, one
+row a node, unit L2 norm as the model outputs them) and ``seen`` bool ``[N]`` (the classes whose real
+classifier rows were used in training, i.e. not held out). String metadata: ``format``, ``version``,
+``ids`` (JSON list, node order), and whatever else the writer records (model, targets source, graph
+fingerprint, ...; each value JSON-encoded).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kgzsl.errors import KgzslError
+from kgzsl.io import load_tensors, save_tensors
+
+FORMAT_NAME = "kgzsl.predictions"
+FORMAT_VERSION = 1
+RESERVED = ("format", "version", "ids")
+
+
+@dataclass
+class Predictions:
+    """Loaded predictions: ``pred[i]`` is the classifier of node ``ids[i]``; ``index`` maps id -> row."""
+
+    ids: list[str]
+    pred: torch.Tensor
+    seen: torch.Tensor
+    meta: dict[str, Any] = field(default_factory=dict)
+    index: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.index:
+            self.index = {node_id: i for i, node_id in enumerate(self.ids)}
+
+    def rows(self, ids: list[str]) -> torch.Tensor:
+        """Prediction rows of ``ids``, in that order (KgzslError naming the first unknown id)."""
+        missing = [i for i in ids if i not in self.index]
+        if missing:
+            raise KgzslError(f"{len(missing)} ids have no prediction (first: {missing[0]})")
+        return self.pred[torch.tensor([self.index[i] for i in ids], dtype=torch.long)]
+
+
+def _encode(value: Any) -> str:
+    return json.dumps(value)  # strings too, so "7" and 7 stay apart on reading
+
+
+def save_predictions(
+    path: str | Path,
+    ids: list[str],
+    pred: torch.Tensor | np.ndarray,
+    seen_mask: torch.Tensor | np.ndarray,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``predictions.safetensors`` atomically (see the module docstring for the layout)."""
+    pred = torch.as_tensor(pred).detach().to(torch.float32).contiguous()
+    seen = torch.as_tensor(seen_mask).detach().to(torch.bool).reshape(-1).contiguous()
+    ids = [str(i) for i in ids]
+    if pred.dim() != 2 or pred.size(0) != len(ids):
+        raise KgzslError(f"predictions for {path}: pred must be [{len(ids)}, D], got {list(pred.shape)}")
+    if seen.numel() != len(ids):
+        raise KgzslError(f"predictions for {path}: seen mask has {seen.numel()} entries for {len(ids)} ids")
+    if len(set(ids)) != len(ids):
+        raise KgzslError(f"predictions for {path}: node ids are not unique")
+    metadata = {k: _encode(v) for k, v in (meta or {}).items() if k not in RESERVED}
+    metadata.update({"format": FORMAT_NAME, "version": str(FORMAT_VERSION), "ids": json.dumps(ids)})
+    save_tensors(path, {"pred": pred, "seen": seen}, metadata=metadata)
+    return Path(path)
+
+
+def load_predictions(path: str | Path) -> Predictions:
+    """Read a file written by :func:`save_predictions`, checking format, version and shapes."""
+    tensors, metadata = load_tensors(path, "predictions file")
+    if metadata.get("format") != FORMAT_NAME:
+        raise KgzslError(f"{path} is not a kgzsl predictions file (format {metadata.get('format')!r})")
+    if metadata.get("version") != str(FORMAT_VERSION):
+        raise KgzslError(f"{path} is predictions format version {metadata.get('version')}; this kgzsl reads {FORMAT_VERSION}")
+    try:
+        ids = json.loads(metadata["ids"])
+    except (KeyError, json.JSONDecodeError):
+        raise KgzslError(f"predictions file {path} has no readable id list in its metadata") from None
+    pred, seen = tensors.get("pred"), tensors.get("seen")
+    if pred is None or seen is None:
+        raise KgzslError(f"predictions file {path} lacks the 'pred' or 'seen' tensor")
+    if pred.dim() != 2 or pred.size(0) != len(ids) or seen.numel() != len(ids):
+        raise KgzslError(
+            f"predictions file {path} is inconsistent: {len(ids)} ids, pred {list(pred.shape)}, seen {list(seen.shape)}"
+        )
+    meta: dict[str, Any] = {}
+    for key, value in metadata.items():
+        if key in RESERVED:
+            continue
+        try:
+            meta[key] = json.loads(value)
+        except json.JSONDecodeError:
+            meta[key] = value
+    return Predictions(ids=ids, pred=pred.float(), seen=seen.bool(), meta=meta)

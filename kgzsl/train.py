@@ -1,0 +1,390 @@
+"""Stage 2: train a weight-propagation model to regress the seen classes' real classifier rows.
+
+Full-batch training as in GCNZ/DGP: node features are the graph's word vectors, L2-normalised row-wise
+(as DGP does; GCNZ's code divided them by their sum); the loss on the seen training classes ``S`` is
+DGP's ``l2_loss`` between L2-normalised prediction rows and L2-normalised target rows::
+
+    loss = 1 / (2 |S|) * sum_{i in S} || p_i / |p_i| - t_i / |t_i| ||^2     (= mean over S of 1 - cos)
+
+Adam (lr 1e-3, weight decay 5e-4 on every parameter, as both papers' code); 3000 epochs by default for
+every model (DGP's ``train_gcn_dense_att.py`` / ``train_gcn_basic.py`` ``--max-epoch 3000``, the
+setting DGP also used for its GCNZ and SGCN comparisons). A seeded slice of the seen classes
+(``val_fraction``, 5 %) is held out for model choice: the weights of the epoch with the lowest
+validation loss are kept, and training stops after ``patience`` epochs without improvement (DGP
+instead kept whatever epoch 3000 gave). Everything is seeded (``torch.manual_seed`` before the model is
+built, a seeded split, deterministic node orders), so two runs with one seed give equal results.
+
+Speed: the loss only reads the training classes, so each step runs the model's ``forward_plan`` on
+their receptive field (see :mod:`kgzsl.models._base`); all nodes are predicted once at the end, in
+eval mode, with the all-nodes ``forward``.
+
+Checkpoint folder: ``model.safetensors`` (state dict), ``train.json`` (configuration, seed, losses,
+best epoch, graph fingerprint, targets source) and ``predictions.safetensors``
+(:mod:`kgzsl.predictions`), written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kgzsl.errors import KgzslError
+from kgzsl.io import atomic_dir, load_tensors, read_json, save_tensors, write_json
+from kgzsl.models import MODELS, PropagationModel, build_model
+from kgzsl.targets import Targets, align_targets
+
+FORMAT_NAME = "kgzsl.train"
+FORMAT_VERSION = 1
+#: the papers' epoch counts (see the module docstring)
+PAPER_EPOCHS = {"gcnz": 3000, "sgcn": 3000, "dgp": 3000}
+DEFAULT_PATIENCE = 300  # DGP saved a checkpoint every 300 epochs: the same granularity of model choice
+
+
+def graph_fingerprint(ids: Iterable[str], edge_index: Any) -> str:
+    """sha256 over the node ids (in order) and the ``[2, E]`` int64 edge index: a graph's identity."""
+    digest = hashlib.sha256()
+    for node_id in ids:
+        digest.update(str(node_id).encode("utf-8"))
+        digest.update(b"\n")
+    edges = np.ascontiguousarray(np.asarray(edge_index, dtype="<i8"))
+    digest.update(f"edges {list(edges.shape)}\n".encode())
+    digest.update(edges.tobytes())
+    return digest.hexdigest()
+
+
+def node_features(graph: Any) -> torch.Tensor:
+    """The graph's word vectors as float32, each row L2-normalised (rows without a vector stay zero)."""
+    return F.normalize(torch.as_tensor(np.asarray(graph.features), dtype=torch.float32), dim=1)
+
+
+def l2_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """DGP's loss: ``sum ||normalize(pred) - normalize(target)||^2 / (2 n)`` over the ``n`` rows, in float32."""
+    pred = F.normalize(pred.float(), dim=1)
+    target = F.normalize(target.float(), dim=1)
+    return (pred - target).pow(2).sum() / (2 * pred.size(0))
+
+
+def _unit_loss(pred: torch.Tensor, target_unit: torch.Tensor) -> torch.Tensor:
+    """:func:`l2_loss` for rows already of unit norm: ``||p - t||^2 / 2 = 1 - p.t`` (one pass, not five)."""
+    return 1.0 - (pred.float() * target_unit).sum() / pred.size(0)
+
+
+def _adam(params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """Adam (L2 weight decay added to the gradient, as the papers' code); the fused CPU kernel when available."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # older torch: no fused CPU Adam
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns; :func:`save_run` writes it as a checkpoint folder."""
+
+    model: PropagationModel
+    model_name: str
+    predictions: torch.Tensor  # [N, D+1], every node, eval mode, best weights
+    seen: torch.Tensor  # bool [N]: nodes whose real targets were used (training + validation)
+    best_epoch: int
+    epochs_run: int
+    losses: list[float]
+    val_losses: list[float]
+    seen_loss: float  # eval-mode loss of the final predictions on the training classes
+    val_loss: float | None
+    seconds: float
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """The figures ``kgzsl train --json`` prints."""
+        return {
+            "model": self.model_name,
+            "best_epoch": self.best_epoch,
+            "epochs_run": self.epochs_run,
+            "seen_loss": round(self.seen_loss, 6),
+            "val_loss": None if self.val_loss is None else round(self.val_loss, 6),
+            "seconds": round(self.seconds, 2),
+            "train_classes": self.config["counts"]["train"],
+            "val_classes": self.config["counts"]["val"],
+            "seed": self.config["seed"],
+        }
+
+
+def _split(nodes: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded train/validation split of the target nodes (sorted first: independent of input order)."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise KgzslError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    nodes = torch.sort(nodes).values
+    n = nodes.numel()
+    n_val = 0 if val_fraction == 0 or n < 2 else min(n - 1, max(1, round(val_fraction * n)))
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(n))
+    val = torch.sort(nodes[order[:n_val]]).values
+    train = torch.sort(nodes[order[n_val:]]).values
+    return train, val
+
+
+def train(
+    graph: Any,
+    targets: Targets,
+    model: str = "dgp",
+    epochs: int | None = None,
+    lr: float = 1e-3,
+    weight_decay: float = 5e-4,
+    seed: int = 0,
+    val_fraction: float = 0.05,
+    patience: int | None = DEFAULT_PATIENCE,
+    bf16: bool = False,
+    progress: bool = True,
+    exclude: Iterable[str] | None = None,
+    **model_kw: Any,
+) -> TrainResult:
+    """Train ``model`` (gcnz, sgcn, dgp) on ``graph`` to regress ``targets``; see the module docstring.
+
+    ``exclude``: wnids whose targets must not be used at all (held-out classes; they count as unseen).
+    Only nodes with role ``seen`` take part; ``patience`` None or 0 disables early stopping;
+    ``bf16`` runs the training forward under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (the
+    loss and the final predictions stay float32); ``model_kw`` go to the model's constructor.
+    """
+    start = time.perf_counter()
+    name = str(model).lower()
+    if name not in MODELS:
+        raise KgzslError(f"unknown model {model!r}: choose one of {', '.join(MODELS)}")
+    epochs = PAPER_EPOCHS[name] if epochs is None else int(epochs)
+    if epochs < 1:
+        raise KgzslError(f"epochs must be at least 1, got {epochs}")
+    if lr <= 0 or weight_decay < 0:
+        raise KgzslError(f"need lr > 0 and weight_decay >= 0, got lr={lr}, weight_decay={weight_decay}")
+
+    nodes, rows = align_targets(graph, targets)
+    excluded = set(exclude or [])
+    node_ids = [graph.ids[i] for i in nodes.tolist()]
+    node_wnids = [graph.wnids[i] for i in nodes.tolist()]
+    role_ok = torch.tensor([graph.roles[i] == "seen" for i in nodes.tolist()], dtype=torch.bool)
+    not_excluded = torch.tensor([a not in excluded and b not in excluded for a, b in zip(node_ids, node_wnids)], dtype=torch.bool)
+    use = role_ok & not_excluded
+    if not bool(use.any()):
+        raise KgzslError(
+            f"no targets left to train on: {len(nodes)} target classes are in the graph, {int((~role_ok).sum())} of them "
+            f"are not 'seen' nodes and {int((~not_excluded).sum())} are excluded"
+        )
+    target_of = {int(n): r for n, r in zip(nodes[use].tolist(), rows[use])}
+    train_nodes, val_nodes = _split(nodes[use], val_fraction, seed)
+    counts = {
+        "targets": len(targets.wnids),
+        "in_graph": int(nodes.numel()),
+        "not_seen_role": int((~role_ok).sum()),
+        "excluded": int((role_ok & ~not_excluded).sum()),
+        "train": int(train_nodes.numel()),
+        "val": int(val_nodes.numel()),
+    }
+
+    x = node_features(graph)
+    num_nodes = x.size(0)
+    t_train = F.normalize(torch.stack([target_of[int(n)] for n in train_nodes]), dim=1)
+    t_val = F.normalize(torch.stack([target_of[int(n)] for n in val_nodes]), dim=1) if val_nodes.numel() else None
+
+    torch.manual_seed(seed)
+    net = build_model(name, x.size(1), targets.dim, **model_kw)
+    inputs = net.graph_inputs(graph)
+    plan_train = net.plan(train_nodes, *inputs, num_nodes=num_nodes)
+    plan_val = net.plan(val_nodes, *inputs, num_nodes=num_nodes) if t_val is not None else None
+    optimizer = _adam(net.parameters(), lr, weight_decay)
+
+    losses: list[float] = []
+    val_losses: list[float] = []
+    best = math.inf
+    best_epoch = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    from tqdm import tqdm
+
+    bar = tqdm(range(1, epochs + 1), desc=f"train {name}", unit="epoch", file=sys.stderr, disable=not progress, mininterval=0.5)
+    loop_start = time.perf_counter()
+    for epoch in bar:
+        net.train()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = net.forward_plan(x, plan_train)
+        loss = _unit_loss(out, t_train)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        if not math.isfinite(losses[-1]):
+            raise KgzslError(f"training {name} diverged at epoch {epoch} (loss {losses[-1]}): try a smaller lr")
+        if plan_val is not None:
+            net.eval()
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                val = float(_unit_loss(net.forward_plan(x, plan_val), t_val))
+            val_losses.append(val)
+            if val < best:
+                best, best_epoch = val, epoch
+                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", val=f"{val:.4f}", best=best_epoch, refresh=False)
+            if patience and epoch - best_epoch >= patience:
+                break
+        else:
+            best_epoch = epoch
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+    bar.close()
+    loop_seconds = time.perf_counter() - loop_start
+    epochs_run = len(losses)
+    if best_state is not None:
+        net.load_state_dict(best_state)
+
+    net.eval()
+    with torch.no_grad():
+        predictions = net(x, *inputs).float()
+    seen = torch.zeros(num_nodes, dtype=torch.bool)
+    seen[train_nodes] = True
+    seen[val_nodes] = True
+    seen_loss = float(l2_loss(predictions[train_nodes], t_train))
+    val_loss = float(l2_loss(predictions[val_nodes], t_val)) if t_val is not None else None
+    seconds = time.perf_counter() - start
+    config = {
+        "model": name,
+        "model_config": net.config(),
+        "seed": int(seed),
+        "epochs": epochs,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "val_fraction": val_fraction,
+        "patience": patience,
+        "bf16": bool(bf16),
+        "loss": "sum ||normalize(pred) - normalize(target)||^2 / (2 n) over the training classes",
+        "features": "word vectors, L2-normalised rows",
+        "targets": targets.source,
+        "targets_dim": targets.dim,
+        "graph": str(getattr(graph, "meta", {}).get("folder", "")),
+        "graph_nodes": num_nodes,
+        "graph_fingerprint": graph_fingerprint(graph.ids, graph.edge_index),
+        "counts": counts,
+        "excluded": sorted(excluded),
+        "val_ids": [graph.ids[i] for i in val_nodes.tolist()],
+        "train_loop_seconds": round(loop_seconds, 3),
+        "seconds_per_epoch": round(loop_seconds / max(epochs_run, 1), 5),
+        "plan_rows": {"train": plan_train.rows, "val": plan_val.rows if plan_val is not None else []},
+    }
+    return TrainResult(
+        model=net,
+        model_name=name,
+        predictions=predictions,
+        seen=seen,
+        best_epoch=best_epoch,
+        epochs_run=epochs_run,
+        losses=losses,
+        val_losses=val_losses,
+        seen_loss=seen_loss,
+        val_loss=val_loss,
+        seconds=seconds,
+        config=config,
+    )
+
+
+def save_checkpoint(result: TrainResult, folder: str | Path) -> Path:
+    """Write ``model.safetensors`` and ``train.json`` into ``folder`` (each file atomically)."""
+    folder = Path(folder)
+    state = {k: v.detach().float().contiguous() for k, v in result.model.state_dict().items()}
+    save_tensors(folder / "model.safetensors", state, metadata={"format": FORMAT_NAME, "model": result.model_name})
+    info = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        **result.config,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "seen_loss": result.seen_loss,
+        "val_loss": result.val_loss,
+        "seconds": round(result.seconds, 3),
+        "losses": result.losses,
+        "val_losses": result.val_losses,
+    }
+    write_json(folder / "train.json", info)
+    return folder
+
+
+def backbone_of(targets_source: str) -> str | None:
+    """The feature extractor matching a targets source: a backbone name or state-dict file; None for a bare matrix."""
+    from kgzsl.backbones.weights import EFFICIENTNET_LITE_VARIANTS
+    from kgzsl.targets import STATE_DICT_SUFFIXES
+
+    if targets_source in EFFICIENTNET_LITE_VARIANTS or Path(targets_source).suffix in STATE_DICT_SUFFIXES:
+        return targets_source
+    return None
+
+
+def save_run(result: TrainResult, graph: Any, out: str | Path, force: bool = False) -> Path:
+    """Write a whole run folder atomically: checkpoint + ``predictions.safetensors`` for every node."""
+    from kgzsl.predictions import save_predictions
+
+    with atomic_dir(out, force=force) as tmp:
+        save_checkpoint(result, tmp)
+        save_predictions(
+            tmp / "predictions.safetensors",
+            list(graph.ids),
+            result.predictions,
+            result.seen,
+            meta={
+                "model": result.model_name,
+                "targets": result.config["targets"],
+                "graph_fingerprint": result.config["graph_fingerprint"],
+                "best_epoch": result.best_epoch,
+                "seed": result.config["seed"],
+                "backbone": backbone_of(result.config["targets"]),
+                "roles": list(graph.roles),  # recognition excludes structure-only nodes from the candidates
+                "names": [names[0] if names else node_id for names, node_id in zip(graph.names, graph.ids)],
+            },
+        )
+    return Path(out)
+
+
+def load_checkpoint(folder: str | Path, graph: Any, targets: Targets | None = None) -> tuple[PropagationModel, dict[str, Any]]:
+    """Rebuild the trained model of a checkpoint folder for ``graph`` (eval mode) and its ``train.json``.
+
+    Refused with a KgzslError: a checkpoint trained on another graph (fingerprint mismatch), feature
+    or ``targets`` widths that do not match the model, a damaged state dict.
+    """
+    folder = Path(folder)
+    info = read_json(folder / "train.json", "training record")
+    if info.get("format") != FORMAT_NAME:
+        raise KgzslError(f"{folder}/train.json is not a kgzsl training record (format {info.get('format')!r})")
+    if info.get("version") != FORMAT_VERSION:
+        raise KgzslError(f"{folder} is checkpoint version {info.get('version')}; this kgzsl reads {FORMAT_VERSION}")
+    fingerprint = graph_fingerprint(graph.ids, graph.edge_index)
+    if info.get("graph_fingerprint") != fingerprint:
+        where = getattr(graph, "meta", {}).get("folder", "the given graph")
+        raise KgzslError(
+            f"checkpoint {folder} was trained on another graph ({info.get('graph', '?')}, fingerprint "
+            f"{str(info.get('graph_fingerprint'))[:12]}), not on {where} ({fingerprint[:12]})"
+        )
+    config = dict(info["model_config"])
+    in_channels, out_channels = config.pop("in_channels"), config.pop("out_channels")
+    feature_dim = int(np.asarray(graph.features).shape[1])
+    if feature_dim != in_channels:
+        raise KgzslError(f"checkpoint {folder} expects {in_channels}-d node features; the graph has {feature_dim}-d")
+    if targets is not None and targets.dim != out_channels:
+        raise KgzslError(
+            f"checkpoint {folder} predicts {out_channels}-d classifiers but the targets from {targets.source} are {targets.dim}-d"
+        )
+    model = build_model(info["model"], in_channels, out_channels, **config)
+    state, _ = load_tensors(folder / "model.safetensors", "model weights")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise KgzslError(f"{folder}/model.safetensors does not fit a {info['model']} model: {str(exc).splitlines()[0]}") from None
+    model.eval()
+    return model, info
+
+
+def predict(model: PropagationModel, graph: Any) -> torch.Tensor:
+    """Classifier vectors ``[N, D+1]`` for every node of ``graph`` (eval mode, unit rows)."""
+    model.eval()
+    with torch.no_grad():
+        return model(node_features(graph), *model.graph_inputs(graph)).float()

@@ -1,0 +1,221 @@
+"""GCNZ / SGCN / DGP: shapes, defaults, dropout, and the receptive-field path equal to the all-nodes path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from kgzsl.errors import KgzslError
+from kgzsl.models import DGP, GCNZ, MODELS, SGCN, build_model
+from kgzsl.models._base import SparseOperator
+from kgzsl.train import node_features
+
+OUT = 1281  # EfficientNet-Lite0 classifier rows with the bias column
+SMALL_WIDTHS = {"gcnz": {"hidden_channels": (96, 96, 64, 64, 32)}, "sgcn": {"hidden_channels": 96}, "dgp": {"hidden_channels": 96}}
+
+
+@pytest.fixture(scope="module")
+def mid_graph(glove):
+    """A real WordNet graph of 200 ImageNet-1k and 209 ImageNet-21k classes, closed upward (1,105 nodes)."""
+    from kgzsl.graph import build_wordnet_graph
+    from kgzsl.imagenet import imagenet1k_wnids, imagenet21k_unseen_wnids
+
+    return build_wordnet_graph(imagenet1k_wnids()[::5], imagenet21k_unseen_wnids()[::100], vectors=glove)
+
+
+def _perturbed(name: str, in_channels: int, seed: int = 0, **kwargs) -> torch.nn.Module:
+    """A model whose group weights and biases are not at their (uniform / zero) initial values."""
+    torch.manual_seed(seed)
+    model = build_model(name, in_channels, OUT, **kwargs)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.3 * torch.randn_like(param) * (param.abs().mean() + 0.1))
+    return model
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("graph_name", ["small_graph", "mid_graph"])
+def test_restricted_forward_equals_all_nodes(name, graph_name, request):
+    graph = request.getfixturevalue(graph_name)
+    x = node_features(graph)
+    model = _perturbed(name, x.size(1), **SMALL_WIDTHS[name]).eval()
+    inputs = model.graph_inputs(graph)
+    generator = torch.Generator().manual_seed(1)
+    seen = torch.from_numpy(np.flatnonzero(graph.mask("seen")))
+    unseen = torch.from_numpy(np.flatnonzero(graph.mask("unseen")))
+    subsets = {
+        "seen": seen,
+        "mixed": torch.cat([seen[:3], unseen[:3]])[torch.randperm(6, generator=generator)],
+        "all": torch.arange(graph.num_nodes),
+    }
+    with torch.no_grad():
+        full = model(x, *inputs)
+        for label, nodes in subsets.items():
+            plan = model.plan(nodes, *inputs, num_nodes=graph.num_nodes)
+            part = model.forward_plan(x, plan)
+            assert part.shape == (nodes.numel(), OUT)
+            torch.testing.assert_close(part, full[nodes], atol=2e-5, rtol=1e-4, msg=f"{name} on {label} nodes")
+    # the receptive field really is smaller than the graph for the seen classes
+    plan = model.plan(seen, *inputs, num_nodes=graph.num_nodes)
+    assert plan.rows[-1] == seen.numel()
+    assert plan.flops < model.plan(torch.arange(graph.num_nodes), *inputs, num_nodes=graph.num_nodes).flops
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_restricted_gradients_equal_all_nodes(name, mid_graph):
+    """Training through the plan (custom sparse backward) gives the gradients of the all-nodes model."""
+    x = node_features(mid_graph)
+    model = _perturbed(name, x.size(1), dropout=0.0, **SMALL_WIDTHS[name]).train()
+    inputs = model.graph_inputs(mid_graph)
+    nodes = torch.from_numpy(np.flatnonzero(mid_graph.mask("seen")))
+    target = torch.nn.functional.normalize(torch.randn(nodes.numel(), OUT, generator=torch.Generator().manual_seed(2)), dim=1)
+
+    def grads(out: torch.Tensor) -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        (out - target).pow(2).sum().backward()
+        return {k: p.grad.clone() for k, p in model.named_parameters()}
+
+    full = grads(model(x, *inputs)[nodes])
+    part = grads(model.forward_plan(x, model.plan(nodes, *inputs, num_nodes=mid_graph.num_nodes)))
+    assert full.keys() == part.keys()
+    for key in full:
+        assert full[key].abs().sum() > 0, f"{name}: {key} got no gradient"
+        torch.testing.assert_close(part[key], full[key], atol=1e-4, rtol=1e-3, msg=f"{name}: gradient of {key}")
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_dropout_is_applied_in_training_only(name, small_graph):
+    x = node_features(small_graph)
+    torch.manual_seed(0)
+    model = build_model(name, x.size(1), OUT, **SMALL_WIDTHS[name])
+    inputs = model.graph_inputs(small_graph)
+    plan = model.plan(torch.arange(small_graph.num_nodes), *inputs, num_nodes=small_graph.num_nodes)
+    model.train()
+    assert not torch.allclose(model.forward_plan(x, plan), model.forward_plan(x, plan))
+    assert not torch.allclose(model(x, *inputs), model(x, *inputs))
+    model.eval()
+    torch.testing.assert_close(model.forward_plan(x, plan), model.forward_plan(x, plan))
+    out = model(x, *inputs)
+    assert out.shape == (small_graph.num_nodes, OUT)
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(small_graph.num_nodes))
+
+
+@pytest.mark.parametrize("p", [0.5, 0.2, 0.8])
+def test_dropout_helper_statistics(p):
+    from kgzsl.models._base import dropout
+
+    x = torch.ones(400, 500)
+    y = dropout(x, p, training=True)
+    assert abs((y == 0).float().mean().item() - p) < 0.01
+    assert abs(y.mean().item() - 1.0) < 0.03  # inverted dropout keeps the expectation
+    values = torch.unique(y).tolist()
+    assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(1 / (1 - p))
+    assert not torch.equal(dropout(x, p, True), y)
+    assert dropout(x, p, training=False) is x
+
+
+def test_paper_defaults():
+    gcnz = GCNZ(300, 2049)
+    widths = [(c.in_channels, c.out_channels) for c in gcnz.convs]
+    assert widths == [(300, 2048), (2048, 2048), (2048, 1024), (1024, 1024), (1024, 512), (512, 2049)]
+    assert (gcnz.dropout, gcnz.negative_slope) == (0.5, 0.2)
+    sgcn = SGCN(300, 2049)
+    assert [(lin.in_channels, lin.out_channels) for lin in sgcn.lins] == [(300, 2048), (2048, 2049)]
+    dgp = DGP(300, 2049)
+    assert (dgp.hidden_channels, dgp.max_distance, dgp.dropout) == (2048, 4, 0.5)
+    assert dgp.att_desc.shape == dgp.att_anc.shape == (5,)  # self, 1, 2, 3, >=4
+    alpha_desc, alpha_anc = dgp.group_weights()
+    torch.testing.assert_close(alpha_desc, torch.full((5,), 0.2))
+    for model in (gcnz, sgcn, dgp):
+        assert build_model(model.name, **model.config()).config() == model.config()
+
+
+def test_dgp_merges_distances_from_max_distance(mid_graph):
+    """Distances >= max_distance form one group; distances below it are kept apart."""
+    x = node_features(mid_graph)
+    model = _perturbed("dgp", x.size(1), max_distance=3, hidden_channels=64).eval()
+    index, distance = model.graph_inputs(mid_graph)
+    assert int(distance.max()) > 4
+    with torch.no_grad():
+        base = model(x, index, distance)
+        torch.testing.assert_close(model(x, index, distance.clamp(max=3)), base)
+        assert not torch.allclose(model(x, index, distance.clamp(max=2)), base, atol=1e-4)
+
+
+def test_dgp_first_phase_reads_descendants(mid_graph):
+    """Changing a leaf's features changes its ancestors' outputs (descendant phase) and only theirs."""
+    x = node_features(mid_graph)
+    model = _perturbed("dgp", x.size(1), hidden_channels=64).eval()
+    inputs = model.graph_inputs(mid_graph)
+    index = inputs[0]
+    leaf = int(np.flatnonzero(mid_graph.mask("unseen"))[0])
+    ancestors = set(index[1][index[0] == leaf].tolist())
+    # nodes reached in two phases: ancestors of the leaf, then everything whose ancestors include them
+    reached = set(index[0][torch.isin(index[1], torch.tensor(sorted(ancestors)))].tolist())
+    changed = x.clone()
+    changed[leaf] = torch.nn.functional.normalize(torch.randn(x.size(1)), dim=0)
+    with torch.no_grad():
+        diff = (model(changed, *inputs) - model(x, *inputs)).abs().amax(dim=1)
+    moved = set(torch.nonzero(diff > 1e-6).flatten().tolist())
+    assert leaf in moved and moved <= reached
+    assert len(moved) > 1
+
+
+def test_bf16_autocast_forward_is_close(mid_graph):
+    x = node_features(mid_graph)
+    model = _perturbed("dgp", x.size(1)).eval()
+    inputs = model.graph_inputs(mid_graph)
+    nodes = torch.from_numpy(np.flatnonzero(mid_graph.mask("seen")))
+    plan = model.plan(nodes, *inputs, num_nodes=mid_graph.num_nodes)
+    with torch.no_grad():
+        ref = model.forward_plan(x, plan)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model.forward_plan(x, plan).float()
+    assert torch.isfinite(low).all()
+    assert (low * ref).sum(dim=1).min() > 0.99  # cosine to the float32 rows
+
+
+def test_sparse_operator_matches_dense_autograd():
+    """Hand-written random pattern (a unit-test fixture): values and input gradients equal the dense ones."""
+    generator = torch.Generator().manual_seed(0)
+    rows, cols = 7, 5
+    dense_mask = torch.rand(rows, cols, generator=generator) < 0.5
+    row, col = torch.nonzero(dense_mask, as_tuple=True)
+    values = torch.rand(row.numel(), generator=generator, dtype=torch.float32).requires_grad_()
+    x = torch.randn(cols, 3, generator=generator).requires_grad_()
+    op = SparseOperator(row, col, (rows, cols), group=torch.zeros_like(row))
+    perm = torch.argsort(row * cols + col)  # the operator keeps entries row-major
+    out = op(x, values[perm])
+    weight = torch.randn(rows, 3, generator=generator)
+    (out * weight).sum().backward()
+    got_values, got_x = values.grad.clone(), x.grad.clone()
+    values.grad = None
+    x.grad = None
+    dense = torch.zeros(rows, cols).index_put((row, col), values)
+    ((dense @ x) * weight).sum().backward()
+    torch.testing.assert_close(out, (dense @ x).detach())
+    torch.testing.assert_close(got_values, values.grad)
+    torch.testing.assert_close(got_x, x.grad)
+
+
+def test_bad_inputs_are_clear_errors(small_graph):
+    x = node_features(small_graph)
+    with pytest.raises(KgzslError, match="unknown model 'gat'"):
+        build_model("gat", 50, OUT)
+    with pytest.raises(KgzslError, match="takes no argument max_distance"):
+        build_model("sgcn", 50, OUT, max_distance=3)
+    with pytest.raises(KgzslError, match="dropout"):
+        build_model("dgp", 50, OUT, dropout=1.5)
+    model = build_model("sgcn", 50, OUT, hidden_channels=8)
+    (edge_index,) = model.graph_inputs(small_graph)
+    with pytest.raises(KgzslError, match=r"node features must be \[N, 50\]"):
+        model(x[:, :10], edge_index)
+    with pytest.raises(KgzslError, match="outside"):
+        model(x, edge_index + small_graph.num_nodes)
+    with pytest.raises(KgzslError, match="distinct"):
+        model.plan(torch.tensor([0, 0]), edge_index, num_nodes=small_graph.num_nodes)
+    dgp = build_model("dgp", 50, OUT, hidden_channels=8)
+    index, distance = dgp.graph_inputs(small_graph)
+    with pytest.raises(KgzslError, match="distances for"):
+        dgp(x, index, distance[:-1])

@@ -1,0 +1,175 @@
+"""Training on a real WordNet subgraph with real EfficientNet-Lite0 classifier rows; checkpoints; the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from kgzsl.cli import main
+from kgzsl.errors import KgzslError
+from kgzsl.predictions import load_predictions, save_predictions
+from kgzsl.targets import Targets, load_targets
+from kgzsl.train import graph_fingerprint, l2_loss, load_checkpoint, predict, save_run, train
+
+FAST = {"gcnz": {"hidden_channels": (256, 256, 128, 128, 64)}, "sgcn": {}, "dgp": {}}
+
+
+@pytest.fixture(scope="module")
+def mid_graph(glove):
+    """A real WordNet graph of 200 ImageNet-1k and 209 ImageNet-21k classes, closed upward (1,105 nodes)."""
+    from kgzsl.graph import build_wordnet_graph
+    from kgzsl.imagenet import imagenet1k_wnids, imagenet21k_unseen_wnids
+
+    return build_wordnet_graph(imagenet1k_wnids()[::5], imagenet21k_unseen_wnids()[::100], vectors=glove)
+
+
+@pytest.fixture(scope="module")
+def lite0() -> Targets:
+    return load_targets()
+
+
+@pytest.fixture(scope="module")
+def dgp_run(mid_graph, lite0):
+    return train(mid_graph, lite0, model="dgp", epochs=25, seed=3, progress=False)
+
+
+@pytest.mark.parametrize("name", ["gcnz", "sgcn", "dgp"])
+def test_each_model_learns_and_predicts_unseen_classes(name, mid_graph, lite0):
+    result = train(mid_graph, lite0, model=name, epochs=30, seed=0, patience=None, progress=False, **FAST[name])
+    assert result.epochs_run == 30 and len(result.losses) == len(result.val_losses) == 30
+    assert np.mean(result.losses[-5:]) < 0.95 * np.mean(result.losses[:3])  # the loss falls
+    assert result.seen_loss < 0.95
+    pred = result.predictions
+    assert pred.shape == (mid_graph.num_nodes, 1281)
+    unseen = torch.from_numpy(mid_graph.mask("unseen"))
+    assert torch.isfinite(pred[unseen]).all()
+    torch.testing.assert_close(pred[unseen].norm(dim=1), torch.ones(int(unseen.sum())))
+    # the unseen classifiers moved away from what the untrained model gives, and are not all alike
+    torch.manual_seed(0)
+    from kgzsl.models import build_model
+
+    untrained = build_model(name, 50, 1281, **FAST[name])
+    before = predict(untrained, mid_graph)
+    assert ((pred[unseen] - before[unseen]).norm(dim=1) > 0.1).all()
+    cosine = pred[unseen] @ pred[unseen].T
+    assert cosine.min() < 0.99
+    assert result.config["counts"]["train"] + result.config["counts"]["val"] == 200
+    assert result.seen.sum() == 200 and not result.seen[unseen].any()
+
+
+def test_seed_reproducibility(mid_graph, lite0, dgp_run):
+    again = train(mid_graph, lite0, model="dgp", epochs=25, seed=3, progress=False)
+    assert again.losses == dgp_run.losses and again.val_losses == dgp_run.val_losses
+    assert torch.equal(again.predictions, dgp_run.predictions)
+    other = train(mid_graph, lite0, model="dgp", epochs=25, seed=4, progress=False)
+    assert other.losses != dgp_run.losses
+    assert other.config["val_ids"] != dgp_run.config["val_ids"]
+
+
+def test_best_validation_weights_are_kept(mid_graph, lite0):
+    result = train(mid_graph, lite0, model="sgcn", epochs=400, lr=3e-2, patience=3, seed=0, progress=False)
+    assert result.epochs_run < 400  # early stopping: a high lr soon stops improving
+    best = result.best_epoch
+    assert result.epochs_run == best + 3
+    assert result.val_losses[best - 1] == min(result.val_losses)
+    assert result.val_loss == pytest.approx(result.val_losses[best - 1], abs=1e-5)  # the final model is the best one
+
+
+def test_excluded_classes_are_not_used(mid_graph, lite0):
+    held_out = [w for w, r in zip(mid_graph.ids, mid_graph.roles) if r == "seen"][:20]
+    result = train(mid_graph, lite0, model="dgp", epochs=3, exclude=held_out, seed=0, progress=False, hidden_channels=64)
+    counts = result.config["counts"]
+    assert counts["excluded"] == 20 and counts["train"] + counts["val"] == 180
+    index = mid_graph.index()
+    assert not result.seen[[index[w] for w in held_out]].any()
+    assert not set(held_out) & set(result.config["val_ids"])
+    with pytest.raises(KgzslError, match="no targets left"):
+        train(mid_graph, lite0, model="dgp", epochs=1, exclude=list(mid_graph.ids), progress=False)
+
+
+def test_bf16_training_runs(mid_graph, lite0):
+    result = train(mid_graph, lite0, model="dgp", epochs=20, bf16=True, seed=0, progress=False)
+    assert all(np.isfinite(result.losses)) and result.losses[-1] < result.losses[0]
+    assert result.predictions.dtype == torch.float32 and result.config["bf16"] is True
+
+
+def test_checkpoint_and_predictions_round_trip(tmp_path, mid_graph, small_graph, lite0, dgp_run):
+    out = save_run(dgp_run, mid_graph, tmp_path / "run")
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors", "predictions.safetensors", "train.json"]
+    info = json.loads((out / "train.json").read_text())
+    assert info["seed"] == 3 and info["best_epoch"] == dgp_run.best_epoch and len(info["losses"]) == 25
+    assert info["graph_fingerprint"] == graph_fingerprint(mid_graph.ids, mid_graph.edge_index)
+    assert info["targets"] == "efficientnet-lite0" and info["model_config"]["max_distance"] == 4
+    model, loaded_info = load_checkpoint(out, mid_graph, lite0)
+    assert loaded_info["model"] == "dgp"
+    torch.testing.assert_close(predict(model, mid_graph), dgp_run.predictions)
+    preds = load_predictions(out / "predictions.safetensors")
+    assert preds.ids == mid_graph.ids and torch.equal(preds.pred, dgp_run.predictions)
+    assert torch.equal(preds.seen, dgp_run.seen)
+    assert preds.meta["model"] == "dgp" and preds.meta["graph_fingerprint"] == info["graph_fingerprint"]
+    assert preds.index["n02084071"] == mid_graph.index()["n02084071"]
+    torch.testing.assert_close(preds.rows(["n02084071"])[0], dgp_run.predictions[mid_graph.index()["n02084071"]])
+    with pytest.raises(KgzslError, match="already exists"):
+        save_run(dgp_run, mid_graph, out)
+    with pytest.raises(KgzslError, match="trained on another graph"):
+        load_checkpoint(out, small_graph)
+    narrow = Targets(lite0.wnids[:3], lite0.weights[:3, :100], "hand-written narrow targets")
+    with pytest.raises(KgzslError, match="predicts 1281-d classifiers but the targets .* are 100-d"):
+        load_checkpoint(out, mid_graph, narrow)
+
+
+def test_predictions_file_checks(tmp_path):
+    ids = ["a", "b", "c"]  # hand-written unit-test fixture
+    pred = torch.nn.functional.normalize(torch.randn(3, 5), dim=1)
+    path = save_predictions(tmp_path / "p.safetensors", ids, pred, torch.tensor([True, False, False]), {"model": "dgp", "epoch": 7, "note": "7"})
+    loaded = load_predictions(path)
+    assert loaded.meta == {"model": "dgp", "epoch": 7, "note": "7"}
+    assert loaded.seen.tolist() == [True, False, False]
+    with pytest.raises(KgzslError, match="pred must be"):
+        save_predictions(tmp_path / "q.safetensors", ids, pred[:2], torch.ones(3), {})
+    from kgzsl.io import save_tensors
+
+    save_tensors(tmp_path / "other.safetensors", {"pred": pred}, metadata={"format": "something.else"})
+    with pytest.raises(KgzslError, match="not a kgzsl predictions file"):
+        load_predictions(tmp_path / "other.safetensors")
+
+
+def test_fingerprint_tracks_ids_and_edges(small_graph):
+    base = graph_fingerprint(small_graph.ids, small_graph.edge_index)
+    assert base == graph_fingerprint(list(small_graph.ids), small_graph.edge_index.copy())
+    edges = small_graph.edge_index.copy()
+    edges[1, 0] = (edges[1, 0] + 1) % small_graph.num_nodes
+    assert graph_fingerprint(small_graph.ids, edges) != base
+    assert graph_fingerprint(list(reversed(small_graph.ids)), small_graph.edge_index) != base
+
+
+def test_l2_loss_is_dgp_loss():
+    generator = torch.Generator().manual_seed(0)
+    pred, target = torch.randn(4, 6, generator=generator), torch.randn(4, 6, generator=generator)
+    expected = ((pred / pred.norm(dim=1, keepdim=True) - target / target.norm(dim=1, keepdim=True)) ** 2).sum() / 8
+    torch.testing.assert_close(l2_loss(pred, target), expected)
+    torch.testing.assert_close(l2_loss(3 * pred, target), expected)  # scale-free
+
+
+def test_cli_train(tmp_path, mid_graph, capsys):
+    mid_graph.save(tmp_path / "graph")
+    (tmp_path / "exclude.txt").write_text("n01440764\n")
+    out = tmp_path / "run"
+    args = ["train", "--graph", str(tmp_path / "graph"), "--model", "sgcn", "--epochs", "4", "--seed", "1",
+            "--exclude", str(tmp_path / "exclude.txt"), "--out", str(out), "--json"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["model"] == "sgcn" and summary["epochs_run"] == 4 and summary["seed"] == 1
+    assert {"best_epoch", "seen_loss", "val_loss", "seconds"} <= summary.keys()
+    assert summary["train_classes"] + summary["val_classes"] == 199  # one of the 200 seen classes excluded
+    preds = load_predictions(out / "predictions.safetensors")
+    assert not preds.seen[preds.index["n01440764"]]
+    assert main(args) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(args[:-3] + ["--out", str(tmp_path / "bad"), "--backbone", str(tmp_path / "missing.pth"), "--json"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kgzsl: error:") and "missing.pth" in err and "Traceback" not in err
+    assert not (tmp_path / "bad").exists()
