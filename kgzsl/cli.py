@@ -111,11 +111,178 @@ def cmd_splits(args: argparse.Namespace) -> None:
 
 
 # ----------------------------------------------------------------------------------------- train
-# (cmd_train goes here)
+def cmd_train(args: argparse.Namespace) -> None:
+    from kgzsl.graph import load_graph, read_id_list
+    from kgzsl.targets import load_targets
+    from kgzsl.train import save_run, train
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise KgzslError(f"output folder {out} already exists: pass --force to replace it")
+    graph = load_graph(args.graph)
+    targets = load_targets(args.backbone, args.wnids)
+    exclude = read_id_list(args.exclude, "exclude") if args.exclude else None
+    result = train(
+        graph, targets, model=args.model, epochs=args.epochs, seed=args.seed, val_fraction=args.val_fraction,
+        patience=args.patience, bf16=args.bf16, progress=not args.json, exclude=exclude,
+    )
+    save_run(result, graph, out, force=args.force)
+    summary = {**result.summary(), "out": str(out), "graph": str(args.graph), "targets": targets.source}
+
+    def human(s: dict[str, Any]) -> str:
+        val = "n/a" if s["val_loss"] is None else s["val_loss"]
+        return (
+            f"trained {s['model']} -> {s['out']}: {s['epochs_run']} epochs, best epoch {s['best_epoch']}, "
+            f"seen loss {s['seen_loss']}, val loss {val} ({s['train_classes']} train / {s['val_classes']} val classes "
+            f"from {s['targets']}), {s['seconds']} s"
+        )
+
+    _emit(args, summary, human)
 
 
 # -------------------------------------------------------------------------------------- features
-# (cmd_features goes here)
+class _RawEpilogDefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show defaults and keep the epilog's line breaks (the torchrun usage)."""
+
+
+def cmd_features(args: argparse.Namespace) -> None:
+    from kgzsl.backbones import load_backbone
+    from kgzsl.features import extract_features, setup_distributed, teardown_distributed, tune_cpu_allocator
+
+    try:
+        ranks = setup_distributed(args.device)
+        if ranks.device.type == "cpu":
+            tune_cpu_allocator()
+        backbone = load_backbone(args.backbone, arch=args.arch, device=ranks.device)
+        summary = extract_features(
+            args.image_dir, backbone, args.out, batch_size=args.batch_size, shard_size=args.shard_size,
+            workers=args.workers, force=args.force, progress=not args.json,
+        )
+    finally:
+        teardown_distributed()
+    if ranks.rank != 0:
+        return  # one summary per run, from rank 0
+
+    def human(s: dict[str, Any]) -> str:
+        lines = [
+            f"features {s['out']}: {s['features']} of {s['images']} images, {s['dim']}-d ({s['backbone']}), "
+            f"{s['shards']} shards ({s['shards_written']} written now, {s['shards_resumed']} resumed), "
+            f"{s['ranks']} rank(s) on {s['device']}, {s['seconds']} s ({s['images_per_second']} images/s)"
+        ]
+        if s["bad_files"]:
+            lines.append(f"{len(s['bad_files'])} bad files skipped:")
+            lines.extend(f"  {bad['path']}: {bad['reason']}" for bad in s["bad_files"][:20])
+            if len(s["bad_files"]) > 20:
+                lines.append(f"  ... and {len(s['bad_files']) - 20} more (see manifest.json)")
+        return "\n".join(lines)
+
+    _emit(args, summary, human)
+
+
+# ------------------------------------------------------------------------------------------ demo
+def cmd_demo(args: argparse.Namespace) -> None:
+    from kgzsl.demo import format_demo, run_demo
+
+    log = (lambda text: print(text, file=sys.stderr)) if args.json else print
+    summary = run_demo(out=args.out, graph_dir=args.graph, model=args.model, epochs=args.epochs, seed=args.seed,
+                       progress=not args.json, log=log)
+    _emit(args, summary, format_demo)
+
+
+# --------------------------------------------------------------------------------------- predict
+def cmd_predict(args: argparse.Namespace) -> None:
+    from kgzsl.backbones import load_backbone
+    from kgzsl.features import image_list_features
+    from kgzsl.graph import read_id_list
+    from kgzsl.predictions import load_predictions
+    from kgzsl.recognize import predict_features
+
+    predictions = load_predictions(args.predictions)
+    candidates: str | list[str] = args.candidates
+    if args.candidates not in ("unseen", "all"):
+        candidates = read_id_list(args.candidates, "candidates")
+    backbone_name = args.backbone or predictions.meta.get("backbone") or "efficientnet-lite0"
+    backbone = load_backbone(backbone_name, arch=args.arch)
+    features, good, bad = image_list_features(args.images, backbone)
+    rows = predict_features(features, good, predictions, candidates=candidates, top=args.top, gamma=args.gamma,
+                            transductive=args.transductive) if good else []
+    summary = {
+        "predictions": str(args.predictions), "backbone": backbone.name, "candidates": args.candidates,
+        "gamma": args.gamma, "transductive": args.transductive,
+        "images": [{"image": r.image, "top": [{"rank": k + 1, "id": i, "name": n, "score": round(v, 4)}
+                                              for k, (i, n, v) in enumerate(r.top)]} for r in rows],
+        "bad_files": bad,
+    }
+
+    def human(s: dict[str, Any]) -> str:
+        lines = []
+        for image in s["images"]:
+            lines.append(image["image"])
+            lines.extend(f"  {t['rank']:>2}. {t['id']}  {t['name']:<40} {t['score']:.4f}" for t in image["top"])
+        lines.extend(f"skipped {b['path']}: {b['reason']}" for b in s["bad_files"])
+        return "\n".join(lines)
+
+    _emit(args, summary, human)
+    if bad and not good:
+        raise KgzslError(f"none of the {len(bad)} images could be read")
+
+
+# -------------------------------------------------------------------------------------- evaluate
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from kgzsl.evaluate import evaluate_split, format_table, gzsl_evaluate
+    from kgzsl.features import load_features
+    from kgzsl.graph import read_id_list
+    from kgzsl.predictions import load_predictions
+    from kgzsl.recognize import plot_seen_unseen, transductive_refine
+
+    predictions = load_predictions(args.predictions)
+    feats = load_features(args.features)
+    if feats.features.shape[1] + 1 != predictions.pred.shape[1]:
+        raise KgzslError(
+            f"features in {args.features} are {feats.features.shape[1]}-d but predictions {args.predictions} are "
+            f"{predictions.pred.shape[1] - 1}-d (+1 bias): extract features with the backbone the predictions were trained for"
+        )
+    seen_ids = [i for i, seen in zip(predictions.ids, predictions.seen.tolist()) if seen]
+    weights = predictions.pred
+    summary: dict[str, Any] = {"features": str(args.features), "predictions": str(args.predictions), "splits": []}
+    results = []
+    for split_file in args.split:
+        split = read_id_list(split_file, "split")
+        name = Path(split_file).stem
+        result = evaluate_split(feats.features, feats.labels, predictions.ids, weights, split, seen_ids,
+                                with_seen=args.with_seen, name=name)
+        results.append(result)
+        entry = result.as_dict()
+        if args.transductive:
+            in_split = set(split)
+            unseen_cols = [i in in_split and not seen for i, seen in zip(predictions.ids, predictions.seen.tolist())]
+            test_rows = [k for k, label in enumerate(feats.labels) if label in in_split]  # labels unused beyond choosing the split's images
+            refined = transductive_refine(feats.features[test_rows], weights, unseen_cols)
+            trans = evaluate_split(feats.features, feats.labels, predictions.ids, refined, split, seen_ids,
+                                   with_seen=args.with_seen, name=name + "+trans")
+            results.append(trans)
+            entry["transductive"] = trans.as_dict()
+            entry["transductive_gain_hit@1"] = round(trans.hit[1] - result.hit[1], 4)
+        if args.gzsl:
+            test, chosen = gzsl_evaluate(feats.features, feats.labels, predictions.ids, weights, split, seen_ids, seed=args.seed)
+            entry["gzsl"] = {"gamma": chosen.gamma, "seen_accuracy": test.seen_accuracy, "unseen_accuracy": test.unseen_accuracy,
+                             "harmonic_mean": test.harmonic_mean, "ausuc": test.auc}
+            if args.plot:
+                plot_path = Path(args.plot) if len(args.split) == 1 else Path(args.plot).with_name(f"{Path(args.plot).stem}-{name}.png")
+                plot_seen_unseen(test, str(plot_path), title=f"GZSL on {name}: seen vs unseen accuracy")
+                entry["gzsl"]["plot"] = str(plot_path)
+        summary["splits"].append(entry)
+
+    def human(s: dict[str, Any]) -> str:
+        lines = [format_table(results)]
+        for entry in s["splits"]:
+            if "gzsl" in entry:
+                g = entry["gzsl"]
+                lines.append(f"GZSL {entry['split']}: gamma {g['gamma']:.4g}, seen {100 * g['seen_accuracy']:.1f}%, "
+                             f"unseen {100 * g['unseen_accuracy']:.1f}%, H {100 * g['harmonic_mean']:.1f}%, AUSUC {g['ausuc']:.3f}")
+        return "\n".join(lines)
+
+    _emit(args, summary, human)
 
 
 # ------------------------------------------------------------------------------------------ parser
@@ -164,9 +331,123 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.set_defaults(func=cmd_splits)
 
-    # (train subparser goes here)
+    p = sub.add_parser(
+        "train",
+        help="graph + real CNN classifier rows -> trained GCNZ / SGCN / DGP and predicted classifiers for every node",
+        description=(
+            "Train a weight-propagation model to regress the seen classes' real classifier rows (weights + bias) "
+            "and predict classifiers for every node. Writes model.safetensors, train.json and predictions.safetensors."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--graph", type=Path, default=DEFAULT_GRAPH, help="graph folder")
+    p.add_argument("--model", choices=["gcnz", "sgcn", "dgp"], default="dgp", help="propagation model")
+    p.add_argument(
+        "--backbone", default="efficientnet-lite0",
+        help="targets: efficientnet-lite0/1/2, a state-dict file (.pth/.pt/.safetensors, e.g. torchvision ResNet) or a matrix (.npy/.safetensors)",
+    )
+    p.add_argument("--wnids", type=Path, help="wnid of each target row, one a line (needed for a matrix; default ImageNet-1k order)")
+    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: the paper's, 3000)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (initialisation, dropout, validation split)")
+    p.add_argument("--val-fraction", type=float, default=0.05, help="share of the seen classes held out for model choice")
+    p.add_argument("--patience", type=int, default=300, help="stop after this many epochs without a better validation loss (0: never)")
+    p.add_argument("--exclude", type=Path, help="file of wnids whose targets must not be used (held-out classes)")
+    p.add_argument("--bf16", action="store_true", help="train under bfloat16 autocast (faster on CPUs with bf16 units)")
+    p.add_argument("--out", type=Path, required=True, help="run folder to write")
+    p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    p.set_defaults(func=cmd_train)
 
-    # (features subparser goes here)
+    p = sub.add_parser(
+        "features",
+        help="CNN features of an ImageFolder tree (one sub-folder per class) -> sharded feature folder",
+        description=(
+            "Extract pooled CNN features of every image under IMAGE_DIR/<class>/... into sharded safetensors "
+            "files in --out. A rerun with the same arguments resumes an interrupted run, skipping finished "
+            "shards; unreadable images are listed as bad files and skipped."
+        ),
+        epilog=(
+            "scale-out with torchrun (each rank takes every N-th shard; rank 0 writes manifest.json):\n"
+            "  one machine, 4 processes (GPUs or CPU ranks):\n"
+            "    torchrun --nproc_per_node 4 -m kgzsl features IMAGES --backbone efficientnet-lite0 --out FEATS\n"
+            "  two machines (run on each; IMAGES and FEATS on a filesystem both share):\n"
+            "    torchrun --nnodes 2 --node_rank 0 --nproc_per_node 8 --master_addr HOST0 --master_port 29500 \\\n"
+            "      -m kgzsl features IMAGES --backbone efficientnet-lite0 --out FEATS\n"
+            "    torchrun --nnodes 2 --node_rank 1 --nproc_per_node 8 --master_addr HOST0 --master_port 29500 \\\n"
+            "      -m kgzsl features IMAGES --backbone efficientnet-lite0 --out FEATS\n"
+            "backend: nccl on GPUs, gloo on CPUs; a restart may use a different number of ranks."
+        ),
+        formatter_class=_RawEpilogDefaultsFormatter,
+    )
+    p.add_argument("image_dir", type=Path, metavar="IMAGE_DIR", help="ImageFolder tree: one sub-folder per class (e.g. wnid), images inside")
+    p.add_argument(
+        "--backbone", required=True, metavar="NAME-or-FILE",
+        help="efficientnet-lite0|1|2 (real ImageNet-1k weights) or a torchvision ResNet-50/101/152 state dict file",
+    )
+    p.add_argument("--arch", choices=["resnet50", "resnet101", "resnet152"], help="architecture of a ResNet state dict; omitted: told from its keys")
+    p.add_argument("--out", type=Path, required=True, help="feature folder to write (or to resume)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    p.add_argument("--shard-size", type=int, default=1024, help="images per shard file (the unit of resumption)")
+    p.add_argument("--workers", type=int, default=0, help="image-decoding worker processes per rank (0: decode in the main process)")
+    p.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if a GPU exists, else cpu), cpu, cuda, cuda:N")
+    p.add_argument("--force", action="store_true", help="discard the shards of an earlier run in --out and start over")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout (rank 0 only)")
+    p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser(
+        "predict",
+        help="name images: top-k classes by [feature, 1] . predicted classifier",
+        description=(
+            "Rank candidate classes for each image. --candidates unseen (default): standard zero-shot over every "
+            "class whose real classifier was not used in training; all: generalized zero-shot over seen and unseen "
+            "classes (use --gamma from a calibration to offset the bias toward seen classes); or a file of wnids."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("--predictions", type=Path, required=True, help="predictions.safetensors written by kgzsl train")
+    p.add_argument("--candidates", default="unseen", help="unseen, all, or a file of candidate wnids")
+    p.add_argument("--top", type=int, default=5, help="how many classes to print per image")
+    p.add_argument("--gamma", type=float, default=0.0, help="calibrated stacking: subtracted from seen classes' scores")
+    p.add_argument("--transductive", action="store_true", help="refine the unseen classifiers on these images' features first")
+    p.add_argument("--backbone", help="feature extractor (default: the one the predictions were trained for)")
+    p.add_argument("--arch", choices=["resnet50", "resnet101", "resnet152"], help="architecture of a ResNet state dict")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "demo",
+        help="the end-to-end demo: ImageNet-21k graph, DGP on EfficientNet-Lite0, zero-shot on real held-out images",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--graph", type=Path, default=DEFAULT_GRAPH, help="graph folder (built if missing)")
+    p.add_argument("--out", type=Path, default=Path("runs") / "demo", help="folder for the trained run and the PNG sheet")
+    p.add_argument("--model", choices=["gcnz", "sgcn", "dgp"], default="dgp")
+    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: the paper's, with early stopping)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="Hit@k of extracted features against predicted classifiers, per split (ImageNet-21k protocol)",
+        description=(
+            "For each split file (unseen wnids, e.g. 2-hops / 3-hops / All): the images of the split's classes, "
+            "ranked against the split's classes (--with-seen adds the seen classes: the +1K generalized form). "
+            "Hit@1/2/5/10/20 averaged over images, ties counting against."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--features", type=Path, required=True, help="feature folder written by kgzsl features (labels = wnid folders)")
+    p.add_argument("--predictions", type=Path, required=True, help="predictions.safetensors written by kgzsl train")
+    p.add_argument("--split", type=Path, nargs="+", required=True, help="split files, one wnid a line")
+    p.add_argument("--with-seen", action="store_true", help="add the seen classes to the candidates (+1K)")
+    p.add_argument("--transductive", action="store_true", help="also report transductive refinement on these images and its gain")
+    p.add_argument("--gzsl", action="store_true", help="generalized zero-shot with calibrated stacking (needs images of seen classes too)")
+    p.add_argument("--plot", type=Path, help="with --gzsl: write the seen-unseen accuracy curve PNG here")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration/test image split for --gzsl")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from kgzsl.errors import KgzslError
@@ -98,3 +99,39 @@ def mean_hits(results: list[SplitResult]) -> dict[int, float]:
     """Image-weighted mean Hit@k over several results (for a summary line)."""
     total = sum(r.images for r in results)
     return {k: sum(r.hit[k] * r.images for r in results) / total for k in results[0].hit} if total else {}
+
+
+def gzsl_evaluate(
+    features: torch.Tensor,
+    labels: list[str],
+    class_ids: list[str],
+    weights: torch.Tensor,
+    unseen_ids: list[str],
+    seen_ids: list[str],
+    calibration_fraction: float = 0.5,
+    seed: int = 0,
+):
+    """Generalized zero-shot with calibrated stacking: gamma chosen on a seeded slice of the images,
+    accuracies (seen, unseen, harmonic mean) reported on the rest. Returns (test result, calibration result)."""
+    from kgzsl.recognize import calibrate, evaluate_gzsl
+
+    position = {c: i for i, c in enumerate(class_ids)}
+    unseen_cols = [position[w] for w in unseen_ids if w in position]
+    seen_cols = [position[w] for w in seen_ids if w in position and w not in set(unseen_ids)]
+    columns = unseen_cols + seen_cols
+    column_of = {c: j for j, c in enumerate(columns)}
+    rows = [i for i, label in enumerate(labels) if label in position and position[label] in column_of]
+    if not rows:
+        raise KgzslError("no image is labelled with a seen or unseen candidate class")
+    truth = torch.tensor([column_of[position[labels[i]]] for i in rows])
+    seen_mask = torch.tensor([False] * len(unseen_cols) + [True] * len(seen_cols))
+    if seen_mask[truth].all() or not seen_mask[truth].any():
+        raise KgzslError("generalized zero-shot needs images of both seen and unseen classes")
+    scores = class_scores(torch.as_tensor(features, dtype=torch.float32)[rows], torch.as_tensor(weights)[columns])
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(len(rows)))
+    n_cal = max(1, int(round(calibration_fraction * len(rows))))
+    cal, test = order[:n_cal], order[n_cal:]
+    if len(test) == 0:
+        raise KgzslError("too few images to hold some out for calibration")
+    chosen = calibrate(scores[cal], truth[cal], seen_mask)
+    return evaluate_gzsl(scores[test], truth[test], seen_mask, chosen.gamma), chosen

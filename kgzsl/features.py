@@ -537,3 +537,32 @@ def load_features(folder: str | os.PathLike) -> FeatureSet:
         raise KgzslError(f"feature folder {folder} has {len(paths)} rows, its manifest says {manifest['features']}")
     features = torch.cat(blocks) if blocks else torch.zeros((0, dim), dtype=torch.float32)
     return FeatureSet(features, labels, paths)
+
+
+def image_list_features(
+    paths: Sequence[str | os.PathLike], backbone: Backbone, batch_size: int = 32, progress: bool = False
+) -> tuple[torch.Tensor, list[str], list[dict[str, str]]]:
+    """Features of a few loose image files, in memory: (features [n, D], the paths that loaded, bad files).
+
+    A file that is missing, corrupt, not an image or too small is reported in ``bad`` (path and reason)
+    and skipped; the others are still processed.
+    """
+    good: list[str] = []
+    bad: list[dict[str, str]] = []
+    tensors: list[torch.Tensor] = []
+    for path in paths:
+        try:
+            tensors.append(backbone.transform(load_image(path)))
+            good.append(str(path))
+        except KgzslError as exc:
+            bad.append({"path": str(path), "reason": str(exc)})
+    chunks = []
+    iterator = range(0, len(tensors), batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(iterator, desc="features", unit="batch", leave=False)
+    for start in iterator:
+        chunks.append(backbone.features(torch.stack(tensors[start:start + batch_size])))
+    features = torch.cat(chunks) if chunks else torch.zeros(0, backbone.dim)
+    return features, good, bad

@@ -14,6 +14,7 @@ column, exactly as the targets were built from the CNN's ``fc`` layer. Three set
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -187,3 +188,70 @@ def transductive_refine(
         w = w / w.norm(dim=1, keepdim=True).clamp_min(1e-12) * norms
     weights[unseen_columns] = w
     return weights
+
+
+# ------------------------------------------------------------------------------- over predictions
+def candidate_mask(predictions: Any, candidates: str | list[str] = "unseen", where: str = "candidates") -> torch.Tensor:
+    """Boolean mask over prediction rows: the classes an image may be named.
+
+    ``"unseen"``: every class (not a structure-only node) whose real classifier was NOT used in
+    training: the graph's unseen classes and any held-out seen classes (standard zero-shot).
+    ``"all"``: every class, seen ones included (generalized zero-shot). A list: exactly those ids.
+    """
+    n = len(predictions.ids)
+    roles = predictions.meta.get("roles")
+    is_class = torch.tensor([r != "internal" for r in roles]) if roles else torch.ones(n, dtype=torch.bool)
+    if isinstance(candidates, str) and candidates == "unseen":
+        mask = is_class & ~predictions.seen
+    elif isinstance(candidates, str) and candidates == "all":
+        mask = is_class.clone()
+    else:
+        wanted = list(candidates)
+        unknown = [c for c in wanted if c not in predictions.index]
+        if unknown:
+            raise KgzslError(f"{where}: {len(unknown)} ids are not in the predictions (first: {', '.join(unknown[:3])})")
+        mask = torch.zeros(n, dtype=torch.bool)
+        mask[torch.tensor([predictions.index[c] for c in wanted], dtype=torch.long)] = True
+    if not mask.any():
+        raise KgzslError(f"{where}: no candidate classes left")
+    return mask
+
+
+def display_name(predictions: Any, row: int) -> str:
+    """The first lemma name of a prediction row's class, or its id when the file carries no names."""
+    names = predictions.meta.get("names")
+    return names[row] if names else predictions.ids[row]
+
+
+@dataclass
+class ImagePrediction:
+    """The top-k classes of one image."""
+
+    image: str
+    top: list[tuple[str, str, float]]  # (id, name, score)
+
+
+def predict_features(
+    features: torch.Tensor,
+    names: list[str],
+    predictions: Any,
+    candidates: str | list[str] = "unseen",
+    top: int = 5,
+    gamma: float = 0.0,
+    transductive: bool = False,
+) -> list[ImagePrediction]:
+    """Rank candidate classes for each feature row; ``gamma`` is subtracted from seen classes' scores
+    (calibrated stacking); ``transductive`` first refines the unseen classifiers on these features."""
+    mask = candidate_mask(predictions, candidates)
+    columns = mask.nonzero().view(-1)
+    weights = predictions.pred[columns]
+    seen_cols = predictions.seen[columns]
+    if transductive:
+        weights = transductive_refine(features, weights, ~seen_cols)
+    scores = class_scores(features, weights) - gamma * seen_cols.float().view(1, -1)
+    values, indices = top_k(scores, top)
+    out = []
+    for name, vals, idxs in zip(names, values.tolist(), indices.tolist()):
+        rows = [int(columns[i]) for i in idxs]
+        out.append(ImagePrediction(name, [(predictions.ids[r], display_name(predictions, r), v) for r, v in zip(rows, vals)]))
+    return out
