@@ -285,6 +285,31 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     _emit(args, summary, human)
 
 
+# --------------------------------------------------------------------------------------- inspect
+def cmd_inspect(args: argparse.Namespace) -> None:
+    from kgzsl.graph import load_graph
+    from kgzsl.inspect import format_report, inspect_node, plot_inspection, resolve
+    from kgzsl.predictions import load_predictions
+    from kgzsl.targets import load_targets
+
+    graph = load_graph(args.graph)
+    predictions = load_predictions(args.predictions)
+    node = resolve(graph, args.query)
+    model = None
+    run_dir = Path(args.predictions).parent
+    if (run_dir / "model.safetensors").is_file() and (run_dir / "train.json").is_file():
+        from kgzsl.train import load_checkpoint
+
+        model, _ = load_checkpoint(run_dir, graph)
+    source = args.targets or predictions.meta.get("targets")
+    targets = load_targets(source) if source and not args.no_targets else None
+    report = inspect_node(graph, predictions, graph.ids[node], model=model, targets=targets, k=args.top)
+    if args.plot:
+        plot_inspection(graph, predictions, node, str(args.plot), model=model, targets=targets, method=args.map)
+        report["plot"] = str(args.plot)
+    _emit(args, report, lambda r: format_report(r) + (f"\n  plot: {r['plot']}" if "plot" in r else ""))
+
+
 # ------------------------------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -448,6 +473,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration/test image split for --gzsl")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "inspect",
+        help="why a class got the classifier it did: neighbourhood, nearest classifiers, attribution, plots",
+        description=(
+            "Report one class (a wnid, or a name such as 'giraffe'): its graph neighbourhood, the classes with the most "
+            "similar predicted classifier, its weight norm and cosine to its true classifier where one is known, the seen "
+            "classes its prediction is built from (needs the run's model.safetensors beside the predictions) and, for DGP, "
+            "the learned distance-group weights."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("query", metavar="WNID-or-name", help="the class to inspect")
+    p.add_argument("--graph", type=Path, default=DEFAULT_GRAPH, help="graph folder the predictions were trained on")
+    p.add_argument("--predictions", type=Path, required=True, help="predictions.safetensors of a kgzsl train run")
+    p.add_argument("--targets", help="true classifiers to compare with (default: the run's targets source)")
+    p.add_argument("--no-targets", action="store_true", help="skip the comparison with true classifiers")
+    p.add_argument("--top", type=int, default=10, help="how many nearest classes / attributions to list")
+    p.add_argument("--plot", type=Path, help="write a PNG: weight map with the subtree labelled, DGP group weights, held-out cosines")
+    p.add_argument("--map", choices=["pca", "tsne"], default="pca", help="2-D projection of the weight map (t-SNE needs scikit-learn)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    p.set_defaults(func=cmd_inspect)
     return parser
 
 

@@ -157,6 +157,20 @@ class DGP(PropagationModel):
         h = self.lin_anc(dropout(h, self.dropout, self.training))
         return F.normalize(anc(h, anc.value * alpha_anc[anc.group]), dim=1)
 
+    @torch.no_grad()
+    def last_layer_inputs(self, x: Tensor, dense_index: Tensor, dense_distance: Tensor) -> Tensor:
+        """``Z [N, hidden+1]`` with ``Z @ [Theta_a | b_a]^T`` = the un-normalised output (eval mode): the
+        ancestor-phase aggregate of the hidden layer and the bias coefficient (sum of the group weights
+        of the non-empty groups). Used by :mod:`kgzsl.inspect` for attribution."""
+        n = x.size(0)
+        node, ancestor, group = self._relation(dense_index, dense_distance, n)
+        alpha_desc, alpha_anc = self.group_weights()
+        everyone = torch.arange(n)
+        desc, _ = self._operator(node, ancestor, group, self._counts(ancestor, group, n), everyone, everyone, n)
+        anc, bias = self._operator(ancestor, node, group, self._counts(node, group, n), everyone, everyone, n)
+        h = F.leaky_relu(desc(self.lin_desc(x), desc.value * alpha_desc[desc.group]), self.negative_slope)
+        return torch.cat([anc(h, anc.value * alpha_anc[anc.group]), (bias @ alpha_anc).unsqueeze(1)], dim=1)
+
     def plan(self, nodes: Tensor, dense_index: Tensor, dense_distance: Tensor, num_nodes: int) -> Plan:
         """Ancestor phase on ``nodes``; descendant phase on their ancestors; features of those ancestors' descendants."""
         nodes = check_nodes(nodes, num_nodes)

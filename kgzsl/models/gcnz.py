@@ -101,6 +101,21 @@ class GCNZ(PropagationModel):
             h = self._activation(i, conv(h, edge_index))
         return F.normalize(h, dim=1)
 
+    @torch.no_grad()
+    def last_layer_inputs(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        """``Z [N, hidden+1]`` with ``Z @ [W_last | b_last]^T`` = the un-normalised output (eval mode):
+        the symmetric-normalised aggregate of the last hidden layer, and 1 for the bias (added after
+        aggregation in GCNConv). Used by :mod:`kgzsl.inspect` for attribution."""
+        from torch_geometric.nn.conv.gcn_conv import gcn_norm
+
+        edge_index = to_undirected(check_index(edge_index, x.size(0), "GCNZ edge_index"), num_nodes=x.size(0))
+        h = x
+        for i, conv in enumerate(self.convs[:-1]):
+            h = self._activation(i, conv(h, edge_index))
+        norm_index, norm_weight = gcn_norm(edge_index, None, h.size(0), add_self_loops=True)
+        aggregated = self.convs[-1].propagate(norm_index, x=h, edge_weight=norm_weight)
+        return torch.cat([aggregated, torch.ones(h.size(0), 1)], dim=1)
+
     def plan(self, nodes: Tensor, edge_index: Tensor, num_nodes: int) -> Plan:
         """Layer ``l`` computes the nodes within ``L - l`` hops of ``nodes`` (PyG ``k_hop_subgraph``)."""
         nodes = check_nodes(nodes, num_nodes)

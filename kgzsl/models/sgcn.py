@@ -95,6 +95,20 @@ class SGCN(PropagationModel):
             h = self._activation(i, self.mean(lin(h), edge_index))
         return F.normalize(h, dim=1)
 
+    @torch.no_grad()
+    def last_layer_inputs(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        """``Z [N, hidden+1]`` with ``Z @ [W_last | b_last]^T`` = the un-normalised output (eval mode).
+
+        The last layer is linear in its weights, so this exposes each node's prediction as a linear
+        function of them (used by :mod:`kgzsl.inspect` for attribution). Mean weights sum to one, so
+        the bias coefficient is 1.
+        """
+        edge_index = to_undirected(check_index(edge_index, x.size(0), "SGCN edge_index"), num_nodes=x.size(0))
+        h = x
+        for i, lin in enumerate(self.lins[:-1]):
+            h = self._activation(i, self.mean(lin(h), edge_index))
+        return torch.cat([self.mean(h, edge_index), torch.ones(h.size(0), 1)], dim=1)
+
     def plan(self, nodes: Tensor, edge_index: Tensor, num_nodes: int) -> Plan:
         """Layer 2 on ``nodes``, layer 1 on their 1-hop neighbourhood, features of the 2-hop one."""
         nodes = check_nodes(nodes, num_nodes)

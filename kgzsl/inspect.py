@@ -1,0 +1,322 @@
+"""Stage 5: inspecting propagated weights. Why did a class get the classifier it did?
+
+For one class: what it is (wnid, lemmas, gloss, role), where it sits in the graph (ancestors and
+descendants with hop distances), which classes have the most similar predicted classifier (cosine),
+its weight norm, the cosine to its true classifier where one is known (seen classes, held-out
+classes), and which seen classes its prediction came from (:func:`attribution`). Pictures: a 2-D map
+of predicted weights, the DGP distance-group weights, and a predicted-vs-true cosine histogram.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kgzsl.errors import KgzslError
+from kgzsl.graph import ClassGraph
+
+
+def _norm_name(text: str) -> str:
+    return " ".join(text.replace("_", " ").lower().split())
+
+
+def resolve(graph: ClassGraph, query: str) -> int:
+    """Node index of a wnid/id or a class name; a one-line error with the closest names otherwise."""
+    index = graph.index()
+    if query in index:
+        return index[query]
+    wanted = _norm_name(query)
+    matches = [i for i, names in enumerate(graph.names) if any(_norm_name(n) == wanted for n in names)]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        # prefer real classes over structure-only nodes; then the first name listed (WordNet's most frequent sense)
+        classes = [i for i in matches if graph.roles[i] != "internal"]
+        primary = [i for i in (classes or matches) if _norm_name(graph.names[i][0]) == wanted]
+        if len(primary) == 1:
+            return primary[0]
+        listed = "; ".join(f"{graph.ids[i]} ({graph.glosses[i][:50]})" for i in (classes or matches)[:5])
+        raise KgzslError(f"{query!r} names {len(matches)} classes, pass a wnid instead: {listed}")
+    vocabulary: dict[str, int] = {}
+    for i, names in enumerate(graph.names):
+        for n in names:
+            vocabulary.setdefault(_norm_name(n), i)
+    close = difflib.get_close_matches(wanted, list(vocabulary), n=5, cutoff=0.6)
+    hint = ", ".join(f"{name} ({graph.ids[vocabulary[name]]})" for name in close) or "none"
+    raise KgzslError(f"no class {query!r} in graph {graph.meta.get('folder', '')}: closest names: {hint}")
+
+
+def neighbourhood(graph: ClassGraph, node: int, max_distance: int | None = None) -> dict[str, list[tuple[str, int]]]:
+    """Ancestors and descendants of ``node`` as (id, hop distance), nearest first."""
+    src, dst = graph.dense_index
+    dist = graph.dense_distance
+    keep = dist > 0
+    if max_distance is not None:
+        keep &= dist <= max_distance
+    ancestors = sorted(((graph.ids[a], int(d)) for a, d in zip(dst[(src == node) & keep], dist[(src == node) & keep])), key=lambda x: x[1])
+    descendants = sorted(((graph.ids[s], int(d)) for s, d in zip(src[(dst == node) & keep], dist[(dst == node) & keep])), key=lambda x: x[1])
+    return {"ancestors": ancestors, "descendants": descendants}
+
+
+def nearest_by_weight(pred: torch.Tensor, node: int, candidates: np.ndarray, k: int = 10) -> list[tuple[int, float]]:
+    """The ``k`` candidate nodes whose predicted classifier is most cosine-similar to ``node``'s (itself excluded)."""
+    unit = F.normalize(torch.as_tensor(pred, dtype=torch.float32), dim=1)
+    candidates = np.asarray([c for c in np.asarray(candidates).tolist() if c != node])
+    sims = unit[candidates] @ unit[node]
+    top = sims.topk(min(k, len(candidates)))
+    return [(int(candidates[i]), float(s)) for s, i in zip(top.values, top.indices)]
+
+
+@dataclass
+class PCAMap:
+    """2-D coordinates of predicted weights (PCA or t-SNE) for a map plot."""
+
+    coords: np.ndarray
+    method: str
+
+
+def weight_map(pred: torch.Tensor, nodes: np.ndarray, method: str = "pca", seed: int = 0) -> PCAMap:
+    """Project the (L2-normalised) predicted weights of ``nodes`` to 2-D by PCA, or t-SNE (scikit-learn)."""
+    x = F.normalize(torch.as_tensor(pred, dtype=torch.float32)[torch.as_tensor(nodes)], dim=1).double()
+    if method == "pca":
+        centred = x - x.mean(dim=0, keepdim=True)
+        _, _, v = torch.pca_lowrank(centred, q=2, center=False, niter=6)
+        return PCAMap((centred @ v[:, :2]).numpy(), "PCA")
+    if method == "tsne":
+        try:
+            from sklearn.manifold import TSNE
+        except ImportError:
+            raise KgzslError("--map tsne needs scikit-learn: pip install scikit-learn (or use the default PCA)") from None
+        coords = TSNE(n_components=2, init="pca", random_state=seed, perplexity=min(30, max(5, len(nodes) // 4))).fit_transform(x.numpy())
+        return PCAMap(coords, "t-SNE")
+    raise KgzslError(f"unknown map method {method!r}: use pca or tsne")
+
+
+def describe(graph: ClassGraph, node: int) -> dict[str, Any]:
+    """The class itself: id, wnid, names, gloss, role."""
+    return {"id": graph.ids[node], "wnid": graph.wnids[node], "names": graph.names[node], "gloss": graph.glosses[node], "role": graph.roles[node]}
+
+
+# ------------------------------------------------------------------------------------ attribution
+@dataclass
+class Attribution:
+    """Which seen classes a node's predicted classifier is built from.
+
+    ``weights[u]`` is the coefficient of seen class ``u``'s (unit) target in the representer
+    expansion of the node's prediction; ``faithfulness`` is the cosine between that expansion and
+    the model's actual prediction (1.0 = the expansion explains it exactly).
+    """
+
+    node: int
+    seen_nodes: list[int]
+    weights: torch.Tensor
+    faithfulness: float | None
+
+    def top(self, k: int = 10) -> list[tuple[int, float]]:
+        order = self.weights.abs().argsort(descending=True)[:k]
+        return [(self.seen_nodes[i], float(self.weights[i])) for i in order.tolist()]
+
+
+def last_layer_inputs(model: Any, graph: ClassGraph) -> torch.Tensor:
+    """Every node's input to the model's last (linear) layer, aggregation included: ``Z [N, hidden+1]``."""
+    from kgzsl.train import node_features
+
+    model.eval()
+    return model.last_layer_inputs(node_features(graph), *model.graph_inputs(graph))
+
+
+def attribution(
+    z: torch.Tensor, node: int, seen_nodes: list[int], targets: torch.Tensor | None = None, ridge: float = 1e-2
+) -> Attribution:
+    """Representer attribution of ``node``'s prediction to the seen classes' targets.
+
+    Every model here ends in a layer that is linear in its weights: ``pred_v ~ z_v W``. Fitting that
+    last layer by ridge regression on the seen classes makes each prediction an exact linear
+    combination of their targets, ``pred_v = sum_u beta_vu t_u`` with
+    ``beta_v = z_v Z_S^T (Z_S Z_S^T + lambda I)^-1`` (the kernel / representer form, Schoelkopf et al.
+    2001); ``beta_vu`` says how much seen class u's target moves v's classifier. ``lambda`` is
+    ``ridge`` times the mean self-similarity. With ``targets [len(seen_nodes), D]`` the expansion is
+    compared with the model's actual prediction elsewhere (see :func:`inspect_node`).
+    """
+    zs = z[torch.as_tensor(seen_nodes)].double()
+    kernel = zs @ zs.T
+    lam = ridge * float(kernel.diagonal().mean())
+    beta = torch.linalg.solve(kernel + lam * torch.eye(len(seen_nodes), dtype=kernel.dtype), zs @ z[node].double())
+    return Attribution(node, list(seen_nodes), beta.float(), None)
+
+
+def inspect_node(
+    graph: ClassGraph,
+    predictions: Any,
+    query: str,
+    model: Any | None = None,
+    targets: Any | None = None,
+    k: int = 10,
+    max_distance: int | None = 3,
+) -> dict[str, Any]:
+    """Everything ``kgzsl inspect`` reports about one class, as a JSON-able dict."""
+    node = resolve(graph, query)
+    if list(predictions.ids) != list(graph.ids):
+        raise KgzslError("the predictions were made for another graph (their node lists differ): pass the graph they were trained on")
+    pred = predictions.pred
+    is_class = np.array([r != "internal" for r in graph.roles])
+    seen_mask = predictions.seen.numpy()
+    hood = neighbourhood(graph, node, max_distance)
+    names = {i: graph.names[i][0] if graph.names[i] else graph.ids[i] for i in range(graph.num_nodes)}
+    index = graph.index()
+
+    def entry(node_id: str, **extra: Any) -> dict[str, Any]:
+        i = index[node_id]
+        return {"id": node_id, "name": names[i], "role": graph.roles[i], "trained": bool(seen_mask[i]), **extra}
+
+    report: dict[str, Any] = {
+        **describe(graph, node),
+        "trained_on_real_classifier": bool(seen_mask[node]),
+        "weight_norm": float(pred[node].norm()),
+        "ancestors": [entry(a, distance=d) for a, d in hood["ancestors"]],
+        "descendants": [entry(a, distance=d) for a, d in hood["descendants"][:50]],
+        "descendant_count": len(hood["descendants"]),
+        "nearest_by_weight": [entry(graph.ids[i], cosine=round(c, 4)) for i, c in nearest_by_weight(pred, node, np.flatnonzero(is_class), k)],
+    }
+    true = None
+    if targets is not None:
+        from kgzsl.targets import align_targets
+
+        t_nodes, t_rows = align_targets(graph, targets)
+        where = (t_nodes == node).nonzero().view(-1)
+        if len(where):
+            true = t_rows[where[0]]
+            report["cosine_to_true_classifier"] = float(F.cosine_similarity(pred[node], true, dim=0))
+    if model is not None:
+        z = last_layer_inputs(model, graph)
+        seen_nodes = np.flatnonzero(seen_mask).tolist()
+        attr = attribution(z, node, seen_nodes)
+        if targets is not None:
+            from kgzsl.targets import align_targets
+
+            t_nodes, t_rows = align_targets(graph, targets)
+            row_of = {int(n): r for r, n in enumerate(t_nodes.tolist())}
+            known = [i for i, s in enumerate(seen_nodes) if s in row_of]
+            unit = F.normalize(t_rows[torch.tensor([row_of[seen_nodes[i]] for i in known])], dim=1)
+            expansion = attr.weights[torch.tensor(known)] @ unit
+            attr.faithfulness = float(F.cosine_similarity(expansion, pred[node], dim=0))
+        report["attribution"] = [entry(graph.ids[s], weight=round(w, 4)) for s, w in attr.top(k)]
+        report["attribution_faithfulness"] = attr.faithfulness
+        if hasattr(model, "group_weights"):
+            desc, anc = (w.detach() for w in model.group_weights())
+            labels = [str(d) for d in range(len(desc) - 1)] + [f">={len(desc) - 1}"]
+            report["dgp_group_weights"] = {"distances": labels, "descendant_phase": [round(float(v), 4) for v in desc],
+                                           "ancestor_phase": [round(float(v), 4) for v in anc]}
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The human-readable form of :func:`inspect_node`'s report."""
+    lines = [
+        f"{report['id']}  {', '.join(report['names'][:4])}  [{report['role']}"
+        f"{', trained on its real classifier' if report['trained_on_real_classifier'] else ', classifier predicted'}]",
+        f"  {report['gloss']}",
+        f"  weight norm {report['weight_norm']:.4f}"
+        + (f"; cosine to its true classifier {report['cosine_to_true_classifier']:.4f}" if "cosine_to_true_classifier" in report else ""),
+        "  ancestors: " + ", ".join(f"{a['name']} ({a['distance']})" for a in report["ancestors"][:8]),
+        f"  descendants ({report['descendant_count']}): " + ", ".join(f"{d['name']} ({d['distance']})" for d in report["descendants"][:8]),
+        "  nearest classifiers: " + ", ".join(f"{n['name']}{'*' if n['trained'] else ''} {n['cosine']:.3f}" for n in report["nearest_by_weight"]),
+    ]
+    if "attribution" in report:
+        faith = report["attribution_faithfulness"]
+        lines.append("  built from (representer weights of seen classes"
+                     + (f", expansion cosine {faith:.3f}" if faith is not None else "") + "): "
+                     + ", ".join(f"{a['name']} {a['weight']:+.3f}" for a in report["attribution"]))
+    if "dgp_group_weights" in report:
+        g = report["dgp_group_weights"]
+        lines.append("  DGP distance-group weights (distance: descendant / ancestor phase): "
+                     + ", ".join(f"{d}: {a:.2f}/{b:.2f}" for d, a, b in zip(g["distances"], g["descendant_phase"], g["ancestor_phase"])))
+    lines.append("  (* = trained on its real classifier)")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------- plots
+def plot_inspection(
+    graph: ClassGraph,
+    predictions: Any,
+    node: int,
+    out: str,
+    model: Any | None = None,
+    targets: Any | None = None,
+    method: str = "pca",
+    max_points: int = 4000,
+    seed: int = 0,
+) -> None:
+    """One PNG with up to three panels: the 2-D map of predicted weights (seen / unseen coloured, the
+    inspected node's subtree labelled), the DGP distance-group weights, and the predicted-vs-true
+    cosine histogram of held-out classes (classes with a real classifier not used in training)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kgzsl.io import atomic_file
+
+    rng = np.random.default_rng(seed)
+    is_class = np.array([r != "internal" for r in graph.roles])
+    seen_mask = predictions.seen.numpy()
+    hood = neighbourhood(graph, node)
+    index = graph.index()
+    parent = hood["ancestors"][0][0] if hood["ancestors"] else graph.ids[node]
+    subtree = {index[parent], node} | {index[d] for d, _ in neighbourhood(graph, index[parent])["descendants"]}
+    subtree = {i for i in subtree if is_class[i] or i == index[parent]}
+    pool = np.flatnonzero(is_class)
+    if len(pool) > max_points:
+        pool = rng.choice(pool, max_points, replace=False)
+    nodes = np.unique(np.concatenate([pool, np.array(sorted(subtree), dtype=np.int64)]))
+    held_rows = None
+    if targets is not None:
+        from kgzsl.targets import align_targets
+
+        t_nodes, t_rows = align_targets(graph, targets)
+        held = ~predictions.seen[t_nodes]
+        if held.any():
+            held_rows = F.cosine_similarity(predictions.pred[t_nodes[held]], t_rows[held], dim=1).numpy()
+    panels = 1 + (model is not None and hasattr(model, "group_weights")) + (held_rows is not None)
+    fig, axes = plt.subplots(1, panels, figsize=(7 + 4.5 * (panels - 1), 6.5), squeeze=False, gridspec_kw={"width_ratios": [1.6] + [1] * (panels - 1)})
+    ax = axes[0, 0]
+    proj = weight_map(predictions.pred, nodes, method=method, seed=seed)
+    pos = {int(n): proj.coords[i] for i, n in enumerate(nodes)}
+    for mask, colour, label in ((seen_mask[nodes], "tab:blue", "trained (seen)"), (~seen_mask[nodes], "tab:orange", "predicted (unseen)")):
+        pts = proj.coords[mask]
+        ax.scatter(pts[:, 0], pts[:, 1], s=4, alpha=0.35, c=colour, label=label, linewidths=0)
+    for i in sorted(subtree, key=lambda i: i != node)[:25]:
+        x, y = pos[i]
+        ax.scatter([x], [y], s=40 if i == node else 18, c="red" if i == node else "black", zorder=3)
+        ax.annotate(graph.names[i][0][:22] if graph.names[i] else graph.ids[i], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_title(f"{proj.method} of predicted classifiers; labelled: the subtree of '{graph.names[index[parent]][0]}'", fontsize=9)
+    ax.legend(loc="best", fontsize=8, markerscale=3)
+    col = 1
+    if model is not None and hasattr(model, "group_weights"):
+        desc, anc = (w.detach().numpy() for w in model.group_weights())
+        labels = [str(d) for d in range(len(desc) - 1)] + [f"≥{len(desc) - 1}"]
+        xs = np.arange(len(desc))
+        axes[0, col].bar(xs - 0.2, desc, 0.4, label="descendant phase")
+        axes[0, col].bar(xs + 0.2, anc, 0.4, label="ancestor phase")
+        axes[0, col].set_xticks(xs, labels)
+        axes[0, col].set_xlabel("hop distance group")
+        axes[0, col].set_ylabel("learned weight (softmax)")
+        axes[0, col].set_title("DGP distance-group weights", fontsize=9)
+        axes[0, col].legend(fontsize=8)
+        col += 1
+    if held_rows is not None:
+        axes[0, col].hist(held_rows, bins=30, color="tab:green")
+        axes[0, col].axvline(float(np.mean(held_rows)), color="black", linestyle="--", label=f"mean {np.mean(held_rows):.3f}")
+        axes[0, col].set_xlabel("cosine(predicted, true classifier)")
+        axes[0, col].set_ylabel("held-out classes")
+        axes[0, col].set_title(f"{len(held_rows)} held-out classes", fontsize=9)
+        axes[0, col].legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_file(out, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=110)
+    plt.close(fig)
