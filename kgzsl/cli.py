@@ -30,7 +30,6 @@ def _emit(args: argparse.Namespace, summary: dict[str, Any], human: Callable[[di
 def cmd_build_graph(args: argparse.Namespace) -> None:
     from kgzsl.embeddings import load_vectors
     from kgzsl.graph import build_wordnet_graph, read_id_list
-    from kgzsl.io import atomic_dir  # noqa: F401  (checked early below)
 
     start = time.perf_counter()
     out = Path(args.out)

@@ -122,6 +122,10 @@ def main() -> None:
             per_fold.append(metrics(pred, targets[torch.as_tensor(held_nodes)]))
         rows[name] = {key: float(np.mean([m[key] for m in per_fold])) for key in per_fold[0]}
         rows[name]["seconds"] = time.perf_counter() - start
+        rows[name]["folds"] = len(per_fold)
+        log(f"  {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in rows[name].items()))
+        if args.json:  # written after every method, so a long run keeps what it has finished
+            args.json.write_text(json.dumps(rows, indent=1))
 
     head = f"{'method':<10}{'cos':>8}{'Hit@1':>8}{'Hit@2':>8}{'Hit@5':>8}{'Hit@10':>8}{'sec':>8}"
     print(f"H1K on {graph.num_nodes}-node graph, EfficientNet-Lite0 targets, {len(folds)} fold(s) of 200 held-out classes, seed {args.seed}")
@@ -129,8 +133,6 @@ def main() -> None:
     print("-" * len(head))
     for name, r in rows.items():
         print(f"{name:<10}{r['cos']:>8.3f}" + "".join(f"{100 * r[f'hit@{k}']:>8.1f}" for k in (1, 2, 5, 10)) + f"{r['seconds']:>8.0f}")
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

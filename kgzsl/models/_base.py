@@ -204,3 +204,29 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
 def linear_flops(rows: int, in_features: int, out_features: int) -> int:
     """Floating-point operations of a ``[rows, in] @ [in, out]`` product (2 per multiply-add)."""
     return 2 * int(rows) * int(in_features) * int(out_features)
+
+
+def hop_plan(
+    nodes: Tensor, edge_index: Tensor, src: Tensor, dst: Tensor, weight: Tensor, widths: list[tuple[int, int]], num_nodes: int
+) -> Plan:
+    """Receptive-field plan of a stack of 1-hop layers with the normalised adjacency ``(dst <- src, weight)``.
+
+    Layer ``l`` of ``L`` computes the nodes within ``L - l`` hops of ``nodes`` (PyG ``k_hop_subgraph``
+    over the undirected ``edge_index``); ``widths`` are the layers' (in, out) sizes, for the FLOP count.
+    """
+    from torch_geometric.utils import k_hop_subgraph
+
+    sets = [nodes]  # sets[k]: nodes computed by the layer k steps before the last
+    for _ in widths:
+        sets.append(k_hop_subgraph(sets[-1], 1, edge_index, num_nodes=num_nodes)[0])
+    sets.reverse()  # sets[0]: features read; sets[l]: rows of layer l; sets[L] = nodes
+    layers = []
+    flops = 0
+    for l, (fan_in, fan_out) in enumerate(widths, start=1):
+        out_pos = positions(sets[l], num_nodes)
+        in_pos = positions(sets[l - 1], num_nodes)
+        keep = out_pos[dst] >= 0
+        shape = (sets[l].numel(), sets[l - 1].numel())
+        layers.append({"adj": SparseOperator(out_pos[dst[keep]], in_pos[src[keep]], shape, weight[keep])})
+        flops += linear_flops(sets[l].numel(), fan_in, fan_out)
+    return Plan(nodes=nodes, input_nodes=sets[0], layers=layers, rows=[s.numel() for s in sets[1:]], flops=flops)

@@ -143,15 +143,19 @@ class DGP(PropagationModel):
         op = SparseOperator(row_pos[dst], col_pos[src], (rows.numel(), cols.numel()), value, group)
         return op, (counts[rows] > 0).to(torch.float32)
 
+    def _full_operators(self, dense_index: Tensor, dense_distance: Tensor, n: int) -> tuple[tuple[SparseOperator, Tensor], tuple[SparseOperator, Tensor]]:
+        """The descendant- and ancestor-phase operators over all ``n`` nodes, each with its bias indicators."""
+        node, ancestor, group = self._relation(dense_index, dense_distance, n)
+        everyone = torch.arange(n)
+        desc = self._operator(node, ancestor, group, self._counts(ancestor, group, n), everyone, everyone, n)
+        anc = self._operator(ancestor, node, group, self._counts(node, group, n), everyone, everyone, n)
+        return desc, anc
+
     def forward(self, x: Tensor, dense_index: Tensor, dense_distance: Tensor) -> Tensor:
         """All nodes: ``[N, in] -> [N, out]``, unit rows (reference order: transform, then aggregate)."""
         check_x(self, x)
-        n = x.size(0)
-        node, ancestor, group = self._relation(dense_index, dense_distance, n)
+        (desc, _), (anc, _) = self._full_operators(dense_index, dense_distance, x.size(0))
         alpha_desc, alpha_anc = self.group_weights()
-        everyone = torch.arange(n)
-        desc, _ = self._operator(node, ancestor, group, self._counts(ancestor, group, n), everyone, everyone, n)
-        anc, _ = self._operator(ancestor, node, group, self._counts(node, group, n), everyone, everyone, n)
         h = self.lin_desc(dropout(x, self.dropout, self.training))
         h = F.leaky_relu(desc(h, desc.value * alpha_desc[desc.group]), self.negative_slope)
         h = self.lin_anc(dropout(h, self.dropout, self.training))
@@ -162,12 +166,8 @@ class DGP(PropagationModel):
         """``Z [N, hidden+1]`` with ``Z @ [Theta_a | b_a]^T`` = the un-normalised output (eval mode): the
         ancestor-phase aggregate of the hidden layer and the bias coefficient (sum of the group weights
         of the non-empty groups). Used by :mod:`kgzsl.inspect` for attribution."""
-        n = x.size(0)
-        node, ancestor, group = self._relation(dense_index, dense_distance, n)
+        (desc, _), (anc, bias) = self._full_operators(dense_index, dense_distance, x.size(0))
         alpha_desc, alpha_anc = self.group_weights()
-        everyone = torch.arange(n)
-        desc, _ = self._operator(node, ancestor, group, self._counts(ancestor, group, n), everyone, everyone, n)
-        anc, bias = self._operator(ancestor, node, group, self._counts(node, group, n), everyone, everyone, n)
         h = F.leaky_relu(desc(self.lin_desc(x), desc.value * alpha_desc[desc.group]), self.negative_slope)
         return torch.cat([anc(h, anc.value * alpha_anc[anc.group]), (bias @ alpha_anc).unsqueeze(1)], dim=1)
 

@@ -10,19 +10,17 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.nn import GCNConv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
-from torch_geometric.utils import k_hop_subgraph, to_undirected
+from torch_geometric.utils import to_undirected
 
 from kgzsl.errors import KgzslError
 from kgzsl.models._base import (
     Plan,
     PropagationModel,
-    SparseOperator,
     check_index,
     check_nodes,
     check_x,
     dropout,
-    linear_flops,
-    positions,
+    hop_plan,
 )
 
 
@@ -122,20 +120,8 @@ class GCNZ(PropagationModel):
         edge_index = to_undirected(check_index(edge_index, num_nodes, "GCNZ edge_index"), num_nodes=num_nodes)
         norm_index, norm_weight = gcn_norm(edge_index, None, num_nodes, add_self_loops=True)
         src, dst = norm_index
-        sets = [nodes]  # sets[k]: nodes computed by the layer k steps before the last
-        for _ in self.convs:
-            sets.append(k_hop_subgraph(sets[-1], 1, edge_index, num_nodes=num_nodes)[0])
-        sets.reverse()  # sets[0]: features read; sets[l]: rows of layer l; sets[L] = nodes
-        layers = []
-        flops = 0
-        for l, conv in enumerate(self.convs, start=1):
-            out_pos = positions(sets[l], num_nodes)
-            in_pos = positions(sets[l - 1], num_nodes)
-            keep = out_pos[dst] >= 0
-            shape = (sets[l].numel(), sets[l - 1].numel())
-            layers.append({"adj": SparseOperator(out_pos[dst[keep]], in_pos[src[keep]], shape, norm_weight[keep])})
-            flops += linear_flops(sets[l].numel(), conv.in_channels, conv.out_channels)
-        return Plan(nodes=nodes, input_nodes=sets[0], layers=layers, rows=[s.numel() for s in sets[1:]], flops=flops)
+        widths = [(conv.in_channels, conv.out_channels) for conv in self.convs]
+        return hop_plan(nodes, edge_index, src, dst, norm_weight, widths, num_nodes)
 
     def forward_plan(self, x: Tensor, plan: Plan) -> Tensor:
         """Rows ``plan.nodes`` only; aggregates before the weight product (``(A H) W = A (H W)``)."""

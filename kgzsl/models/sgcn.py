@@ -8,19 +8,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.nn import Linear, SimpleConv
-from torch_geometric.utils import degree, k_hop_subgraph, to_undirected
+from torch_geometric.utils import degree, to_undirected
 
 from kgzsl.errors import KgzslError
 from kgzsl.models._base import (
     Plan,
     PropagationModel,
-    SparseOperator,
     check_index,
     check_nodes,
     check_x,
     dropout,
-    linear_flops,
-    positions,
+    hop_plan,
 )
 
 
@@ -117,20 +115,8 @@ class SGCN(PropagationModel):
         src = torch.cat([edge_index[0], loops])
         dst = torch.cat([edge_index[1], loops])
         weight = 1.0 / degree(dst, num_nodes)[dst]
-        sets = [nodes]
-        for _ in self.lins:
-            sets.append(k_hop_subgraph(sets[-1], 1, edge_index, num_nodes=num_nodes)[0])
-        sets.reverse()
-        layers = []
-        flops = 0
-        for l, lin in enumerate(self.lins, start=1):
-            out_pos = positions(sets[l], num_nodes)
-            in_pos = positions(sets[l - 1], num_nodes)
-            keep = out_pos[dst] >= 0
-            shape = (sets[l].numel(), sets[l - 1].numel())
-            layers.append({"adj": SparseOperator(out_pos[dst[keep]], in_pos[src[keep]], shape, weight[keep])})
-            flops += linear_flops(sets[l].numel(), lin.in_channels, lin.out_channels)
-        return Plan(nodes=nodes, input_nodes=sets[0], layers=layers, rows=[s.numel() for s in sets[1:]], flops=flops)
+        widths = [(lin.in_channels, lin.out_channels) for lin in self.lins]
+        return hop_plan(nodes, edge_index, src, dst, weight, widths, num_nodes)
 
     def forward_plan(self, x: Tensor, plan: Plan) -> Tensor:
         """Rows ``plan.nodes`` only, aggregating first: ``mean(H) W + b = mean(H W + b)``."""
