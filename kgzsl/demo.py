@@ -148,14 +148,11 @@ def format_demo(summary: dict[str, Any]) -> str:
 
 def write_sheet(paths: list[str], table: list[dict[str, Any]], out: Path) -> None:
     """A PNG contact sheet: each image with its true class and top-5 predictions (hits in green)."""
-    import matplotlib
+    from kgzsl.io import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from kgzsl.images import load_image
-    from kgzsl.io import atomic_file
-
     cols = 4
     rows = (len(table) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 3.6, rows * 4.2), squeeze=False)
@@ -171,6 +168,4 @@ def write_sheet(paths: list[str], table: list[dict[str, Any]], out: Path) -> Non
         ax.text(0.0, -0.02, text, transform=ax.transAxes, va="top", fontsize=7, color="green" if hit else "black")
     fig.subplots_adjust(left=0.02, right=0.98, top=0.97, bottom=0.03, wspace=0.08, hspace=0.62)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(out, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=90)
-    plt.close(fig)
+    save_png(fig, out, dpi=90)

@@ -255,13 +255,9 @@ def plot_inspection(
     """One PNG with up to three panels: the 2-D map of predicted weights (seen / unseen coloured, the
     inspected node's subtree labelled), the DGP distance-group weights, and the predicted-vs-true
     cosine histogram of held-out classes (classes with a real classifier not used in training)."""
-    import matplotlib
+    from kgzsl.io import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from kgzsl.io import atomic_file
-
+    plt = pyplot()
     rng = np.random.default_rng(seed)
     is_class = np.array([r != "internal" for r in graph.roles])
     seen_mask = predictions.seen.numpy()
@@ -317,6 +313,4 @@ def plot_inspection(
         axes[0, col].set_title(f"{len(held_rows)} held-out classes", fontsize=9)
         axes[0, col].legend(fontsize=8)
     fig.tight_layout()
-    with atomic_file(out, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, out, dpi=110)

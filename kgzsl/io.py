@@ -119,3 +119,24 @@ def load_tensors(path: str | os.PathLike, what: str = "tensor file") -> tuple[di
     except Exception as exc:  # safetensors raises several types for a bad header
         raise KgzslError(f"{what} {path} is not a readable safetensors file ({exc})") from None
     return tensors, metadata
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (no display is needed or used)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_png(fig: Any, path: str | os.PathLike, dpi: int = 110) -> None:
+    """Write a matplotlib figure as a PNG atomically, then free it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_file(path, "wb") as handle:
+            fig.savefig(handle, format="png", dpi=dpi)
+    finally:
+        plt.close(fig)

@@ -119,12 +119,9 @@ def evaluate_gzsl(scores: torch.Tensor, true_index: torch.Tensor, seen_columns: 
 
 def plot_seen_unseen(result: GZSLResult, path: str, title: str = "Generalized zero-shot: seen vs unseen accuracy") -> None:
     """Write the seen-unseen accuracy curve (calibrated stacking sweep) as a PNG, marking the chosen gamma."""
-    import matplotlib
+    from kgzsl.io import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from kgzsl.io import atomic_file
+    plt = pyplot()
 
     points = sorted((u, s) for _, s, u in result.curve)
     fig, ax = plt.subplots(figsize=(5, 4.5))
@@ -141,9 +138,7 @@ def plot_seen_unseen(result: GZSLResult, path: str, title: str = "Generalized ze
     ax.legend(loc="upper right", fontsize=8)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    with atomic_file(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=120)
-    plt.close(fig)
+    save_png(fig, path, dpi=120)
 
 
 # ------------------------------------------------------------------------------------ transductive
