@@ -183,23 +183,18 @@ def inspect_node(
         "descendant_count": len(hood["descendants"]),
         "nearest_by_weight": [entry(graph.ids[i], cosine=round(c, 4)) for i, c in nearest_by_weight(pred, node, np.flatnonzero(is_class), k)],
     }
-    true = None
     if targets is not None:
         from kgzsl.targets import align_targets
 
-        t_nodes, t_rows = align_targets(graph, targets)
+        t_nodes, t_rows = align_targets(graph, targets)  # once: used for the true cosine and the faithfulness
         where = (t_nodes == node).nonzero().view(-1)
         if len(where):
-            true = t_rows[where[0]]
-            report["cosine_to_true_classifier"] = float(F.cosine_similarity(pred[node], true, dim=0))
+            report["cosine_to_true_classifier"] = float(F.cosine_similarity(pred[node], t_rows[where[0]], dim=0))
     if model is not None:
         z = last_layer_inputs(model, graph)
         seen_nodes = np.flatnonzero(seen_mask).tolist()
         attr = attribution(z, node, seen_nodes)
         if targets is not None:
-            from kgzsl.targets import align_targets
-
-            t_nodes, t_rows = align_targets(graph, targets)
             row_of = {int(n): r for r, n in enumerate(t_nodes.tolist())}
             known = [i for i, s in enumerate(seen_nodes) if s in row_of]
             unit = F.normalize(t_rows[torch.tensor([row_of[seen_nodes[i]] for i in known])], dim=1)
