@@ -219,3 +219,30 @@ def test_bad_inputs_are_clear_errors(small_graph):
     index, distance = dgp.graph_inputs(small_graph)
     with pytest.raises(KgzslError, match="distances for"):
         dgp(x, index, distance[:-1])
+
+
+def test_grouped_values_have_the_indexing_gradient_and_repeat_bitwise():
+    """``SparseOperator.grouped`` is ``value * alpha[group]``; its backward sums per group in a fixed
+    order, so repeated backward passes over a large pattern give bitwise-equal gradients (autograd's
+    indexing backward adds with parallel atomics on CPU and did not)."""
+    generator = torch.Generator().manual_seed(0)
+    rows, cols, nnz = 4000, 4000, 300_000
+    key = torch.randperm(rows * cols, generator=generator)[:nnz]
+    group = torch.randint(0, 5, (nnz,), generator=generator)
+    op = SparseOperator(key // cols, key % cols, (rows, cols), torch.rand(nnz, generator=generator) + 0.5, group)
+    x = torch.randn(cols, 8, generator=generator)
+    upstream = torch.randn(rows, 8, generator=generator)
+
+    def grad(values_of):
+        alpha = torch.tensor([0.3, -0.2, 0.5, 0.1, 0.7], requires_grad=True)
+        (op(x, values_of(alpha)) * upstream).sum().backward()
+        return alpha.grad
+
+    reference = grad(lambda a: op.value * a[op.group])
+    first = grad(op.grouped)
+    assert torch.allclose(first, reference, rtol=1e-4, atol=1e-3)
+    for _ in range(5):
+        assert torch.equal(grad(op.grouped), first)
+    assert torch.equal(op.grouped(torch.tensor([0.3, -0.2, 0.5, 0.1, 0.7])), op.value * torch.tensor([0.3, -0.2, 0.5, 0.1, 0.7])[op.group])
+    with pytest.raises(KgzslError, match="without groups"):
+        SparseOperator(key // cols, key % cols, (rows, cols)).grouped(torch.ones(5))

@@ -159,6 +159,17 @@ class SparseOperator:
         """``A @ x`` in float32 with ``A`` holding ``values`` (differentiable in both)."""
         return _SparseMatmul.apply(self.value if values is None else values, x, self)
 
+    def grouped(self, alpha: Tensor) -> Tensor:
+        """Entry values ``value * alpha[group]`` (one learned weight per group), with a deterministic backward.
+
+        Autograd's own backward of ``alpha[group]`` is an accumulating ``index_put_``, which on CPU adds
+        with parallel atomics in whatever order the threads run: two seeded trainings then drift apart
+        by an ulp or so per step. Summing each group's gradient with ``bincount`` keeps runs bitwise equal.
+        """
+        if self.group is None:
+            raise KgzslError("internal error: grouped() on a sparse pattern without groups")
+        return _GroupScale.apply(alpha, self)
+
 
 class _SparseMatmul(torch.autograd.Function):
     """``A(values) @ x`` with a precomputed-transpose backward (see :class:`SparseOperator`)."""
@@ -183,6 +194,21 @@ class _SparseMatmul(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_x = torch.sparse.mm(op.transposed(values), grad).to(ctx.x_dtype)
         return grad_values, grad_x, None
+
+
+class _GroupScale(torch.autograd.Function):
+    """``value * alpha[group]`` with ``d alpha`` summed per group by ``bincount`` (see :meth:`SparseOperator.grouped`)."""
+
+    @staticmethod
+    def forward(ctx: Any, alpha: Tensor, op: SparseOperator) -> Tensor:  # type: ignore[override]
+        ctx.op, ctx.n_groups = op, alpha.numel()
+        return op.value * alpha[op.group]
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        op: SparseOperator = ctx.op
+        weights = (grad * op.value).double()  # float64 sums: also independent of the entry order's rounding
+        return torch.bincount(op.group, weights=weights, minlength=ctx.n_groups).to(grad.dtype), None
 
 
 def dropout(x: Tensor, p: float, training: bool) -> Tensor:

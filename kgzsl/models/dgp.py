@@ -131,7 +131,7 @@ class DGP(PropagationModel):
         """``sum_k alpha_k D_k^-1 A_k`` restricted to ``rows`` x ``cols`` as one sparse pattern.
 
         Entry ``(dst, src)`` holds ``1 / counts[dst, group]`` and its group, so the values for given
-        weights are ``value * alpha[group]`` (see :meth:`_phase`). Pairs ``src -> dst`` with ``dst`` in
+        weights are ``value * alpha[group]`` (:meth:`SparseOperator.grouped`). Pairs ``src -> dst`` with ``dst`` in
         ``rows`` are kept (their ``src`` must lie in ``cols``). Also returns the ``[len(rows), groups]``
         indicators of non-empty groups: a row receives ``(indicator @ alpha) * b`` of the bias.
         """
@@ -157,9 +157,9 @@ class DGP(PropagationModel):
         (desc, _), (anc, _) = self._full_operators(dense_index, dense_distance, x.size(0))
         alpha_desc, alpha_anc = self.group_weights()
         h = self.lin_desc(dropout(x, self.dropout, self.training))
-        h = F.leaky_relu(desc(h, desc.value * alpha_desc[desc.group]), self.negative_slope)
+        h = F.leaky_relu(desc(h, desc.grouped(alpha_desc)), self.negative_slope)
         h = self.lin_anc(dropout(h, self.dropout, self.training))
-        return F.normalize(anc(h, anc.value * alpha_anc[anc.group]), dim=1)
+        return F.normalize(anc(h, anc.grouped(alpha_anc)), dim=1)
 
     @torch.no_grad()
     def last_layer_inputs(self, x: Tensor, dense_index: Tensor, dense_distance: Tensor) -> Tensor:
@@ -168,8 +168,8 @@ class DGP(PropagationModel):
         of the non-empty groups). Used by :mod:`kgzsl.inspect` for attribution."""
         (desc, _), (anc, bias) = self._full_operators(dense_index, dense_distance, x.size(0))
         alpha_desc, alpha_anc = self.group_weights()
-        h = F.leaky_relu(desc(self.lin_desc(x), desc.value * alpha_desc[desc.group]), self.negative_slope)
-        return torch.cat([anc(h, anc.value * alpha_anc[anc.group]), (bias @ alpha_anc).unsqueeze(1)], dim=1)
+        h = F.leaky_relu(desc(self.lin_desc(x), desc.grouped(alpha_desc)), self.negative_slope)
+        return torch.cat([anc(h, anc.grouped(alpha_anc)), (bias @ alpha_anc).unsqueeze(1)], dim=1)
 
     def plan(self, nodes: Tensor, dense_index: Tensor, dense_distance: Tensor, num_nodes: int) -> Plan:
         """Ancestor phase on ``nodes``; descendant phase on their ancestors; features of those ancestors' descendants."""
@@ -200,10 +200,10 @@ class DGP(PropagationModel):
         alpha_desc, alpha_anc = self.group_weights()
         desc, anc = plan.layers
         op = desc["adj"]
-        h = op(dropout(x[plan.input_nodes], self.dropout, self.training), op.value * alpha_desc[op.group])
+        h = op(dropout(x[plan.input_nodes], self.dropout, self.training), op.grouped(alpha_desc))
         h = torch.cat([h, (desc["bias"] @ alpha_desc).unsqueeze(1)], dim=1)
         h = F.leaky_relu(F.linear(h, torch.cat([self.lin_desc.weight, self.lin_desc.bias.unsqueeze(1)], dim=1)), self.negative_slope)
         op = anc["adj"]
-        h = op(dropout(h, self.dropout, self.training), op.value * alpha_anc[op.group])
+        h = op(dropout(h, self.dropout, self.training), op.grouped(alpha_anc))
         bias = (anc["bias"] @ alpha_anc).unsqueeze(1) * self.lin_anc.bias
         return F.normalize(torch.addmm(bias, h, self.lin_anc.weight.t()), dim=1)
