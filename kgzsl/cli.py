@@ -123,7 +123,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     exclude = read_id_list(args.exclude, "exclude") if args.exclude else None
     result = train(
         graph, targets, model=args.model, epochs=args.epochs, seed=args.seed, val_fraction=args.val_fraction,
-        patience=args.patience, bf16=args.bf16, progress=not args.json, exclude=exclude,
+        patience=args.patience, bf16=args.bf16, progress=not args.json, exclude=exclude, device=args.device,
     )
     save_run(result, graph, out, force=args.force)
     summary = {**result.summary(), "out": str(out), "graph": str(args.graph), "targets": targets.source}
@@ -377,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=300, help="stop after this many epochs without a better validation loss (0: never)")
     p.add_argument("--exclude", type=Path, help="file of wnids whose targets must not be used (held-out classes)")
     p.add_argument("--bf16", action="store_true", help="train under bfloat16 autocast (faster on CPUs with bf16 units)")
+    p.add_argument("--device", default="cpu", help="where the training steps run: cpu (default) or cuda[:N]")
     p.add_argument("--out", type=Path, required=True, help="run folder to write")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")

@@ -79,6 +79,19 @@ def _unit_loss(pred: torch.Tensor, target_unit: torch.Tensor) -> torch.Tensor:
     return 1.0 - (pred.float() * target_unit).sum() / pred.size(0)
 
 
+def _device(device: str | torch.device) -> torch.device:
+    """Validate ``device`` (``cpu``, ``cuda``, ``cuda:1``...) with an error that says what is wrong."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise KgzslError(f"device {device!r} is not a torch device name (try 'cpu' or 'cuda'): {error}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise KgzslError(f"device {str(device)!r} asked for, but this torch ({torch.__version__}) sees no CUDA GPU: use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise KgzslError(f"device {str(device)!r}: only cpu and cuda are supported")
+    return device
+
+
 def _adam(params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """Adam (L2 weight decay added to the gradient, as the papers' code); the fused CPU kernel when available."""
     params = list(params)
@@ -146,6 +159,7 @@ def train(
     bf16: bool = False,
     progress: bool = True,
     exclude: Iterable[str] | None = None,
+    device: str | torch.device = "cpu",
     **model_kw: Any,
 ) -> TrainResult:
     """Train ``model`` (gcnz, sgcn, dgp) on ``graph`` to regress ``targets``; see the module docstring.
@@ -154,6 +168,9 @@ def train(
     Only nodes with role ``seen`` take part; ``patience`` None or 0 disables early stopping;
     ``bf16`` runs the training forward under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (the
     loss and the final predictions stay float32); ``model_kw`` go to the model's constructor.
+    ``device`` runs the training steps there (e.g. ``"cuda"``); the model is built and seeded on the
+    CPU first, so the initial weights do not depend on the device, and the final all-nodes prediction
+    is made on the CPU. Bitwise repeatability is shown on the CPU; GPU kernels may differ in the last bits.
     """
     start = time.perf_counter()
     name = str(model).lower()
@@ -193,11 +210,19 @@ def train(
     t_train = F.normalize(torch.stack([target_of[int(n)] for n in train_nodes]), dim=1)
     t_val = F.normalize(torch.stack([target_of[int(n)] for n in val_nodes]), dim=1) if val_nodes.numel() else None
 
+    device = _device(device)
     torch.manual_seed(seed)
     net = build_model(name, x.size(1), targets.dim, **model_kw)
     inputs = net.graph_inputs(graph)
     plan_train = net.plan(train_nodes, *inputs, num_nodes=num_nodes)
     plan_val = net.plan(val_nodes, *inputs, num_nodes=num_nodes) if t_val is not None else None
+    if device.type != "cpu":
+        net.to(device)
+        plan_train = plan_train.to(device)
+        plan_val = plan_val.to(device) if plan_val is not None else None
+        t_train = t_train.to(device)
+        t_val = t_val.to(device) if t_val is not None else None
+    x_dev = x.to(device)
     optimizer = _adam(net.parameters(), lr, weight_decay)
 
     losses: list[float] = []
@@ -211,8 +236,8 @@ def train(
     loop_start = time.perf_counter()
     for epoch in bar:
         net.train()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = net.forward_plan(x, plan_train)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = net.forward_plan(x_dev, plan_train)
         loss = _unit_loss(out, t_train)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -222,8 +247,8 @@ def train(
             raise KgzslError(f"training {name} diverged at epoch {epoch} (loss {losses[-1]}): try a smaller lr")
         if plan_val is not None:
             net.eval()
-            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                val = float(_unit_loss(net.forward_plan(x, plan_val), t_val))
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                val = float(_unit_loss(net.forward_plan(x_dev, plan_val), t_val))
             val_losses.append(val)
             if val < best:
                 best, best_epoch = val, epoch
@@ -239,6 +264,9 @@ def train(
     epochs_run = len(losses)
     if best_state is not None:
         net.load_state_dict(best_state)
+    net.cpu()
+    t_train = t_train.cpu()
+    t_val = t_val.cpu() if t_val is not None else None
 
     net.eval()
     with torch.no_grad():
@@ -259,6 +287,7 @@ def train(
         "val_fraction": val_fraction,
         "patience": patience,
         "bf16": bool(bf16),
+        "device": str(device),
         "loss": "sum ||normalize(pred) - normalize(target)||^2 / (2 n) over the training classes",
         "features": "word vectors, L2-normalised rows",
         "targets": targets.source,

@@ -246,3 +246,20 @@ def test_grouped_values_have_the_indexing_gradient_and_repeat_bitwise():
     assert torch.equal(op.grouped(torch.tensor([0.3, -0.2, 0.5, 0.1, 0.7])), op.value * torch.tensor([0.3, -0.2, 0.5, 0.1, 0.7])[op.group])
     with pytest.raises(KgzslError, match="without groups"):
         SparseOperator(key // cols, key % cols, (rows, cols)).grouped(torch.ones(5))
+
+
+def test_segment_products_equal_the_sparse_products():
+    """The GPU path of ``SparseOperator`` (gather + segment sums, repeatable there) computes the same
+    ``A @ x``, ``A^T @ g`` and value gradient as the CPU path; checked here on the CPU."""
+    from kgzsl.models._base import _segment_matmul
+
+    generator = torch.Generator().manual_seed(1)
+    rows, cols, nnz = 300, 200, 3000
+    key = torch.randperm(rows * cols, generator=generator)[:nnz]
+    op = SparseOperator(key // cols, key % cols, (rows, cols), torch.rand(nnz, generator=generator))
+    x, g = torch.randn(cols, 7, generator=generator), torch.randn(rows, 7, generator=generator)
+    assert torch.allclose(_segment_matmul(op.crow, op.col, op.value, x), torch.sparse.mm(op.matrix(), x), atol=1e-5)
+    transposed = _segment_matmul(op.t_crow, op.t_index[1], op.value[op.t_perm], g)
+    assert torch.allclose(transposed, torch.sparse.mm(op.matrix().t(), g), atol=1e-5)
+    empty_row = _segment_matmul(torch.tensor([0, 0, 2]), torch.tensor([0, 1]), torch.ones(2), torch.ones(2, 3))
+    assert torch.equal(empty_row, torch.tensor([[0.0] * 3, [2.0] * 3]))

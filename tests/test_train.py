@@ -96,6 +96,43 @@ def test_bf16_training_runs(mid_graph, lite0):
     assert result.predictions.dtype == torch.float32 and result.config["bf16"] is True
 
 
+def test_device_names_are_checked(mid_graph, lite0):
+    with pytest.raises(KgzslError, match="not a torch device name"):
+        train(mid_graph, lite0, model="sgcn", epochs=1, device="gpu0", progress=False)
+    if not torch.cuda.is_available():
+        with pytest.raises(KgzslError, match="sees no CUDA GPU"):
+            train(mid_graph, lite0, model="sgcn", epochs=1, device="cuda", progress=False)
+
+
+def test_plans_moved_to_a_device_give_the_same_outputs(mid_graph):
+    """``Plan.to`` copies every tensor and sparse operator; on the CPU it must change nothing."""
+    from kgzsl.models import build_model
+    from kgzsl.train import node_features
+
+    x = node_features(mid_graph)
+    nodes = torch.arange(0, mid_graph.num_nodes, 7)
+    for name in ("gcnz", "sgcn", "dgp"):
+        torch.manual_seed(0)
+        net = build_model(name, x.size(1), 33, **FAST[name]).eval()
+        plan = net.plan(nodes, *net.graph_inputs(mid_graph), num_nodes=mid_graph.num_nodes)
+        moved = plan.to("cpu")
+        assert moved is not plan and moved.layers[0]["adj"] is not plan.layers[0]["adj"]
+        with torch.no_grad():
+            assert torch.equal(net.forward_plan(x, moved), net.forward_plan(x, plan))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
+@pytest.mark.parametrize("name", ["gcnz", "sgcn", "dgp"])
+def test_gpu_training_matches_cpu(name, mid_graph, lite0):
+    """Same seed, same initial weights (built on the CPU): the GPU run follows the CPU run closely."""
+    kw = dict(model=name, epochs=15, seed=0, patience=None, progress=False, dropout=0.0, **FAST[name])
+    on_cpu = train(mid_graph, lite0, **kw)
+    on_gpu = train(mid_graph, lite0, device="cuda", **kw)
+    assert on_gpu.config["device"].startswith("cuda") and on_gpu.predictions.device.type == "cpu"
+    assert np.allclose(on_cpu.losses, on_gpu.losses, atol=1e-4)
+    assert (on_cpu.predictions * on_gpu.predictions).sum(1).min() > 0.999
+
+
 def test_checkpoint_and_predictions_round_trip(tmp_path, mid_graph, small_graph, lite0, dgp_run):
     out = save_run(dgp_run, mid_graph, tmp_path / "run")
     assert sorted(p.name for p in out.iterdir()) == ["model.safetensors", "predictions.safetensors", "train.json"]

@@ -14,6 +14,7 @@ graph. Two ways to run it:
 
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,12 @@ class Plan:
     layers: list[dict[str, Any]] = field(default_factory=list)
     rows: list[int] = field(default_factory=list)
     flops: int = 0
+
+    def to(self, device: torch.device | str) -> "Plan":
+        """A copy whose node lists, sparse operators and per-layer tensors live on ``device``."""
+        move = lambda value: value.to(device) if isinstance(value, (Tensor, SparseOperator)) else value  # noqa: E731
+        layers = [{key: move(value) for key, value in layer.items()} for layer in self.layers]
+        return Plan(self.nodes.to(device), self.input_nodes.to(device), layers, list(self.rows), self.flops)
 
 
 class PropagationModel(torch.nn.Module):
@@ -137,9 +144,21 @@ class SparseOperator:
         self.index = torch.stack([self.row, self.col])
         crow = torch.zeros(rows + 1, dtype=torch.long)
         crow[1:] = torch.cumsum(torch.bincount(self.row, minlength=rows), 0)
+        self.crow = crow
+        self.t_crow = torch.zeros(cols + 1, dtype=torch.long)
+        self.t_crow[1:] = torch.cumsum(torch.bincount(self.col, minlength=cols), 0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
             self.pattern = torch.sparse_csr_tensor(crow, self.col, torch.zeros(self.nnz), self.shape, check_invariants=False)
+
+    def to(self, device: torch.device | str) -> "SparseOperator":
+        """A copy whose tensors live on ``device`` (training on a GPU moves the plans once)."""
+        moved = copy.copy(self)
+        for name in ("row", "col", "value", "group", "t_perm", "t_index", "index", "pattern", "crow", "t_crow"):
+            tensor = getattr(self, name)
+            if tensor is not None:
+                setattr(moved, name, tensor.to(device))
+        return moved
 
     @property
     def nnz(self) -> int:
@@ -171,14 +190,27 @@ class SparseOperator:
         return _GroupScale.apply(alpha, self)
 
 
+def _segment_matmul(crow: Tensor, col: Tensor, values: Tensor, x: Tensor) -> Tensor:
+    """CSR ``A @ x`` as a gather and a per-row segment sum: each row is summed in entry order by one
+    thread, so unlike cuSPARSE's product (which may add with atomics) it repeats bitwise on a GPU."""
+    return torch.segment_reduce(values.unsqueeze(1) * x[col], "sum", offsets=crow, axis=0, unsafe=True, initial=0.0)
+
+
 class _SparseMatmul(torch.autograd.Function):
-    """``A(values) @ x`` with a precomputed-transpose backward (see :class:`SparseOperator`)."""
+    """``A(values) @ x`` with a precomputed-transpose backward (see :class:`SparseOperator`).
+
+    On the CPU the products are ``torch.sparse.mm`` (row-parallel, repeatable); on a GPU they are
+    gather + segment sums (:func:`_segment_matmul`) and the value gradient a row-wise dot product, so
+    that two seeded GPU trainings give equal results too.
+    """
 
     @staticmethod
     def forward(ctx: Any, values: Tensor, x: Tensor, op: SparseOperator) -> Tensor:  # type: ignore[override]
         values32, x32 = values.float(), x.float()
         ctx.op, ctx.x_dtype = op, x.dtype
         ctx.save_for_backward(values32, x32)
+        if x32.is_cuda:
+            return _segment_matmul(op.crow, op.col, values32, x32)
         return torch.sparse.mm(op.matrix(values32), x32)
 
     @staticmethod
@@ -187,6 +219,12 @@ class _SparseMatmul(torch.autograd.Function):
         op: SparseOperator = ctx.op
         grad = grad.float().contiguous()
         grad_values = grad_x = None
+        if grad.is_cuda:
+            if ctx.needs_input_grad[0]:
+                grad_values = (grad[op.row] * x[op.col]).sum(dim=1)
+            if ctx.needs_input_grad[1]:
+                grad_x = _segment_matmul(op.t_crow, op.t_index[1], values[op.t_perm], grad).to(ctx.x_dtype)
+            return grad_values, grad_x, None
         if ctx.needs_input_grad[0]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -208,6 +246,9 @@ class _GroupScale(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
         op: SparseOperator = ctx.op
         weights = (grad * op.value).double()  # float64 sums: also independent of the entry order's rounding
+        if weights.is_cuda:  # bincount adds with atomics there; a one-hot product does not
+            onehot = torch.nn.functional.one_hot(op.group, ctx.n_groups).to(weights.dtype)
+            return (weights @ onehot).to(grad.dtype), None
         return torch.bincount(op.group, weights=weights, minlength=ctx.n_groups).to(grad.dtype), None
 
 
