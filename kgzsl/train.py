@@ -166,11 +166,12 @@ def train(
 
     ``exclude``: wnids whose targets must not be used at all (held-out classes; they count as unseen).
     Only nodes with role ``seen`` take part; ``patience`` None or 0 disables early stopping;
-    ``bf16`` runs the training forward under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (the
+    ``bf16`` runs the training forward under bfloat16 autocast (the
     loss and the final predictions stay float32); ``model_kw`` go to the model's constructor.
     ``device`` runs the training steps there (e.g. ``"cuda"``); the model is built and seeded on the
     CPU first, so the initial weights do not depend on the device, and the final all-nodes prediction
-    is made on the CPU. Bitwise repeatability is shown on the CPU; GPU kernels may differ in the last bits.
+    is made on the CPU. A seeded run repeats bitwise on either device; the two devices differ (their
+    dropout masks come from different random streams).
     """
     start = time.perf_counter()
     name = str(model).lower()
