@@ -72,7 +72,7 @@ def run_demo(
 
     from kgzsl.backbones import load_backbone
     from kgzsl.features import image_list_features
-    from kgzsl.recognize import candidate_mask, class_scores, predict_features, ranks_of_true
+    from kgzsl.recognize import candidate_scores, ranks_of_true, top_predictions
     from kgzsl.samples import GIRAFFE_WNID, darknet_photo, foolbox_imagenet_images
     from kgzsl.wordnet import lemma_names
 
@@ -92,11 +92,9 @@ def run_demo(
     for entry in bad:
         log(f"skipped {entry['path']}: {entry['reason']}")
     truth = {str(p): w for p, w in labelled}
-    rows = predict_features(features, good, predictions, candidates="unseen", top=top)
-    mask = candidate_mask(predictions, "unseen")
-    columns = mask.nonzero().view(-1)
+    scores, columns = candidate_scores(features, predictions, "unseen")
+    rows = top_predictions(scores, columns, good, predictions, top)
     col_of = {int(c): j for j, c in enumerate(columns)}
-    scores = class_scores(features, predictions.pred[columns])
     true_cols = torch.tensor([col_of[predictions.index[truth[g]]] for g in good])
     ranks = ranks_of_true(scores, true_cols)
 
@@ -111,7 +109,7 @@ def run_demo(
     n = max(1, len(table))
     summary = {
         "images": len(table),
-        "candidates": int(mask.sum()),
+        "candidates": int(columns.numel()),
         "held_out_classes": len(held_out),
         "hit@1": sum(r["hit@1"] for r in table) / n,
         "hit@5": sum(r["hit@5"] for r in table) / n,

@@ -226,6 +226,34 @@ class ImagePrediction:
     top: list[tuple[str, str, float]]  # (id, name, score)
 
 
+def candidate_scores(
+    features: torch.Tensor,
+    predictions: Any,
+    candidates: str | list[str] = "unseen",
+    gamma: float = 0.0,
+    transductive: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores ``[B, C]`` of each feature row against the candidate classes, and those classes' rows in
+    ``predictions`` (``[C]``). ``gamma`` is subtracted from seen classes' scores (calibrated stacking);
+    ``transductive`` first refines the unseen classifiers on these features."""
+    columns = candidate_mask(predictions, candidates).nonzero().view(-1)
+    weights = predictions.pred[columns]
+    seen_cols = predictions.seen[columns]
+    if transductive:
+        weights = transductive_refine(features, weights, ~seen_cols)
+    return class_scores(features, weights) - gamma * seen_cols.float().view(1, -1), columns
+
+
+def top_predictions(scores: torch.Tensor, columns: torch.Tensor, names: list[str], predictions: Any, top: int = 5) -> list[ImagePrediction]:
+    """The ``top`` best-scoring candidates of each row of ``scores`` (from :func:`candidate_scores`)."""
+    values, indices = top_k(scores, top)
+    out = []
+    for name, vals, idxs in zip(names, values.tolist(), indices.tolist()):
+        rows = [int(columns[i]) for i in idxs]
+        out.append(ImagePrediction(name, [(predictions.ids[r], display_name(predictions, r), v) for r, v in zip(rows, vals)]))
+    return out
+
+
 def predict_features(
     features: torch.Tensor,
     names: list[str],
@@ -235,18 +263,6 @@ def predict_features(
     gamma: float = 0.0,
     transductive: bool = False,
 ) -> list[ImagePrediction]:
-    """Rank candidate classes for each feature row; ``gamma`` is subtracted from seen classes' scores
-    (calibrated stacking); ``transductive`` first refines the unseen classifiers on these features."""
-    mask = candidate_mask(predictions, candidates)
-    columns = mask.nonzero().view(-1)
-    weights = predictions.pred[columns]
-    seen_cols = predictions.seen[columns]
-    if transductive:
-        weights = transductive_refine(features, weights, ~seen_cols)
-    scores = class_scores(features, weights) - gamma * seen_cols.float().view(1, -1)
-    values, indices = top_k(scores, top)
-    out = []
-    for name, vals, idxs in zip(names, values.tolist(), indices.tolist()):
-        rows = [int(columns[i]) for i in idxs]
-        out.append(ImagePrediction(name, [(predictions.ids[r], display_name(predictions, r), v) for r, v in zip(rows, vals)]))
-    return out
+    """Rank candidate classes for each feature row (see :func:`candidate_scores`) and keep the ``top``."""
+    scores, columns = candidate_scores(features, predictions, candidates, gamma, transductive)
+    return top_predictions(scores, columns, names, predictions, top)
