@@ -44,6 +44,19 @@ class SplitResult:
         }
 
 
+def _labelled_rows(labels: list[str], position: dict[str, int], columns: list[int], n_label_columns: int) -> tuple[list[int], torch.Tensor]:
+    """The images whose label is among the first ``n_label_columns`` candidate ``columns`` (rows of the
+    predictions, via ``position``), and each one's true column among the candidates."""
+    column_of = {c: j for j, c in enumerate(columns)}
+    rows, truth = [], []
+    for i, label in enumerate(labels):
+        j = column_of.get(position.get(label, -1))
+        if j is not None and j < n_label_columns:
+            rows.append(i)
+            truth.append(j)
+    return rows, torch.tensor(truth, dtype=torch.long)
+
+
 def evaluate_split(
     features: torch.Tensor,
     labels: list[str],
@@ -68,11 +81,9 @@ def evaluate_split(
             raise KgzslError("--with-seen needs the seen classes: the predictions file lists none")
         split_set = set(split_cols)
         columns += [position[w] for w in seen_ids if w in position and position[w] not in split_set]
-    column_of = {c: j for j, c in enumerate(columns)}
-    rows = [i for i, label in enumerate(labels) if label in position and position[label] in set(split_cols)]
+    rows, truth = _labelled_rows(labels, position, columns, len(split_cols))
     if not rows:
         raise KgzslError(f"no image has a label in split {name} ({len(split)} classes): are these the right features?")
-    truth = torch.tensor([column_of[position[labels[i]]] for i in rows])
     w = torch.as_tensor(weights, dtype=torch.float32)[columns]
     ranks = []
     for start in range(0, len(rows), batch_size):
@@ -119,11 +130,9 @@ def gzsl_evaluate(
     unseen_cols = [position[w] for w in unseen_ids if w in position]
     seen_cols = [position[w] for w in seen_ids if w in position and w not in set(unseen_ids)]
     columns = unseen_cols + seen_cols
-    column_of = {c: j for j, c in enumerate(columns)}
-    rows = [i for i, label in enumerate(labels) if label in position and position[label] in column_of]
+    rows, truth = _labelled_rows(labels, position, columns, len(columns))
     if not rows:
         raise KgzslError("no image is labelled with a seen or unseen candidate class")
-    truth = torch.tensor([column_of[position[labels[i]]] for i in rows])
     seen_mask = torch.tensor([False] * len(unseen_cols) + [True] * len(seen_cols))
     if seen_mask[truth].all() or not seen_mask[truth].any():
         raise KgzslError("generalized zero-shot needs images of both seen and unseen classes")
