@@ -142,14 +142,11 @@ class SparseOperator:
         self.t_perm = torch.argsort(self.col * rows + self.row)
         self.t_index = torch.stack([self.col[self.t_perm], self.row[self.t_perm]])
         self.index = torch.stack([self.row, self.col])
-        crow = torch.zeros(rows + 1, dtype=torch.long)
-        crow[1:] = torch.cumsum(torch.bincount(self.row, minlength=rows), 0)
-        self.crow = crow
-        self.t_crow = torch.zeros(cols + 1, dtype=torch.long)
-        self.t_crow[1:] = torch.cumsum(torch.bincount(self.col, minlength=cols), 0)
+        self.crow = _csr_offsets(self.row, rows)  # row r's entries: crow[r]:crow[r+1]
+        self.t_crow = _csr_offsets(self.col, cols)  # the same for the transpose (entries in t_perm order)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
-            self.pattern = torch.sparse_csr_tensor(crow, self.col, torch.zeros(self.nnz), self.shape, check_invariants=False)
+            self.pattern = torch.sparse_csr_tensor(self.crow, self.col, torch.zeros(self.nnz), self.shape, check_invariants=False)
 
     def to(self, device: torch.device | str) -> "SparseOperator":
         """A copy whose tensors live on ``device`` (training on a GPU moves the plans once)."""
@@ -188,6 +185,13 @@ class SparseOperator:
         if self.group is None:
             raise KgzslError("internal error: grouped() on a sparse pattern without groups")
         return _GroupScale.apply(alpha, self)
+
+
+def _csr_offsets(index: Tensor, size: int) -> Tensor:
+    """CSR offsets ``[size + 1]``: once the entries are sorted by ``index``, those of value ``i`` lie at ``offsets[i]:offsets[i+1]``."""
+    offsets = torch.zeros(size + 1, dtype=torch.long)
+    offsets[1:] = torch.cumsum(torch.bincount(index, minlength=size), 0)
+    return offsets
 
 
 def _segment_matmul(crow: Tensor, col: Tensor, values: Tensor, x: Tensor) -> Tensor:
