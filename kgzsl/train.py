@@ -182,6 +182,7 @@ def train(
         raise KgzslError(f"epochs must be at least 1, got {epochs}")
     if lr <= 0 or weight_decay < 0:
         raise KgzslError(f"need lr > 0 and weight_decay >= 0, got lr={lr}, weight_decay={weight_decay}")
+    device = _device(device)
 
     nodes, rows = align_targets(graph, targets)
     excluded = set(exclude or [])
@@ -211,7 +212,6 @@ def train(
     t_train = F.normalize(torch.stack([target_of[int(n)] for n in train_nodes]), dim=1)
     t_val = F.normalize(torch.stack([target_of[int(n)] for n in val_nodes]), dim=1) if val_nodes.numel() else None
 
-    device = _device(device)
     torch.manual_seed(seed)
     net = build_model(name, x.size(1), targets.dim, **model_kw)
     inputs = net.graph_inputs(graph)
