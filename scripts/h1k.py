@@ -45,6 +45,11 @@ def metrics(pred: torch.Tensor, true: torch.Tensor, ks=(1, 2, 5, 10)) -> dict[st
     return out
 
 
+def figures(row: dict[str, float]) -> str:
+    """One log line's worth of a result row: ``cos 0.2330, hit@1 0.5250, ...``."""
+    return ", ".join(f"{k} {v:.4f}" for k, v in row.items())
+
+
 def choose(values, fit, train_nodes, train_targets, seed) -> tuple[object, list]:
     """Pick the hyper-parameter with the best mean cosine on a 10% validation slice of the training classes."""
     rng = np.random.default_rng(seed)
@@ -58,7 +63,7 @@ def choose(values, fit, train_nodes, train_targets, seed) -> tuple[object, list]
     return values[int(np.argmax(scores))], scores
 
 
-def run_method(name: str, graph: ClassGraph, targets: torch.Tensor, train_nodes, held_nodes, seed: int, epochs, log, device="cpu"):
+def run_method(name: str, graph: ClassGraph, targets: torch.Tensor, train_nodes, held_nodes, seed: int, epochs, log, lite0, device="cpu"):
     if name == "ridge":
         fit = lambda a, nodes, t: ridge_predict(graph.features, nodes, t, alpha=a)  # noqa: E731
         alpha, _ = choose([0.01, 0.1, 1.0, 10.0, 100.0], fit, train_nodes, targets_rows(targets, train_nodes), seed)
@@ -71,11 +76,10 @@ def run_method(name: str, graph: ClassGraph, targets: torch.Tensor, train_nodes,
         return fit(k, train_nodes, targets_rows(targets, train_nodes))[held_nodes]
     if name == "wordnet":
         return wordnet_neighbour_predict(graph.edge_index, graph.num_nodes, train_nodes, targets_rows(targets, train_nodes), query=held_nodes)[held_nodes]
-    from kgzsl.targets import targets_from_backbone
     from kgzsl.train import train
 
     held_wnids = [graph.ids[i] for i in held_nodes]
-    result = train(graph, targets_from_backbone("efficientnet-lite0"), model=name, exclude=held_wnids, seed=seed,
+    result = train(graph, lite0, model=name, exclude=held_wnids, seed=seed,
                    epochs=epochs, progress=False, device=device)
     log(f"    {name}: best epoch {result.best_epoch}, {result.seconds:.0f} s")
     return result.predictions[torch.as_tensor(held_nodes)]
@@ -101,12 +105,11 @@ def main() -> None:
         graph = load_graph(args.graph)
     else:
         graph = build_wordnet_graph(imagenet1k_wnids(), imagenet21k_unseen_wnids())
-    from kgzsl.backbones.weights import efficientnet_lite_checkpoint, load_state_dict
+    from kgzsl.targets import targets_from_backbone
 
-    state = load_state_dict(efficientnet_lite_checkpoint("efficientnet-lite0"))
-    fc = torch.cat([state["_fc.weight"], state["_fc.bias"].view(-1, 1)], dim=1)  # [1000, 1281]
+    lite0 = targets_from_backbone("efficientnet-lite0")  # [1000, 1281]: fc weights + bias, sorted 1k wnids
+    fc, wnids = lite0.weights, lite0.wnids
     index = graph.index()
-    wnids = imagenet1k_wnids()
     seen_nodes = np.array([index[w] for w in wnids])
     targets = torch.zeros(graph.num_nodes, fc.shape[1])
     targets[torch.as_tensor(seen_nodes)] = fc
@@ -119,13 +122,13 @@ def main() -> None:
             log(f"{name}: fold {f + 1}/{len(folds)}")
             held_nodes = seen_nodes[held]
             train_nodes = np.setdiff1d(seen_nodes, held_nodes)
-            pred = run_method(name, graph, targets, train_nodes, held_nodes, args.seed + f, args.epochs, log, args.device)
+            pred = run_method(name, graph, targets, train_nodes, held_nodes, args.seed + f, args.epochs, log, lite0, args.device)
             per_fold.append(metrics(pred, targets[torch.as_tensor(held_nodes)]))
-            log(f"    fold {f + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in per_fold[-1].items()))
+            log(f"    fold {f + 1}: {figures(per_fold[-1])}")
         rows[name] = {key: float(np.mean([m[key] for m in per_fold])) for key in per_fold[0]}
         rows[name]["seconds"] = time.perf_counter() - start
         rows[name]["folds"] = len(per_fold)
-        log(f"  {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in rows[name].items()))
+        log(f"  {name}: {figures(rows[name])}")
         if args.json:  # written after every method, so a long run keeps what it has finished
             args.json.write_text(json.dumps(rows, indent=1))
 
