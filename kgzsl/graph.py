@@ -9,7 +9,7 @@ Folder format, version 1 (loads without pickle)::
 
     graph.json            format, version, counts, how it was built (vectors, closure, ...)
     nodes.json            [{"id", "wnid", "names", "gloss", "role"}, ...] in node-index order
-    tensors.safetensors   features f32 [N,D], has_vector bool [N], edge_index i64 [2,E],
+    tensors.safetensors   features f16 [N,D] (read as f32), has_vector bool [N], edge_index i64 [2,E],
                           dense_index i64 [2,P], dense_distance i64 [P]
 """
 
@@ -30,6 +30,8 @@ from kgzsl.io import atomic_dir, load_tensors, read_json, save_tensors, write_js
 FORMAT_NAME = "kgzsl.graph"
 FORMAT_VERSION = 1
 ROLES = ("seen", "unseen", "internal")
+#: node features are stored as float16 (half the size; unit rows lose nothing that training sees) and read as float32
+FEATURE_STORAGE = np.float16
 
 
 @dataclass
@@ -106,7 +108,7 @@ class ClassGraph:
             save_tensors(
                 tmp / "tensors.safetensors",
                 {
-                    "features": self.features.astype(np.float32),
+                    "features": self.features.astype(FEATURE_STORAGE),
                     "has_vector": self.has_vector.astype(bool),
                     "edge_index": self.edge_index.astype(np.int64),
                     "dense_index": self.dense_index.astype(np.int64),
@@ -136,7 +138,7 @@ def load_graph(folder: str | Path) -> ClassGraph:
         names=[list(n["names"]) for n in nodes],
         glosses=[n.get("gloss", "") for n in nodes],
         roles=[n["role"] for n in nodes],
-        features=tensors["features"].numpy(),
+        features=tensors["features"].float().numpy(),
         has_vector=tensors["has_vector"].numpy().astype(bool),
         edge_index=tensors["edge_index"].numpy(),
         dense_index=tensors["dense_index"].numpy(),
@@ -216,8 +218,11 @@ def assemble_graph(
     progress: bool = False,
 ) -> ClassGraph:
     """Shared last step of every builder: features, edges, dense ancestor relation."""
+    from kgzsl.embeddings import NodeTexts
+
     check_acyclic(parents, ids, where)
-    features, has_vector = vectors.embed(names)
+    texts = NodeTexts(names, glosses, [[names[p][0] for p in ps if names[p]] for ps in parents])
+    features, has_vector = vectors.embed_nodes(texts, progress=progress)
     edges = [(child, parent) for child, ps in enumerate(parents) for parent in ps]
     edge_index = np.array(edges, dtype=np.int64).T.reshape(2, -1)
     dense_index, dense_distance = ancestor_pairs(parents, progress=progress)

@@ -2,15 +2,18 @@
 
 Two file forms:
 
-* CSV, one edge a row: ``child,parent[,synset]``. A row with an empty parent declares a root. A header
-  row ``child,parent[,synset]`` is optional. A child may have several parents (several rows). Every
+* CSV, one edge a row: ``child,parent[,synset[,description]]``. A row with an empty parent declares a
+  root. A header row ``child,parent[,synset[,description]]`` is optional. A child may have several parents (several rows). Every
   parent must itself be declared (as a child or as a root), so a typo is an error, not a new root.
 * JSON or YAML, nested: ``{"animal": {"dog": {"husky": {}, "corgi": null}, "cat": ["lynx", "puma"]}}``
   (a value is a mapping of children, a list of leaf names, or null), optionally wrapped as
-  ``{"tree": {...}, "synsets": {"husky": "n02110185", "cat": "cat.n.01"}}``. Each name appears once.
+  ``{"tree": {...}, "synsets": {"husky": "n02110185", "cat": "cat.n.01"}, "descriptions": {"corgi": "..."}}``.
+  Each name appears once.
 
 A name may be pinned to a WordNet noun synset (wnid or ``dog.n.01``): its node then takes the synset's
-lemma names (for its word vector), gloss and wnid. Unpinned names are embedded from their own words.
+lemma names, gloss and wnid. Any class may carry a description (a one-line definition); it is the
+node's gloss, which sentence-encoder features read (``"name: description"``), and it wins over a
+pinned synset's gloss. Unpinned names without a description are embedded from their name alone.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class Taxonomy:
     parents: dict[str, list[str]]
     synsets: dict[str, str] = field(default_factory=dict)
     source: str = "taxonomy"
+    descriptions: dict[str, str] = field(default_factory=dict)
 
     def leaves(self) -> list[str]:
         """Names that are nobody's parent."""
@@ -50,6 +54,7 @@ def _load_csv(path: Path) -> Taxonomy:
     names: list[str] = []
     parents: dict[str, list[str]] = {}
     synsets: dict[str, str] = {}
+    descriptions: dict[str, str] = {}
     seen_rows: set[tuple[str, str]] = set()
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
@@ -59,8 +64,8 @@ def _load_csv(path: Path) -> Taxonomy:
             continue
         if line == 1 and row[0].lower() == "child":
             continue
-        if len(row) < 2 or len(row) > 3:
-            raise KgzslError(f"{path}:{line}: expected 'child,parent[,synset]', got {len(row)} columns")
+        if len(row) < 2 or len(row) > 4:
+            raise KgzslError(f"{path}:{line}: expected 'child,parent[,synset[,description]]', got {len(row)} columns")
         child, parent = _clean(row[0], f"{path}:{line}"), row[1]
         if (child, parent) in seen_rows:
             raise KgzslError(f"{path}:{line}: duplicate row {child!r} -> {parent!r}")
@@ -70,11 +75,15 @@ def _load_csv(path: Path) -> Taxonomy:
             parents[child] = []
         if parent:
             parents[child].append(parent)
-        if len(row) == 3 and row[2]:
+        if len(row) >= 3 and row[2]:
             if child in synsets and synsets[child] != row[2]:
                 raise KgzslError(f"{path}:{line}: {child!r} is pinned to both {synsets[child]} and {row[2]}")
             synsets[child] = row[2]
-    return Taxonomy(names, parents, synsets, str(path))
+        if len(row) == 4 and row[3]:
+            if child in descriptions and descriptions[child] != row[3]:
+                raise KgzslError(f"{path}:{line}: {child!r} has two different descriptions")
+            descriptions[child] = row[3]
+    return Taxonomy(names, parents, synsets, str(path), descriptions)
 
 
 def _walk(node: Any, parent: str | None, tax: Taxonomy, where: str) -> None:
@@ -114,12 +123,16 @@ def _load_nested(path: Path) -> Taxonomy:
     if not isinstance(data, dict) or not data:
         raise KgzslError(f"taxonomy {path} must be a non-empty mapping of class names")
     synsets: dict[str, str] = {}
-    if "tree" in data and set(data) <= {"tree", "synsets"}:
+    descriptions: dict[str, str] = {}
+    if "tree" in data and set(data) <= {"tree", "synsets", "descriptions"}:
         synsets = data.get("synsets") or {}
-        if not isinstance(synsets, dict):
-            raise KgzslError(f"taxonomy {path}: 'synsets' must map class names to wnids or synset names")
+        descriptions = data.get("descriptions") or {}
+        for key, value in (("synsets", synsets), ("descriptions", descriptions)):
+            if not isinstance(value, dict):
+                raise KgzslError(f"taxonomy {path}: '{key}' must map class names to strings")
         data = data["tree"]
-    tax = Taxonomy([], {}, {str(k): str(v) for k, v in synsets.items()}, str(path))
+    tax = Taxonomy([], {}, {str(k): str(v) for k, v in synsets.items()}, str(path),
+                   {str(k): str(v).strip() for k, v in descriptions.items()})
     _walk(data, None, tax, str(path))
     return tax
 
@@ -145,9 +158,10 @@ def load_taxonomy(path: str | Path) -> Taxonomy:
                     f"taxonomy {path}: parent {parent!r} of {child!r} is not declared "
                     f"(add a row '{parent},' to make it a root, or fix the name)"
                 )
-    unknown = sorted(set(tax.synsets) - set(tax.parents))
-    if unknown:
-        raise KgzslError(f"taxonomy {path}: synsets given for undeclared names: {', '.join(unknown[:5])}")
+    for what, given in (("synsets", tax.synsets), ("descriptions", tax.descriptions)):
+        unknown = sorted(set(given) - set(tax.parents))
+        if unknown:
+            raise KgzslError(f"taxonomy {path}: {what} given for undeclared names: {', '.join(unknown[:5])}")
     return tax
 
 
@@ -188,11 +202,11 @@ def build_taxonomy_graph(
             s = synset_by_name(pin, where=f"{taxonomy.source}: synset of {name!r}")
             wnids.append(wnid_of(s))
             names.append([name] + [l.replace("_", " ") for l in s.lemma_names() if l.replace("_", " ") != name])
-            glosses.append(s.definition())
+            glosses.append(taxonomy.descriptions.get(name) or s.definition())
         else:
             wnids.append(None)
             names.append([name])
-            glosses.append("")
+            glosses.append(taxonomy.descriptions.get(name, ""))
     parents = [[position[p] for p in taxonomy.parents[n]] for n in ids]
     if vectors is None:
         vectors = load_vectors(None)

@@ -40,9 +40,9 @@ def reference() -> Path:
 @pytest.fixture(scope="session")
 def glove():
     """The embedded real GloVe 6B 50-d vectors."""
-    from kgzsl.embeddings import load_vectors
+    from kgzsl.embeddings import GLOVE_50D, load_vectors
 
-    return load_vectors(None)
+    return load_vectors(GLOVE_50D)
 
 
 @pytest.fixture(scope="session")
