@@ -124,6 +124,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     result = train(
         graph, targets, model=args.model, epochs=args.epochs, seed=args.seed, val_fraction=args.val_fraction,
         patience=args.patience, bf16=args.bf16, progress=not args.json, exclude=exclude, device=args.device,
+        refit=args.refit,
     )
     save_run(result, graph, out, force=args.force)
     summary = {**result.summary(), "out": str(out), "graph": str(args.graph), "targets": targets.source}
@@ -204,7 +205,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     backbone = load_backbone(backbone_name, arch=args.arch)
     features, good, bad = image_list_features(args.images, backbone)
     rows = predict_features(features, good, predictions, candidates=candidates, top=args.top, gamma=args.gamma,
-                            transductive=args.transductive) if good else []
+                            transductive=args.transductive, seen_rows=args.seen_rows) if good else []
     summary = {
         "predictions": str(args.predictions), "backbone": backbone.name, "candidates": args.candidates,
         "gamma": args.gamma, "transductive": args.transductive,
@@ -232,9 +233,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from kgzsl.features import load_features
     from kgzsl.graph import read_id_list
     from kgzsl.predictions import load_predictions
-    from kgzsl.recognize import plot_seen_unseen, transductive_refine
+    from kgzsl.recognize import plot_seen_unseen
 
     predictions = load_predictions(args.predictions)
+    graph = _evaluation_graph(args, predictions)
     feats = load_features(args.features)
     if feats.features.shape[1] + 1 != predictions.pred.shape[1]:
         raise KgzslError(
@@ -242,23 +244,20 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             f"{predictions.pred.shape[1] - 1}-d (+1 bias): extract features with the backbone the predictions were trained for"
         )
     seen_ids = [i for i, seen in zip(predictions.ids, predictions.seen.tolist()) if seen]
-    weights = predictions.pred
-    summary: dict[str, Any] = {"features": str(args.features), "predictions": str(args.predictions), "splits": []}
+    weights = predictions.classifiers(args.seen_rows)
+    summary: dict[str, Any] = {"features": str(args.features), "predictions": str(args.predictions), "splits": [],
+                               "graph": graph.meta.get("folder") if graph is not None else None}
     results = []
     for split_file in args.split:
         split = read_id_list(split_file, "split")
         name = Path(split_file).stem
         result = evaluate_split(feats.features, feats.labels, predictions.ids, weights, split, seen_ids,
-                                with_seen=args.with_seen, name=name)
+                                with_seen=args.with_seen, name=name, graph=graph)
         results.append(result)
         entry = result.as_dict()
         if args.transductive:
-            in_split = set(split)
-            unseen_cols = [i in in_split and not seen for i, seen in zip(predictions.ids, predictions.seen.tolist())]
-            test_rows = [k for k, label in enumerate(feats.labels) if label in in_split]  # labels unused beyond choosing the split's images
-            refined = transductive_refine(feats.features[test_rows], weights, unseen_cols)
-            trans = evaluate_split(feats.features, feats.labels, predictions.ids, refined, split, seen_ids,
-                                   with_seen=args.with_seen, name=name + "+trans")
+            trans = evaluate_split(feats.features, feats.labels, predictions.ids, weights, split, seen_ids,
+                                   with_seen=args.with_seen, name=name + "+trans", graph=graph, transductive=True)
             results.append(trans)
             entry["transductive"] = trans.as_dict()
             entry["transductive_gain_hit@1"] = round(trans.hit[1] - result.hit[1], 4)
@@ -282,6 +281,26 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         return "\n".join(lines)
 
     _emit(args, summary, human)
+
+
+def _evaluation_graph(args: argparse.Namespace, predictions: Any) -> Any:
+    """The graph for hierarchical Hit@k: --graph, else the one the run recorded if it is still that graph; None without one."""
+    from kgzsl.graph import load_graph
+    from kgzsl.train import graph_fingerprint
+
+    if args.graph is not None:
+        graph = load_graph(args.graph)
+    else:
+        recorded = Path(str(predictions.meta.get("graph") or ""))
+        if not recorded.name or not (recorded / "graph.json").is_file():
+            return None
+        graph = load_graph(recorded)
+    fingerprint = predictions.meta.get("graph_fingerprint")
+    if fingerprint and fingerprint != graph_fingerprint(graph.ids, graph.edge_index):
+        if args.graph is not None:
+            raise KgzslError(f"graph {args.graph} is not the graph the predictions {args.predictions} were trained on")
+        return None
+    return graph
 
 
 # --------------------------------------------------------------------------------------- inspect
@@ -337,7 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="follow WordNet instance-of links too; auto = yes when closing upward, no with --no-closure",
     )
     p.add_argument("--taxonomy", type=Path, help="a user taxonomy (CSV child,parent[,synset] or nested JSON/YAML) instead of WordNet lists")
-    p.add_argument("--vectors", default=None, help="word vectors: GloVe text, word2vec text/.bin or fastText .bin; default embedded GloVe 6B 50-d")
+    p.add_argument("--vectors", default=None,
+                   help="node features: minilm (all-MiniLM-L6-v2 of 'names: gloss', the default), minilm-names, minilm-parents, "
+                        "glove-6b-50d, a GloVe text / word2vec text or .bin / fastText .bin file, or two joined by '+'")
     p.add_argument("--out", type=Path, default=DEFAULT_GRAPH, help="graph folder to write")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
@@ -376,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.05, help="share of the seen classes held out for model choice")
     p.add_argument("--patience", type=int, default=300, help="stop after this many epochs without a better validation loss (0: never)")
     p.add_argument("--exclude", type=Path, help="file of wnids whose targets must not be used (held-out classes)")
+    p.add_argument("--no-refit", dest="refit", action="store_false",
+                   help="keep the model chosen on the validation slice instead of refitting on every seen class for the chosen epochs")
     p.add_argument("--bf16", action="store_true", help="train under bfloat16 autocast (faster on CPUs with bf16 units)")
     p.add_argument("--device", default="cpu", help="where the training steps run: cpu (default) or cuda[:N]")
     p.add_argument("--out", type=Path, required=True, help="run folder to write")
@@ -434,7 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates", default="unseen", help="unseen, all, or a file of candidate wnids")
     p.add_argument("--top", type=int, default=5, help="how many classes to print per image")
     p.add_argument("--gamma", type=float, default=0.0, help="calibrated stacking: subtracted from seen classes' scores")
-    p.add_argument("--transductive", action="store_true", help="refine the unseen classifiers on these images' features first")
+    p.add_argument("--transductive", action="store_true", help="refine the images' scores together by label propagation over their nearest neighbours")
+    p.add_argument("--seen-rows", choices=["real", "predicted"], default="real",
+                   help="with seen candidates: score seen classes with their real classifiers (default) or the predicted ones")
     p.add_argument("--backbone", help="feature extractor (default: the one the predictions were trained for)")
     p.add_argument("--arch", choices=["resnet50", "resnet101", "resnet152"], help="architecture of a ResNet state dict")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
@@ -467,7 +492,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", type=Path, required=True, help="predictions.safetensors written by kgzsl train")
     p.add_argument("--split", type=Path, nargs="+", required=True, help="split files, one wnid a line")
     p.add_argument("--with-seen", action="store_true", help="add the seen classes to the candidates (+1K)")
-    p.add_argument("--transductive", action="store_true", help="also report transductive refinement on these images and its gain")
+    p.add_argument("--graph", type=Path, help="graph folder for hierarchical Hit@k (default: the graph the run was trained on, if present)")
+    p.add_argument("--seen-rows", choices=["real", "predicted"], default="real",
+                   help="score seen classes with their real classifiers (default) or the predicted ones")
+    p.add_argument("--transductive", action="store_true", help="also report transductive label propagation over these images and its gain")
     p.add_argument("--gzsl", action="store_true", help="generalized zero-shot with calibrated stacking (needs images of seen classes too)")
     p.add_argument("--plot", type=Path, help="with --gzsl: write the seen-unseen accuracy curve PNG here")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration/test image split for --gzsl")

@@ -4,10 +4,16 @@ For a split (a list of unseen wnids, e.g. 2-hops / 3-hops / All), the test image
 split's classes, the candidates are the split's classes (``with_seen`` adds the seen classes: the
 generalized "+1K" form), and Hit@k is the fraction of images whose true class ranks within the top k,
 averaged over images, ties counting against.
+
+Given the class graph, it also reports *hierarchical* Hit@k: an image counts as correct at k when any
+candidate that is its true class or one of its descendants (WordNet hyponyms) ranks within the top k,
+so naming a more specific class of the right kind is not counted as an error. The median rank (flat,
+and hierarchical with a graph) summarises the whole rank distribution, not only its head.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,14 +21,18 @@ import numpy as np
 import torch
 
 from kgzsl.errors import KgzslError
-from kgzsl.recognize import class_scores, ranks_of_true
+from kgzsl.recognize import class_scores, ranks_of_true, transductive_scores
 
 DEFAULT_KS = (1, 2, 5, 10, 20)
 
 
 @dataclass
 class SplitResult:
-    """Hit@k for one split, with the counts that say what was measured."""
+    """Hit@k for one split, with the counts that say what was measured.
+
+    ``median_rank`` is the flat median rank; ``hier_hit`` / ``hier_median_rank`` are set only when the
+    split was evaluated with the class graph (hierarchical: a descendant of the true class counts).
+    """
 
     split: str
     with_seen: bool
@@ -31,9 +41,12 @@ class SplitResult:
     candidates: int
     hit: dict[int, float]
     missing_classes: list[str] = field(default_factory=list)
+    median_rank: float | None = None
+    hier_hit: dict[int, float] | None = None
+    hier_median_rank: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "split": self.split,
             "with_seen": self.with_seen,
             "images": self.images,
@@ -42,8 +55,94 @@ class SplitResult:
             **{f"hit@{k}": round(v, 4) for k, v in self.hit.items()},
             "missing_classes": len(self.missing_classes),
         }
+        if self.median_rank is not None:
+            out["median_rank"] = self.median_rank
+        if self.hier_hit is not None:
+            out.update({f"hier_hit@{k}": round(v, 4) for k, v in self.hier_hit.items()})
+            out["hier_median_rank"] = self.hier_median_rank
+        return out
 
 
+# ------------------------------------------------------------------------------ ranks and hierarchy
+def rank_metrics(ranks: torch.Tensor, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, Any]:
+    """``{"hit": {k: fraction of ranks <= k}, "median_rank": float}`` for 1-based ``ranks``.
+
+    The median is torch's: for an even count it is the *lower* of the two middle ranks (no averaging),
+    so it is always a rank that occurred. With no ranks every hit is 0.0 and the median is NaN.
+    """
+    ranks = torch.as_tensor(ranks).reshape(-1)
+    if ranks.numel() == 0:
+        return {"hit": {k: 0.0 for k in ks}, "median_rank": float("nan")}
+    return {"hit": {k: float((ranks <= k).float().mean()) for k in ks}, "median_rank": float(ranks.median())}
+
+
+def correct_columns(graph: Any, true_ids: list[str], column_ids: list[str]) -> list[torch.Tensor]:
+    """For each true class id, the positions (long tensor) in ``column_ids`` of the candidates that name
+    it correctly under the hierarchy: the class itself or any of its descendants in ``graph`` (a
+    :class:`kgzsl.graph.ClassGraph`).
+
+    A candidate ``c`` counts for ``t`` iff ``(c, t)`` is a (node, ancestor) pair of ``graph.dense_index``;
+    ``(t, t)`` always counts; candidate ids absent from the graph never match. One vectorised join over
+    the pairs, restricted to the candidates and to the true classes asked for (20k candidates and
+    ~270k pairs take well under a second). A true id not in the graph is an error.
+    """
+    index = graph.index()
+    unknown = [t for t in dict.fromkeys(true_ids) if t not in index]
+    if unknown:
+        raise KgzslError(
+            f"{len(unknown)} true classes are not in the class graph (first: {', '.join(unknown[:3])}): "
+            f"is this the graph the predictions were made from?"
+        )
+    needed = np.array(sorted({index[t] for t in true_ids}), dtype=np.int64)
+    col_nodes = np.array([index.get(c, -1) for c in column_ids], dtype=np.int64)
+    pairs = np.asarray(graph.dense_index, dtype=np.int64).reshape(2, -1)
+    keep = (pairs[0] != pairs[1]) & np.isin(pairs[1], needed) & np.isin(pairs[0], col_nodes[col_nodes >= 0])
+    node = np.concatenate([pairs[0][keep], needed])  # every true class matches itself
+    anc = np.concatenate([pairs[1][keep], needed])
+    # join the (node, ancestor) pairs with the candidate columns on node (a node may fill several columns)
+    order = np.argsort(col_nodes, kind="stable")
+    sorted_nodes = col_nodes[order]
+    lo = np.searchsorted(sorted_nodes, node, "left")
+    counts = np.searchsorted(sorted_nodes, node, "right") - lo
+    total = int(counts.sum())
+    offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+    positions = order[np.repeat(lo, counts) + offsets]
+    ancestors = np.repeat(anc, counts)
+    by = np.lexsort((positions, ancestors))
+    positions, ancestors = positions[by], ancestors[by]
+    starts = np.flatnonzero(np.r_[True, ancestors[1:] != ancestors[:-1]]) if total else np.zeros(0, dtype=np.int64)
+    ends = np.r_[starts[1:], total]
+    groups = {int(ancestors[a]): torch.from_numpy(positions[a:b].astype(np.int64)) for a, b in zip(starts, ends)}
+    empty = torch.zeros(0, dtype=torch.long)
+    return [groups.get(index[t], empty) for t in true_ids]
+
+
+def hierarchical_ranks(scores: torch.Tensor, correct: list[torch.Tensor]) -> torch.Tensor:
+    """1-based rank ``[B]`` of each row's best-scoring correct column (``correct[i]``: column indices
+    of row i, e.g. from :func:`correct_columns`), ties counting against: the number of columns scoring
+    >= the best correct score. With each ``correct[i]`` the single true column this equals
+    :func:`kgzsl.recognize.ranks_of_true`.
+    """
+    if scores.ndim != 2:
+        raise KgzslError(f"scores must be [images, classes], got shape {tuple(scores.shape)}")
+    if len(correct) != scores.shape[0]:
+        raise KgzslError(f"correct has {len(correct)} column sets for {scores.shape[0]} rows of scores")
+    if scores.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.long)
+    lengths = torch.tensor([len(c) for c in correct], dtype=torch.long)
+    if (lengths == 0).any():
+        row = int((lengths == 0).nonzero()[0, 0])
+        raise KgzslError(f"correct[{row}] is empty: that row's true class has no candidate in its subtree")
+    cols = torch.cat([torch.as_tensor(c, dtype=torch.long).reshape(-1) for c in correct])
+    if cols.min() < 0 or cols.max() >= scores.shape[1]:
+        raise KgzslError(f"correct refers to columns outside 0..{scores.shape[1] - 1} of scores")
+    rows = torch.repeat_interleave(torch.arange(scores.shape[0]), lengths)
+    best = torch.full((scores.shape[0],), -math.inf, dtype=scores.dtype)
+    best = best.scatter_reduce(0, rows, scores[rows, cols], reduce="amax", include_self=True)
+    return (scores >= best.view(-1, 1)).sum(dim=1)
+
+
+# -------------------------------------------------------------------------------------- splits
 def _labelled_rows(labels: list[str], position: dict[str, int], columns: list[int], n_label_columns: int) -> tuple[list[int], torch.Tensor]:
     """The images whose label is among the first ``n_label_columns`` candidate ``columns`` (rows of the
     predictions, via ``position``), and each one's true column among the candidates."""
@@ -68,8 +167,14 @@ def evaluate_split(
     ks: tuple[int, ...] = DEFAULT_KS,
     name: str = "split",
     batch_size: int = 4096,
+    graph: Any = None,
+    transductive: bool = False,
 ) -> SplitResult:
-    """Hit@k over the images whose label is in ``split``, against the split's classes (+ ``seen_ids``)."""
+    """Hit@k and median rank over the images whose label is in ``split``, against the split's classes
+    (+ ``seen_ids``). With ``graph`` (a :class:`kgzsl.graph.ClassGraph` holding every split class) also
+    the hierarchical Hit@k and median rank, where any candidate descending from the true class counts.
+    ``transductive`` refines the scores of the split's images together (their labels are not used),
+    see :func:`kgzsl.recognize.transductive_scores`."""
     position = {c: i for i, c in enumerate(class_ids)}
     missing = [w for w in split if w not in position]
     split_cols = [position[w] for w in split if w in position]
@@ -84,25 +189,51 @@ def evaluate_split(
     rows, truth = _labelled_rows(labels, position, columns, len(split_cols))
     if not rows:
         raise KgzslError(f"no image has a label in split {name} ({len(split)} classes): are these the right features?")
+    correct = None
+    if graph is not None:
+        correct = correct_columns(graph, [labels[i] for i in rows], [class_ids[c] for c in columns])
     w = torch.as_tensor(weights, dtype=torch.float32)[columns]
-    ranks = []
-    for start in range(0, len(rows), batch_size):
-        chunk = torch.as_tensor(features[rows[start:start + batch_size]], dtype=torch.float32)
-        ranks.append(ranks_of_true(class_scores(chunk, w), truth[start:start + batch_size]))
-    rank = torch.cat(ranks)
-    hit = {k: float((rank <= k).float().mean()) for k in ks}
+    ranks, hier_ranks = [], []
+    step = len(rows) if transductive else batch_size  # label propagation needs all the images at once
+    for start in range(0, len(rows), step):
+        chunk = torch.as_tensor(features[rows[start:start + step]], dtype=torch.float32)
+        scores = class_scores(chunk, w)
+        if transductive:
+            scores = transductive_scores(chunk, scores)
+        ranks.append(ranks_of_true(scores, truth[start:start + step]))
+        if correct is not None:
+            hier_ranks.append(hierarchical_ranks(scores, correct[start:start + step]))
+    flat = rank_metrics(torch.cat(ranks), ks)
     classes = len({labels[i] for i in rows})
-    return SplitResult(name, with_seen, len(rows), classes, len(columns), hit, missing)
+    result = SplitResult(name, with_seen, len(rows), classes, len(columns), flat["hit"], missing, median_rank=flat["median_rank"])
+    if correct is not None:
+        hier = rank_metrics(torch.cat(hier_ranks), ks)
+        result.hier_hit, result.hier_median_rank = hier["hit"], hier["median_rank"]
+    return result
+
+
+def _cell(value: float | None, fmt: str) -> str:
+    return f"{'-':>7}" if value is None or value != value else format(value, fmt)
 
 
 def format_table(results: list[SplitResult]) -> str:
-    """A plain-text table: one row per split, Hit@k in percent."""
+    """A plain-text table: one row per split, Hit@k in percent, the median rank (``med``), and when any
+    result has them the hierarchical Hit@1, Hit@5 and median rank (``h@1 h@5 hmed``)."""
     ks = list(results[0].hit) if results else []
-    head = f"{'split':<16}{'cands':>7}{'images':>8}" + "".join(f"{'@' + str(k):>7}" for k in ks)
+    hier = any(r.hier_hit is not None for r in results)
+    head = f"{'split':<16}{'cands':>7}{'images':>8}" + "".join(f"{'@' + str(k):>7}" for k in ks) + f"{'med':>7}"
+    if hier:
+        head += f"{'h@1':>7}{'h@5':>7}{'hmed':>7}"
     lines = [head, "-" * len(head)]
     for r in results:
         name = r.split + (" +seen" if r.with_seen else "")
-        lines.append(f"{name:<16}{r.candidates:>7}{r.images:>8}" + "".join(f"{100 * r.hit[k]:>7.1f}" for k in ks))
+        line = f"{name:<16}{r.candidates:>7}{r.images:>8}" + "".join(f"{100 * r.hit[k]:>7.1f}" for k in ks)
+        line += _cell(r.median_rank, ">7.0f")
+        if hier:
+            h = r.hier_hit or {}
+            line += "".join(_cell(100 * h[k] if k in h else None, ">7.1f") for k in (1, 5))
+            line += _cell(r.hier_median_rank, ">7.0f")
+        lines.append(line)
     return "\n".join(lines)
 
 

@@ -3,7 +3,9 @@
 DGP saves ``{"wnids": [...], "pred": tensor}`` with ``torch.save`` (pickle); kgzsl keeps the same idea
 in safetensors. Tensors: ``pred`` float32 ``[N, D + 1]`` (weight row with the bias as last column, one
 row a node, unit L2 norm as the model outputs them) and ``seen`` bool ``[N]`` (the classes whose real
-classifier rows were used in training, i.e. not held out). String metadata: ``format``, ``version``,
+classifier rows were used in training, i.e. not held out); optionally ``seen_true`` float32 ``[S, D + 1]``,
+the real classifier rows of the ``seen`` classes (in row order, unit L2 norm like the predictions),
+which generalized zero-shot scores seen classes with. String metadata: ``format``, ``version``,
 ``ids`` (JSON list, node order), and whatever else the writer records (model, targets source, graph
 fingerprint, ...; each value JSON-encoded).
 """
@@ -35,10 +37,22 @@ class Predictions:
     seen: torch.Tensor
     meta: dict[str, Any] = field(default_factory=dict)
     index: dict[str, int] = field(default_factory=dict)
+    seen_true: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if not self.index:
             self.index = {node_id: i for i, node_id in enumerate(self.ids)}
+
+    def classifiers(self, seen_rows: str = "real") -> torch.Tensor:
+        """Every row's classifier: the predicted one, except that seen classes keep their real (unit-norm)
+        classifier with ``seen_rows="real"``, where the file has them; ``"predicted"`` uses the GCN's rows."""
+        if seen_rows not in ("real", "predicted"):
+            raise KgzslError(f"seen_rows must be 'real' or 'predicted', got {seen_rows!r}")
+        if seen_rows == "predicted" or self.seen_true is None or not bool(self.seen.any()):
+            return self.pred
+        weights = self.pred.clone()
+        weights[self.seen] = self.seen_true
+        return weights
 
     def rows(self, ids: list[str]) -> torch.Tensor:
         """Prediction rows of ``ids``, in that order (KgzslError naming the first unknown id)."""
@@ -58,6 +72,7 @@ def save_predictions(
     pred: torch.Tensor | np.ndarray,
     seen_mask: torch.Tensor | np.ndarray,
     meta: dict[str, Any] | None = None,
+    seen_true: torch.Tensor | np.ndarray | None = None,
 ) -> Path:
     """Write ``predictions.safetensors`` atomically (see the module docstring for the layout)."""
     pred = torch.as_tensor(pred).detach().to(torch.float32).contiguous()
@@ -71,7 +86,13 @@ def save_predictions(
         raise KgzslError(f"predictions for {path}: node ids are not unique")
     metadata = {k: _encode(v) for k, v in (meta or {}).items() if k not in RESERVED}
     metadata.update({"format": FORMAT_NAME, "version": str(FORMAT_VERSION), "ids": json.dumps(ids)})
-    save_tensors(path, {"pred": pred, "seen": seen}, metadata=metadata)
+    tensors = {"pred": pred, "seen": seen}
+    if seen_true is not None:
+        seen_true = torch.as_tensor(seen_true).detach().to(torch.float32).contiguous()
+        if list(seen_true.shape) != [int(seen.sum()), pred.size(1)]:
+            raise KgzslError(f"predictions for {path}: seen_true must be [{int(seen.sum())}, {pred.size(1)}], got {list(seen_true.shape)}")
+        tensors["seen_true"] = seen_true
+    save_tensors(path, tensors, metadata=metadata)
     return Path(path)
 
 
@@ -101,4 +122,8 @@ def load_predictions(path: str | Path) -> Predictions:
             meta[key] = json.loads(value)
         except json.JSONDecodeError:
             meta[key] = value
-    return Predictions(ids=ids, pred=pred.float(), seen=seen.bool(), meta=meta)
+    seen_true = tensors.get("seen_true")
+    if seen_true is not None and list(seen_true.shape) != [int(seen.bool().sum()), pred.size(1)]:
+        raise KgzslError(f"predictions file {path} is inconsistent: seen_true {list(seen_true.shape)} for {int(seen.bool().sum())} seen rows")
+    return Predictions(ids=ids, pred=pred.float(), seen=seen.bool(), meta=meta,
+                       seen_true=None if seen_true is None else seen_true.float())

@@ -7,8 +7,8 @@ column, exactly as the targets were built from the CNN's ``fc`` layer. Three set
 * generalized zero-shot (GZSL): seen and unseen candidates together, with *calibrated stacking*
   (Chao et al., ECCV 2016): a constant ``gamma`` is subtracted from every seen class's score, chosen
   on validation images to maximise the harmonic mean of seen and unseen accuracy;
-* transductive zero-shot: the unlabelled test features refine the unseen classifiers
-  (:func:`transductive_refine`); seen classifiers are never changed.
+* transductive zero-shot: the unlabelled test images refine each other's scores by label propagation
+  over their mutual-nearest-neighbour graph (:func:`transductive_scores`).
 """
 
 from __future__ import annotations
@@ -142,47 +142,50 @@ def plot_seen_unseen(result: GZSLResult, path: str, title: str = "Generalized ze
 
 
 # ------------------------------------------------------------------------------------ transductive
-def transductive_refine(
-    features: torch.Tensor,
-    weights: torch.Tensor,
-    unseen_columns: torch.Tensor,
-    iterations: int = 10,
-    mix: float = 0.5,
-    temperature: float | None = None,
-) -> torch.Tensor:
-    """Refine unseen classifiers with unlabelled test features (soft k-means from the predicted weights).
+def mutual_neighbours(features: torch.Tensor, k: int = 5) -> torch.Tensor:
+    """Symmetric affinity ``[B, B]`` between test images: centred cosine, kept only between mutual k-nearest
+    neighbours with a positive similarity (an image with no such neighbour gets an empty row)."""
+    x = torch.as_tensor(features, dtype=torch.float32)
+    x = torch.nn.functional.normalize(x - x.mean(dim=0, keepdim=True), dim=1)
+    sim = x @ x.T
+    sim.fill_diagonal_(-float("inf"))
+    k = min(k, x.shape[0] - 1)
+    if k < 1:
+        return torch.zeros(x.shape[0], x.shape[0])
+    near = torch.zeros_like(sim, dtype=torch.bool)
+    near.scatter_(1, sim.topk(k, dim=1).indices, True)
+    mutual = near & near.T & (sim > 0)
+    return torch.where(mutual, sim, torch.zeros_like(sim))
 
-    Each round: soft-assign every test image to the unseen classes with the current classifiers
-    (softmax of scores / temperature), form each class's prototype as the assignment-weighted mean
-    of the bias-augmented features, rescaled to the classifier's norm, and move the classifier
-    ``mix`` of the way to it. Weights of seen classes are returned unchanged. ``temperature``
-    defaults to the standard deviation of the initial unseen scores.
+
+def transductive_scores(features: torch.Tensor, scores: torch.Tensor, neighbours: int = 5, alpha: float = 0.5, iterations: int = 20) -> torch.Tensor:
+    """Refine the class scores of unlabelled test images by label propagation over their mutual-kNN graph.
+
+    Zhou et al. (NIPS 2003): ``F = (1 - alpha) (I - alpha S)^-1 Z`` with ``S = D^-1/2 W D^-1/2`` the
+    normalised affinity of :func:`mutual_neighbours` and ``Z`` each image's scores standardised over the
+    candidates (so that no image dominates by its feature norm); ``F`` is mapped back to each image's
+    own score scale. Images of one class tend to be each other's neighbours, so a class that several
+    of them rank high rises for all of them. An image with no mutual neighbour keeps its ranking, and
+    no classifier is changed: only classes the images themselves score high can gain, which is
+    why this cannot drag thousands of unsupported classes toward the data as a soft k-means over
+    every unseen prototype did (it cost 17.6 points of Hit@5 on real photos).
     """
-    features = torch.as_tensor(features, dtype=torch.float32)
-    weights = torch.as_tensor(weights, dtype=torch.float32).clone()
-    unseen_columns = torch.as_tensor(unseen_columns, dtype=torch.bool)
-    if not 0.0 <= mix <= 1.0:
-        raise KgzslError(f"mix must be within 0..1, got {mix}")
-    if not unseen_columns.any() or features.shape[0] == 0:
-        return weights
-    x = with_bias(features)
-    # centre the features so that the shared mean direction does not dominate every prototype
-    centre = x.mean(dim=0, keepdim=True)
-    centre[:, -1] = 0
-    w = weights[unseen_columns]
-    norms = w.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    if temperature is None:
-        temperature = float(class_scores(features, w).std().clamp_min(1e-6))
+    scores = torch.as_tensor(scores, dtype=torch.float32)
+    if not 0.0 <= alpha < 1.0:
+        raise KgzslError(f"alpha must be within [0, 1), got {alpha}")
+    if scores.shape[0] != torch.as_tensor(features).shape[0]:
+        raise KgzslError(f"transductive scores: {scores.shape[0]} score rows for {torch.as_tensor(features).shape[0]} images")
+    if scores.shape[0] < 2 or alpha == 0.0:
+        return scores.clone()
+    w = mutual_neighbours(features, neighbours)
+    degree = w.sum(dim=1).clamp_min(1e-12).rsqrt()
+    s = degree.view(-1, 1) * w * degree.view(1, -1)
+    mean, std = scores.mean(dim=1, keepdim=True), scores.std(dim=1, keepdim=True).clamp_min(1e-12)
+    z = (scores - mean) / std
+    f = z
     for _ in range(iterations):
-        assign = torch.softmax((x @ w.T) / temperature, dim=1)  # [B, U]
-        mass = assign.sum(dim=0)  # [U]
-        used = mass > 1e-3
-        prototype = (assign.T @ (x - centre)) / mass.clamp_min(1e-12).view(-1, 1)
-        prototype = prototype / prototype.norm(dim=1, keepdim=True).clamp_min(1e-12) * norms
-        w = torch.where(used.view(-1, 1), (1 - mix) * w + mix * prototype, w)
-        w = w / w.norm(dim=1, keepdim=True).clamp_min(1e-12) * norms
-    weights[unseen_columns] = w
-    return weights
+        f = alpha * (s @ f) + (1 - alpha) * z
+    return mean + std * f / (1 - alpha)
 
 
 # ------------------------------------------------------------------------------- over predictions
@@ -232,16 +235,19 @@ def candidate_scores(
     candidates: str | list[str] = "unseen",
     gamma: float = 0.0,
     transductive: bool = False,
+    seen_rows: str = "real",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores ``[B, C]`` of each feature row against the candidate classes, and those classes' rows in
-    ``predictions`` (``[C]``). ``gamma`` is subtracted from seen classes' scores (calibrated stacking);
-    ``transductive`` first refines the unseen classifiers on these features."""
+    ``predictions`` (``[C]``). Seen classes are scored with their real classifiers (``seen_rows="real"``,
+    where the file has them) or the predicted ones; ``gamma`` is subtracted from seen classes' scores
+    (calibrated stacking); ``transductive`` first refines the unseen classifiers on these features."""
     columns = candidate_mask(predictions, candidates).nonzero().view(-1)
-    weights = predictions.pred[columns]
+    weights = predictions.classifiers(seen_rows)[columns]
     seen_cols = predictions.seen[columns]
+    scores = class_scores(features, weights)
     if transductive:
-        weights = transductive_refine(features, weights, ~seen_cols)
-    return class_scores(features, weights) - gamma * seen_cols.float().view(1, -1), columns
+        scores = transductive_scores(features, scores)
+    return scores - gamma * seen_cols.float().view(1, -1), columns
 
 
 def top_predictions(scores: torch.Tensor, columns: torch.Tensor, names: list[str], predictions: Any, top: int = 5) -> list[ImagePrediction]:
@@ -262,7 +268,8 @@ def predict_features(
     top: int = 5,
     gamma: float = 0.0,
     transductive: bool = False,
+    seen_rows: str = "real",
 ) -> list[ImagePrediction]:
     """Rank candidate classes for each feature row (see :func:`candidate_scores`) and keep the ``top``."""
-    scores, columns = candidate_scores(features, predictions, candidates, gamma, transductive)
+    scores, columns = candidate_scores(features, predictions, candidates, gamma, transductive, seen_rows)
     return top_predictions(scores, columns, names, predictions, top)

@@ -11,7 +11,9 @@ every model (DGP's ``train_gcn_dense_att.py`` / ``train_gcn_basic.py`` ``--max-e
 setting DGP also used for its GCNZ and SGCN comparisons). A seeded slice of the seen classes
 (``val_fraction``, 5 %) is held out for model choice: the weights of the epoch with the lowest
 validation loss are kept, and training stops after ``patience`` epochs without improvement (DGP
-instead kept whatever epoch 3000 gave). Everything is seeded (``torch.manual_seed`` before the model is
+instead kept whatever epoch 3000 gave). Then, by default, the model is refit from the same seed on
+every seen class, the validation slice included, for the chosen number of epochs: the slice served
+only to choose when to stop, and its real classifiers are not thrown away. Everything is seeded (``torch.manual_seed`` before the model is
 built, a seeded split, deterministic node orders), so two runs with one seed give equal results.
 
 Speed: the loss only reads the training classes, so each step runs the model's ``forward_plan`` on
@@ -117,6 +119,7 @@ class TrainResult:
     val_loss: float | None
     seconds: float
     config: dict[str, Any] = field(default_factory=dict)
+    seen_targets: torch.Tensor | None = None  # [S, D+1] unit rows of the real classifiers of the ``seen`` nodes, in node order
 
     def summary(self) -> dict[str, Any]:
         """The figures ``kgzsl train --json`` prints."""
@@ -130,6 +133,7 @@ class TrainResult:
             "train_classes": self.config["counts"]["train"],
             "val_classes": self.config["counts"]["val"],
             "seed": self.config["seed"],
+            "refit_classes": (self.config.get("refit") or {}).get("classes"),
         }
 
 
@@ -146,6 +150,100 @@ def _split(nodes: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.T
     return train, val
 
 
+@dataclass
+class FitLog:
+    """What one run of the training loop produced: losses per epoch, the chosen epoch and its weights."""
+
+    losses: list[float]
+    val_losses: list[float]
+    best_epoch: int
+    best_state: dict[str, torch.Tensor] | None
+    seconds: float
+
+
+def fit(
+    net: PropagationModel,
+    x: torch.Tensor,
+    plan_train: Any,
+    t_train: torch.Tensor,
+    plan_val: Any | None,
+    t_val: torch.Tensor | None,
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    patience: int | None,
+    bf16: bool,
+    device: torch.device,
+    progress: bool,
+    desc: str,
+) -> FitLog:
+    """The training loop: full-batch Adam on the unit-row loss over ``plan_train``; with a validation plan,
+    keeps the state of the epoch with the lowest validation loss and stops after ``patience`` epochs without one."""
+    from tqdm import tqdm
+
+    optimizer = _adam(net.parameters(), lr, weight_decay)
+    losses: list[float] = []
+    val_losses: list[float] = []
+    best, best_epoch, best_state = math.inf, 0, None
+    bar = tqdm(range(1, epochs + 1), desc=desc, unit="epoch", file=sys.stderr, disable=not progress, mininterval=0.5)
+    start = time.perf_counter()
+    for epoch in bar:
+        net.train()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = net.forward_plan(x, plan_train)
+        loss = _unit_loss(out, t_train)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        if not math.isfinite(losses[-1]):
+            raise KgzslError(f"{desc} diverged at epoch {epoch} (loss {losses[-1]}): try a smaller lr")
+        if plan_val is None:
+            best_epoch = epoch
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+            continue
+        net.eval()
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            val = float(_unit_loss(net.forward_plan(x, plan_val), t_val))
+        val_losses.append(val)
+        if val < best:
+            best, best_epoch = val, epoch
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        bar.set_postfix(loss=f"{losses[-1]:.4f}", val=f"{val:.4f}", best=best_epoch, refresh=False)
+        if patience and epoch - best_epoch >= patience:
+            break
+    bar.close()
+    return FitLog(losses, val_losses, best_epoch, best_state, time.perf_counter() - start)
+
+
+def select_targets(graph: Any, targets: Targets, exclude: Iterable[str] | None = None) -> tuple[torch.Tensor, dict[int, torch.Tensor], dict[str, int]]:
+    """The seen nodes whose real classifier rows are used (role ``seen``, not excluded), their rows by
+    node, and counts that say what was dropped and why."""
+    nodes, rows = align_targets(graph, targets)
+    excluded = set(exclude or [])
+    role_ok = torch.tensor([graph.roles[i] == "seen" for i in nodes.tolist()], dtype=torch.bool)
+    not_excluded = torch.tensor(
+        [graph.ids[i] not in excluded and graph.wnids[i] not in excluded for i in nodes.tolist()], dtype=torch.bool
+    )
+    use = role_ok & not_excluded
+    if not bool(use.any()):
+        raise KgzslError(
+            f"no targets left to train on: {len(nodes)} target classes are in the graph, {int((~role_ok).sum())} of them "
+            f"are not 'seen' nodes and {int((~not_excluded).sum())} are excluded"
+        )
+    counts = {
+        "targets": len(targets.wnids),
+        "in_graph": int(nodes.numel()),
+        "not_seen_role": int((~role_ok).sum()),
+        "excluded": int((role_ok & ~not_excluded).sum()),
+    }
+    return nodes[use], {int(n): r for n, r in zip(nodes[use].tolist(), rows[use])}, counts
+
+
+def _unit_rows(target_of: dict[int, torch.Tensor], nodes: torch.Tensor) -> torch.Tensor:
+    return F.normalize(torch.stack([target_of[int(n)] for n in nodes]), dim=1)
+
+
 def train(
     graph: Any,
     targets: Targets,
@@ -160,13 +258,16 @@ def train(
     progress: bool = True,
     exclude: Iterable[str] | None = None,
     device: str | torch.device = "cpu",
+    refit: bool = True,
     **model_kw: Any,
 ) -> TrainResult:
     """Train ``model`` (gcnz, sgcn, dgp) on ``graph`` to regress ``targets``; see the module docstring.
 
     ``exclude``: wnids whose targets must not be used at all (held-out classes; they count as unseen).
     Only nodes with role ``seen`` take part; ``patience`` None or 0 disables early stopping;
-    ``bf16`` runs the training forward under bfloat16 autocast (the
+    ``refit`` (default): once the epoch count is chosen on the validation slice, the model is trained
+    again from the same seed on every seen class, validation slice included, for that many epochs, so
+    no real classifier is thrown away. ``bf16`` runs the training forward under bfloat16 autocast (the
     loss and the final predictions stay float32); ``model_kw`` go to the model's constructor.
     ``device`` runs the training steps there (e.g. ``"cuda"``); the model is built and seeded on the
     CPU first, so the initial weights do not depend on the device, and the final all-nodes prediction
@@ -184,91 +285,45 @@ def train(
         raise KgzslError(f"need lr > 0 and weight_decay >= 0, got lr={lr}, weight_decay={weight_decay}")
     device = _device(device)
 
-    nodes, rows = align_targets(graph, targets)
-    excluded = set(exclude or [])
-    node_ids = [graph.ids[i] for i in nodes.tolist()]
-    node_wnids = [graph.wnids[i] for i in nodes.tolist()]
-    role_ok = torch.tensor([graph.roles[i] == "seen" for i in nodes.tolist()], dtype=torch.bool)
-    not_excluded = torch.tensor([a not in excluded and b not in excluded for a, b in zip(node_ids, node_wnids)], dtype=torch.bool)
-    use = role_ok & not_excluded
-    if not bool(use.any()):
-        raise KgzslError(
-            f"no targets left to train on: {len(nodes)} target classes are in the graph, {int((~role_ok).sum())} of them "
-            f"are not 'seen' nodes and {int((~not_excluded).sum())} are excluded"
-        )
-    target_of = {int(n): r for n, r in zip(nodes[use].tolist(), rows[use])}
-    train_nodes, val_nodes = _split(nodes[use], val_fraction, seed)
-    counts = {
-        "targets": len(targets.wnids),
-        "in_graph": int(nodes.numel()),
-        "not_seen_role": int((~role_ok).sum()),
-        "excluded": int((role_ok & ~not_excluded).sum()),
-        "train": int(train_nodes.numel()),
-        "val": int(val_nodes.numel()),
-    }
-
+    used, target_of, counts = select_targets(graph, targets, exclude)
+    train_nodes, val_nodes = _split(used, val_fraction, seed)
+    counts.update(train=int(train_nodes.numel()), val=int(val_nodes.numel()))
     x = node_features(graph)
     num_nodes = x.size(0)
-    t_train = F.normalize(torch.stack([target_of[int(n)] for n in train_nodes]), dim=1)
-    t_val = F.normalize(torch.stack([target_of[int(n)] for n in val_nodes]), dim=1) if val_nodes.numel() else None
+    t_train = _unit_rows(target_of, train_nodes)
+    t_val = _unit_rows(target_of, val_nodes) if val_nodes.numel() else None
 
-    torch.manual_seed(seed)
-    net = build_model(name, x.size(1), targets.dim, **model_kw)
+    def seeded_model() -> PropagationModel:
+        torch.manual_seed(seed)
+        return build_model(name, x.size(1), targets.dim, **model_kw)
+
+    net = seeded_model()
     inputs = net.graph_inputs(graph)
-    plan_train = net.plan(train_nodes, *inputs, num_nodes=num_nodes)
-    plan_val = net.plan(val_nodes, *inputs, num_nodes=num_nodes) if t_val is not None else None
-    if device.type != "cpu":
-        net.to(device)
-        plan_train = plan_train.to(device)
-        plan_val = plan_val.to(device) if plan_val is not None else None
-        t_train = t_train.to(device)
-        t_val = t_val.to(device) if t_val is not None else None
     x_dev = x.to(device)
-    optimizer = _adam(net.parameters(), lr, weight_decay)
 
-    losses: list[float] = []
-    val_losses: list[float] = []
-    best = math.inf
-    best_epoch = 0
-    best_state: dict[str, torch.Tensor] | None = None
-    from tqdm import tqdm
+    def on_device(plan: Any, rows: torch.Tensor | None) -> tuple[Any, torch.Tensor | None]:
+        if plan is None or device.type == "cpu":
+            return plan, rows
+        return plan.to(device), rows.to(device)
 
-    bar = tqdm(range(1, epochs + 1), desc=f"train {name}", unit="epoch", file=sys.stderr, disable=not progress, mininterval=0.5)
-    loop_start = time.perf_counter()
-    for epoch in bar:
-        net.train()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = net.forward_plan(x_dev, plan_train)
-        loss = _unit_loss(out, t_train)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        if not math.isfinite(losses[-1]):
-            raise KgzslError(f"training {name} diverged at epoch {epoch} (loss {losses[-1]}): try a smaller lr")
-        if plan_val is not None:
-            net.eval()
-            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                val = float(_unit_loss(net.forward_plan(x_dev, plan_val), t_val))
-            val_losses.append(val)
-            if val < best:
-                best, best_epoch = val, epoch
-                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-            bar.set_postfix(loss=f"{losses[-1]:.4f}", val=f"{val:.4f}", best=best_epoch, refresh=False)
-            if patience and epoch - best_epoch >= patience:
-                break
-        else:
-            best_epoch = epoch
-            bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
-    bar.close()
-    loop_seconds = time.perf_counter() - loop_start
-    epochs_run = len(losses)
-    if best_state is not None:
-        net.load_state_dict(best_state)
+    plan_train, t_train_dev = on_device(net.plan(train_nodes, *inputs, num_nodes=num_nodes), t_train)
+    plan_val, t_val_dev = on_device(net.plan(val_nodes, *inputs, num_nodes=num_nodes) if t_val is not None else None, t_val)
+    net.to(device)
+    hyper = dict(lr=lr, weight_decay=weight_decay, bf16=bf16, device=device, progress=progress)
+    log = fit(net, x_dev, plan_train, t_train_dev, plan_val, t_val_dev, epochs, patience=patience, desc=f"train {name}", **hyper)
+    if log.best_state is not None:
+        net.load_state_dict(log.best_state)
+    refit_record = None
+    if refit and val_nodes.numel():
+        all_nodes = torch.sort(torch.cat([train_nodes, val_nodes])).values
+        net = seeded_model()
+        plan_all, t_all = on_device(net.plan(all_nodes, *inputs, num_nodes=num_nodes), _unit_rows(target_of, all_nodes))
+        net.to(device)
+        refit_log = fit(net, x_dev, plan_all, t_all, None, None, log.best_epoch, patience=None,
+                        desc=f"refit {name} on all {all_nodes.numel()} seen", **hyper)
+        refit_record = {"epochs": log.best_epoch, "classes": int(all_nodes.numel()), "seconds": round(refit_log.seconds, 3),
+                        "final_loss": refit_log.losses[-1]}
     net.cpu()
-    t_train = t_train.cpu()
-    t_val = t_val.cpu() if t_val is not None else None
-
     net.eval()
     with torch.no_grad():
         predictions = net(x, *inputs).float()
@@ -276,8 +331,9 @@ def train(
     seen[train_nodes] = True
     seen[val_nodes] = True
     seen_loss = float(l2_loss(predictions[train_nodes], t_train))
-    val_loss = float(l2_loss(predictions[val_nodes], t_val)) if t_val is not None else None
-    seconds = time.perf_counter() - start
+    # after a refit the validation classes were trained on: report the loss that chose the epoch instead
+    val_loss = min(log.val_losses) if refit_record else float(l2_loss(predictions[val_nodes], t_val)) if t_val is not None else None
+    seen_nodes = seen.nonzero().view(-1)
     config = {
         "model": name,
         "model_config": net.config(),
@@ -290,17 +346,19 @@ def train(
         "bf16": bool(bf16),
         "device": str(device),
         "loss": "sum ||normalize(pred) - normalize(target)||^2 / (2 n) over the training classes",
-        "features": "word vectors, L2-normalised rows",
+        "features": "node features (graph build: " + str(getattr(graph, "meta", {}).get("vectors")) + "), L2-normalised rows",
         "targets": targets.source,
         "targets_dim": targets.dim,
         "graph": str(getattr(graph, "meta", {}).get("folder", "")),
         "graph_nodes": num_nodes,
         "graph_fingerprint": graph_fingerprint(graph.ids, graph.edge_index),
         "counts": counts,
-        "excluded": sorted(excluded),
+        "excluded": sorted(set(exclude or [])),
         "val_ids": [graph.ids[i] for i in val_nodes.tolist()],
-        "train_loop_seconds": round(loop_seconds, 3),
-        "seconds_per_epoch": round(loop_seconds / max(epochs_run, 1), 5),
+        "selection_val_loss": min(log.val_losses) if log.val_losses else None,
+        "refit": refit_record,
+        "train_loop_seconds": round(log.seconds, 3),
+        "seconds_per_epoch": round(log.seconds / max(len(log.losses), 1), 5),
         "plan_rows": {"train": plan_train.rows, "val": plan_val.rows if plan_val is not None else []},
     }
     return TrainResult(
@@ -308,14 +366,15 @@ def train(
         model_name=name,
         predictions=predictions,
         seen=seen,
-        best_epoch=best_epoch,
-        epochs_run=epochs_run,
-        losses=losses,
-        val_losses=val_losses,
+        best_epoch=log.best_epoch,
+        epochs_run=len(log.losses),
+        losses=log.losses,
+        val_losses=log.val_losses,
         seen_loss=seen_loss,
         val_loss=val_loss,
-        seconds=seconds,
+        seconds=time.perf_counter() - start,
         config=config,
+        seen_targets=_unit_rows(target_of, seen_nodes),
     )
 
 
@@ -361,10 +420,12 @@ def save_run(result: TrainResult, graph: Any, out: str | Path, force: bool = Fal
             list(graph.ids),
             result.predictions,
             result.seen,
+            seen_true=result.seen_targets,
             meta={
                 "model": result.model_name,
                 "targets": result.config["targets"],
                 "graph_fingerprint": result.config["graph_fingerprint"],
+                "graph": result.config["graph"],
                 "best_epoch": result.best_epoch,
                 "seed": result.config["seed"],
                 "backbone": backbone_of(result.config["targets"]),

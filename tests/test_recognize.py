@@ -14,7 +14,8 @@ from kgzsl.recognize import (
     hit_at_k,
     plot_seen_unseen,
     ranks_of_true,
-    transductive_refine,
+    mutual_neighbours,
+    transductive_scores,
 )
 
 
@@ -69,28 +70,31 @@ def test_calibration_moves_accuracy_the_right_way(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 
 
-def _separable_case(seed):
-    """Synthetic, separable clusters; initial classifiers = true directions + heavy noise."""
-    g = torch.Generator().manual_seed(seed)
-    classes, dim, per_class = 8, 32, 30
-    means = torch.randn(classes + 4, dim, generator=g) + 3
-    labels = torch.arange(classes).repeat_interleave(per_class)
-    features = (means[labels] + 0.7 * torch.randn(len(labels), dim, generator=g)).relu()
-    weights = torch.cat([means - 3, torch.zeros(classes + 4, 1)], 1) + 1.2 * torch.randn(classes + 4, dim + 1, generator=g)
-    unseen = torch.zeros(classes + 4, dtype=torch.bool)
-    unseen[:classes] = True
-    return features, labels, weights, unseen
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_transductive_improves_separable_case_and_keeps_seen(seed):
-    features, labels, weights, unseen = _separable_case(seed)
-    before = (class_scores(features, weights[unseen]).argmax(1) == labels).float().mean()
-    refined = transductive_refine(features, weights, unseen)
-    after = (class_scores(features, refined[unseen]).argmax(1) == labels).float().mean()
-    assert after > before + 0.05
-    assert torch.equal(refined[~unseen], weights[~unseen])  # seen classifiers never change
-    assert torch.allclose(refined[unseen].norm(dim=1), weights[unseen].norm(dim=1), atol=1e-4)
+def test_transductive_label_propagation_fixes_noisy_scores_of_clustered_images(seed):
+    """Hand-made case: images cluster by class; each image's scores are its class's plus heavy noise."""
+    g = torch.Generator().manual_seed(seed)
+    classes, per_class, candidates = 10, 6, 200
+    labels = torch.arange(classes).repeat_interleave(per_class)
+    centres = torch.randn(classes, 16, generator=g) * 3
+    features = centres[labels] + 0.5 * torch.randn(len(labels), 16, generator=g)
+    scores = 1.5 * torch.nn.functional.one_hot(labels, candidates).float() + torch.randn(len(labels), candidates, generator=g)
+    before = (ranks_of_true(scores, labels) <= 1).float().mean()
+    after = (ranks_of_true(transductive_scores(features, scores), labels) <= 1).float().mean()
+    assert after > before + 0.1
+
+
+def test_transductive_keeps_an_isolated_image_and_alpha_zero():
+    features = torch.tensor([[0.0, 10.0], [1.0, 0.0], [1.1, 0.0], [1.0, 0.1]])
+    scores = torch.randn(4, 7, generator=torch.Generator().manual_seed(0))
+    w = mutual_neighbours(features, k=1)
+    assert torch.equal(w, w.T) and w[0].abs().sum() == 0  # image 0 has no mutual neighbour
+    out = transductive_scores(features, scores, neighbours=1)
+    assert torch.equal(out[0].argsort(), scores[0].argsort())  # its ranking is unchanged
+    assert torch.allclose(out[0], scores[0], atol=1e-5)
+    assert torch.equal(transductive_scores(features, scores, alpha=0.0), scores)
+    with pytest.raises(KgzslError, match="alpha"):
+        transductive_scores(features, scores, alpha=1.0)
 
 
 def test_evaluate_split_and_with_seen():

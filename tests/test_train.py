@@ -210,3 +210,34 @@ def test_cli_train(tmp_path, mid_graph, capsys):
     err = capsys.readouterr().err
     assert err.startswith("kgzsl: error:") and "missing.pth" in err and "Traceback" not in err
     assert not (tmp_path / "bad").exists()
+
+
+def test_refit_uses_every_seen_classifier_for_the_chosen_epochs(mid_graph, lite0):
+    kw = dict(model="sgcn", epochs=60, lr=1e-2, patience=10, seed=1, progress=False)
+    chosen = train(mid_graph, lite0, refit=False, **kw)
+    refit = train(mid_graph, lite0, **kw)  # refit is the default
+    n_seen = int(chosen.seen.sum())
+    assert chosen.config["refit"] is None
+    assert refit.config["refit"] == {**refit.config["refit"], "epochs": chosen.best_epoch, "classes": n_seen}
+    assert refit.best_epoch == chosen.best_epoch and refit.val_losses == chosen.val_losses  # the same selection run
+    assert refit.val_loss == pytest.approx(min(chosen.val_losses))  # the loss that chose the epoch, not a trained-on loss
+    val = torch.tensor([mid_graph.index()[i] for i in refit.config["val_ids"]])
+    # the refit model has seen the validation classes' real classifiers: it fits them better
+    assert l2_loss(refit.predictions[val], lite0.weights[[lite0.wnids.index(i) for i in refit.config["val_ids"]]]) < \
+        l2_loss(chosen.predictions[val], lite0.weights[[lite0.wnids.index(i) for i in chosen.config["val_ids"]]])
+    assert torch.equal(train(mid_graph, lite0, **kw).predictions, refit.predictions)  # repeatable
+
+
+def test_runs_keep_the_real_seen_classifiers_for_generalized_recognition(tmp_path, mid_graph, lite0, dgp_run):
+    seen_nodes = dgp_run.seen.nonzero().view(-1)
+    assert dgp_run.seen_targets.shape == (len(seen_nodes), lite0.dim)
+    preds = load_predictions(save_run(dgp_run, mid_graph, tmp_path / "run") / "predictions.safetensors")
+    real = preds.classifiers("real")
+    row = lite0.wnids.index(mid_graph.ids[int(seen_nodes[0])])
+    torch.testing.assert_close(real[seen_nodes[0]], torch.nn.functional.normalize(lite0.weights[row], dim=0))
+    assert torch.equal(real[~preds.seen], preds.pred[~preds.seen])  # unseen rows stay predicted
+    assert torch.equal(preds.classifiers("predicted"), preds.pred)
+    with pytest.raises(KgzslError, match="seen_rows"):
+        preds.classifiers("true")
+    with pytest.raises(KgzslError, match="seen_true must be"):
+        save_predictions(tmp_path / "bad.safetensors", preds.ids, preds.pred, preds.seen, seen_true=torch.zeros(2, 3))
