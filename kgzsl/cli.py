@@ -357,8 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--taxonomy", type=Path, help="a user taxonomy (CSV child,parent[,synset] or nested JSON/YAML) instead of WordNet lists")
     p.add_argument("--vectors", default=None,
-                   help="node features: minilm (all-MiniLM-L6-v2 of 'names: gloss', the default), minilm-names, minilm-parents, "
-                        "glove-6b-50d, a GloVe text / word2vec text or .bin / fastText .bin file, or two joined by '+'")
+                   help="node features: glove-6b-50d+minilm (the default: GloVe 6B 50-d next to all-MiniLM-L6-v2 of 'names: gloss'), "
+                        "minilm, minilm-names, minilm-parents, glove-6b-50d, a GloVe text / word2vec text or .bin / fastText "
+                        ".bin file, or two of these joined by '+'")
     p.add_argument("--out", type=Path, default=DEFAULT_GRAPH, help="graph folder to write")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")

@@ -31,7 +31,7 @@ def test_dgp_imagenet_graph_parity(reference, tmp_path):
         "build-graph", "--seen", str(reference / "imagenet1k-wnids.txt"),
         "--unseen", str(reference / "imagenet21k-test-wnids.txt"),
         "--extra-nodes", str(reference / "imagenet-structure-wnids.txt"),
-        "--no-closure", "--out", str(out), "--json",
+        "--no-closure", "--vectors", "glove-6b-50d", "--out", str(out), "--json",
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
@@ -97,7 +97,8 @@ def test_save_load_roundtrip(small_graph, tmp_path):
     out = small_graph.save(tmp_path / "g")
     g = load_graph(out)
     assert g.ids == small_graph.ids and g.roles == small_graph.roles and g.names == small_graph.names
-    assert np.array_equal(g.features, small_graph.features)
+    assert g.features.dtype == np.float32  # stored as float16, read back as float32
+    assert np.array_equal(g.features, small_graph.features.astype(np.float16).astype(np.float32))
     assert np.array_equal(g.dense_index, small_graph.dense_index)
     header = json.loads((out / "graph.json").read_text())
     assert header["format"] == "kgzsl.graph" and header["version"] == 1

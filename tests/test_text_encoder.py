@@ -72,7 +72,7 @@ def test_load_vectors_names_and_concatenation():
     minilm = load_vectors("minilm")
     assert isinstance(minilm, SentenceFeatures) and minilm.fields == ("names", "gloss")
     assert load_vectors("minilm-names").fields == ("names",)
-    assert isinstance(load_vectors(None), SentenceFeatures)  # the default
+    assert load_vectors(None).source == f"{GLOVE_50D}+minilm"  # the default
     both = load_vectors(f"{GLOVE_50D}+minilm")
     assert isinstance(both, ConcatenatedFeatures)
     texts = NodeTexts([["dog"], ["zzqxv"]], ["a domesticated canine", "a made-up word"], [[], []])
