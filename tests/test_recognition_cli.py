@@ -79,9 +79,10 @@ def test_predict_scores_are_the_dot_product(run, images):
     pred = load_predictions(folder / "predictions.safetensors")
     features, names, bad = image_list_features([images[5][0]], load_backbone("efficientnet-lite0"))
     assert not bad
-    top = predict_features(features, names, pred, candidates="all", top=2)[0].top
-    w = pred.pred[pred.index[top[0][0]]]
-    assert top[0][2] == pytest.approx(float(features[0] @ w[:-1] + w[-1]), rel=1e-5)
+    for seen_rows in ("real", "predicted"):  # seen classes score with their real classifiers by default
+        top = predict_features(features, names, pred, candidates="all", top=2, seen_rows=seen_rows)[0].top
+        w = pred.classifiers(seen_rows)[pred.index[top[0][0]]]
+        assert top[0][2] == pytest.approx(float(features[0] @ w[:-1] + w[-1]), rel=1e-5)
 
 
 def test_predict_bad_candidates_and_all_bad(run, images, tmp_path, capsys):

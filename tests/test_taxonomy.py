@@ -66,7 +66,7 @@ def test_csv_allows_several_parents(tmp_path, glove):
         ("dup.json", '{"a": {"b": {}, "c": {"b": {}}}}', "duplicate class name 'b'"),
         ("bad.json", '{"a": [1, 2', "not valid JSON"),
         ("bad.txt", "a,b\n", "unknown format"),
-        ("cols.csv", "a,b,c,d\n", "expected 'child,parent[,synset]'"),
+        ("cols.csv", "a,b,c,d,e\n", "expected 'child,parent[,synset[,description]]'"),
     ],
 )
 def test_bad_taxonomies(tmp_path, name, text, message):
