@@ -12,10 +12,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from kgzsl.errors import KgzslError
@@ -60,19 +62,27 @@ def wordnet_dir() -> Path:
             f"WordNet 3.0 not found in {source} (missing {', '.join(missing[:3])}): "
             f"install it with `{WORDNET_INSTALL_HINT}` or set KGZSL_WORDNET_SOURCE to a WordNet dict folder"
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".wordnet.", dir=target.parent))
-    try:
+    with cache_folder(target) as tmp:
         for name in WORDNET_FILES:  # plain copies: nltk refuses links that leave its data path
             shutil.copyfile(source / name, tmp / name)
         (tmp / "lexnames").write_text(lexnames_text())
+    return target
+
+
+@contextlib.contextmanager
+def cache_folder(target: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of the cache folder ``target`` to fill; it replaces ``target`` only if
+    the block succeeds, and is removed otherwise."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return target
 
 
 def package_file(package: str, relative: str, install_hint: str) -> Path:

