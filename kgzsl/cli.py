@@ -121,10 +121,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     graph = load_graph(args.graph)
     targets = load_targets(args.backbone, args.wnids)
     exclude = read_id_list(args.exclude, "exclude") if args.exclude else None
+    stopping = {} if args.patience is None else {"patience": args.patience}
     result = train(
-        graph, targets, model=args.model, epochs=args.epochs, seed=args.seed, val_fraction=args.val_fraction,
-        patience=args.patience, bf16=args.bf16, progress=not args.json, exclude=exclude, device=args.device,
-        refit=args.refit,
+        graph, targets, model=args.model, epochs=args.epochs, lr=args.lr, seed=args.seed, val_fraction=args.val_fraction,
+        bf16=args.bf16, progress=not args.json, exclude=exclude, device=args.device, refit=args.refit, **stopping,
     )
     save_run(result, graph, out, force=args.force)
     summary = {**result.summary(), "out": str(out), "graph": str(args.graph), "targets": targets.source}
@@ -393,10 +393,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="targets: efficientnet-lite0/1/2, a state-dict file (.pth/.pt/.safetensors, e.g. torchvision ResNet) or a matrix (.npy/.safetensors)",
     )
     p.add_argument("--wnids", type=Path, help="wnid of each target row, one a line (needed for a matrix; default ImageNet-1k order)")
-    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: the paper's, 3000)")
+    p.add_argument("--epochs", type=int, default=None, help="(maximum) epochs (default: the model's schedule, kgzsl.train.SCHEDULES: dgp 500, gcnz/sgcn 3000)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the model's schedule: dgp 3e-3, gcnz/sgcn 1e-3)")
     p.add_argument("--seed", type=int, default=0, help="random seed (initialisation, dropout, validation split)")
-    p.add_argument("--val-fraction", type=float, default=0.05, help="share of the seen classes held out for model choice")
-    p.add_argument("--patience", type=int, default=300, help="stop after this many epochs without a better validation loss (0: never)")
+    p.add_argument("--val-fraction", type=float, default=None, help="share of the seen classes held out to choose the epoch (default: the model's schedule: dgp 0, gcnz/sgcn 0.05)")
+    p.add_argument("--patience", type=int, help="stop after this many epochs without a better validation loss (0: never; default: kgzsl.train.DEFAULT_PATIENCE, 50)")
     p.add_argument("--exclude", type=Path, help="file of wnids whose targets must not be used (held-out classes)")
     p.add_argument("--no-refit", dest="refit", action="store_false",
                    help="keep the model chosen on the validation slice instead of refitting on every seen class for the chosen epochs")

@@ -78,10 +78,12 @@ def graph_tag(graph_dir: Path, graph: ClassGraph) -> str:
 def trained(graph_dir: Path, graph: ClassGraph, targets, model: str, exclude: list[str], args) -> "object":
     """Predictions of ``model`` trained with ``exclude`` held out; cached under ``work/runs``."""
     from kgzsl.predictions import load_predictions
-    from kgzsl.train import save_run, train
+    from kgzsl.train import DEFAULT_PATIENCE, SCHEDULES, save_run, train
 
     held = hashlib.sha256("\n".join(sorted(exclude)).encode()).hexdigest()[:8] if exclude else "all"
     tag = f"{graph_tag(graph_dir, graph)}-{model}-{held}-s{args.seed}" + ("" if args.refit else "-norefit")
+    plan = SCHEDULES[model]
+    tag += f"-e{plan.epochs}-lr{plan.lr:g}-v{plan.val_fraction:g}-p{DEFAULT_PATIENCE}"
     run = args.work / "runs" / tag
     if not (run / "predictions.safetensors").is_file():
         start = time.perf_counter()
