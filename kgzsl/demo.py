@@ -20,6 +20,8 @@ from typing import Any
 from kgzsl.errors import KgzslError
 
 DEFAULT_RUN = Path("runs") / "demo"
+#: the shipped graph, in the project kgzsl is installed from (not the current folder)
+DEFAULT_GRAPH = Path(__file__).resolve().parent.parent / "graphs" / "imagenet21k"
 
 
 def _graph(graph_dir: Path, progress: bool):
@@ -59,7 +61,7 @@ def _trained(graph, run_dir: Path, model: str, held_out: list[str], epochs: int 
 
 def run_demo(
     out: str | Path = DEFAULT_RUN,
-    graph_dir: str | Path = Path("graphs") / "imagenet21k",
+    graph_dir: str | Path = DEFAULT_GRAPH,
     model: str = "dgp",
     epochs: int | None = None,
     seed: int = 0,
@@ -76,8 +78,15 @@ def run_demo(
     from kgzsl.samples import GIRAFFE_WNID, darknet_photo, foolbox_imagenet_images
     from kgzsl.wordnet import lemma_names
 
+    from kgzsl.io import check_output_dir, check_output_file
+
     start = time.perf_counter()
     out = Path(out)
+    # Everything the demo writes is checked before it builds or trains anything.
+    if not (Path(graph_dir) / "graph.json").is_file():
+        check_output_dir(graph_dir, "graph")
+    check_output_dir(out / "run", "train", force=True)  # a stale demo run is retrained in place
+    check_output_file(out / "demo-top5.png", "demo sheet")
     labelled = foolbox_imagenet_images()
     try:
         labelled.append((darknet_photo("giraffe.jpg"), GIRAFFE_WNID))

@@ -376,10 +376,9 @@ def extract_features(
 
 def _prepare_out(out: Path, config: dict, force: bool) -> str | None:
     """Rank 0: refuse a folder of another run, clear it with ``force``, write ``run.json``."""
-    from kgzsl.io import read_json, write_json
+    from kgzsl.io import check_output_dir, read_json, write_json
 
-    if out.exists() and not out.is_dir():
-        return f"output folder {out} is a file"
+    check_output_dir(out, "features", force)  # only a feature folder (or an empty one) is ever cleared
     out.mkdir(parents=True, exist_ok=True)
     if force:
         _clear_outputs(out)
@@ -502,6 +501,27 @@ def read_manifest(folder: str | os.PathLike) -> dict:
     return manifest
 
 
+def _shard_path(folder: Path, entry: Any) -> Path:
+    """The shard file a manifest entry names, refused unless it is a plain file name inside ``folder``.
+
+    The writer only records names (``shard-000000.safetensors``); a path such as ``../x.safetensors``, an
+    absolute path or a link out of the folder would make a copied or edited manifest read other files.
+    """
+    manifest = folder / MANIFEST_FILE
+    name = entry.get("file") if isinstance(entry, dict) else None
+    if not isinstance(name, str) or not isinstance(entry.get("rows"), int):
+        raise KgzslError(f"feature manifest {manifest} has a shard entry without a file name and row count: {entry!r}")
+    path = folder / name
+    if name in ("", ".", "..") or Path(name).name != name or "\\" in name or Path(name).is_absolute():
+        raise KgzslError(
+            f"feature manifest {manifest} names shard {name!r}, which is not a file inside {folder}: "
+            "only files inside the feature folder are read; re-extract the features"
+        )
+    if path.is_symlink() or (path.exists() and path.resolve().parent != folder.resolve()):
+        raise KgzslError(f"feature manifest {manifest}: shard {name!r} is a link out of {folder}: only files inside the feature folder are read")
+    return path
+
+
 def load_features(folder: str | os.PathLike) -> FeatureSet:
     """Merge the shards of a finished extraction into ``(features [n, D], labels, paths)``, in file-list order.
 
@@ -514,7 +534,7 @@ def load_features(folder: str | os.PathLike) -> FeatureSet:
     dim = int(manifest["dim"])
     blocks, labels, paths = [], [], []
     for entry in manifest["shards"]:
-        path = folder / entry["file"]
+        path = _shard_path(folder, entry)
         tensors, metadata = load_tensors(path, "feature shard")
         features = tensors.get("features")
         try:

@@ -16,7 +16,6 @@ import contextlib
 import importlib.util
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,17 +71,11 @@ def wordnet_dir() -> Path:
 @contextlib.contextmanager
 def cache_folder(target: Path) -> Iterator[Path]:
     """Yield a temporary sibling of the cache folder ``target`` to fill; it replaces ``target`` only if
-    the block succeeds, and is removed otherwise."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    the block succeeds, and is removed otherwise (stale ones of killed runs are removed first)."""
+    from kgzsl.io import staged_dir
+
+    with staged_dir(target) as tmp:
         yield tmp
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def package_file(package: str, relative: str, install_hint: str) -> Path:

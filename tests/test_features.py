@@ -266,3 +266,38 @@ def load_shard_meta(path: Path) -> str:
     from kgzsl.io import load_tensors
 
     return load_tensors(path)[1]["kgzsl"]
+
+
+@pytest.mark.parametrize("name", ["../outside.safetensors", "ABSOLUTE", "sub/../../outside.safetensors", "..", "LINK"])
+def test_manifest_shards_must_be_inside_the_folder(tmp_path, name):
+    """A manifest naming a shard outside its folder (edited or copied) is refused; nothing outside is read."""
+    from kgzsl.io import save_tensors
+
+    folder = tmp_path / "feats"
+    folder.mkdir()
+    outside = tmp_path / "outside.safetensors"
+    meta = {"kgzsl": json.dumps({"shard": 0, "paths": ["x.jpg"], "labels": ["n02084071"]})}
+    save_tensors(outside, {"features": torch.zeros(1, 4)}, metadata=meta)
+    if name == "ABSOLUTE":
+        name = str(outside)
+    elif name == "LINK":
+        (folder / "shard-000000.safetensors").symlink_to(outside)
+        name = "shard-000000.safetensors"
+    manifest = {"format": 1, "dim": 4, "features": 1, "bad_files": [], "shards": [{"file": name, "rows": 1, "images": 1}]}
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(KgzslError, match="only files inside the feature folder are read") as info:
+        load_features(folder)
+    assert str(folder) in str(info.value) and "Traceback" not in str(info.value)
+    # the same shard inside the folder is read
+    shutil.copy(outside, folder / "shard-000001.safetensors")
+    manifest["shards"] = [{"file": "shard-000001.safetensors", "rows": 1, "images": 1}]
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+    assert load_features(folder).labels == ["n02084071"]
+
+
+def test_manifest_shard_entries_are_checked(tmp_path):
+    folder = tmp_path / "feats"
+    folder.mkdir()
+    (folder / MANIFEST_FILE).write_text(json.dumps({"format": 1, "dim": 4, "features": 0, "shards": [{"rows": 1}]}))
+    with pytest.raises(KgzslError, match="shard entry without a file name"):
+        load_features(folder)
