@@ -25,7 +25,9 @@ from typing import Any
 import numpy as np
 
 from kgzsl.errors import KgzslError
-from kgzsl.io import atomic_dir, load_tensors, read_json, save_tensors, write_json
+from kgzsl.io import IdList, atomic_dir, load_tensors, read_id_list, read_json, save_tensors, write_json
+
+# read_id_list (kgzsl.io) stays importable from here, its former home
 
 FORMAT_NAME = "kgzsl.graph"
 FORMAT_VERSION = 1
@@ -91,8 +93,8 @@ class ClassGraph:
         }
 
     def save(self, out: str | Path, force: bool = False) -> Path:
-        """Write the graph folder atomically (refuses an existing ``out`` unless ``force``)."""
-        with atomic_dir(out, force=force) as tmp:
+        """Write the graph folder atomically (an existing ``out`` only with ``force``, and only a graph folder)."""
+        with atomic_dir(out, force=force, kind="graph") as tmp:
             header = {
                 "format": FORMAT_NAME,
                 "version": FORMAT_VERSION,
@@ -123,6 +125,9 @@ class ClassGraph:
 def load_graph(folder: str | Path) -> ClassGraph:
     """Load a graph folder written by :meth:`ClassGraph.save`, checking format and consistency."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        hint = f"pass its folder, {folder.parent}" if folder.name in ("graph.json", "nodes.json", "tensors.safetensors") else "pass the folder that holds graph.json"
+        raise KgzslError(f"graph {folder} is a file, not a graph folder: {hint}")
     if not folder.is_dir():
         raise KgzslError(f"graph folder {folder} does not exist (build one with `kgzsl build-graph`)")
     header = read_json(folder / "graph.json", "graph header")
@@ -230,31 +235,13 @@ def assemble_graph(
     return ClassGraph(ids, wnids, names, glosses, roles, features, has_vector, edge_index, dense_index, dense_distance, meta)
 
 
-def read_id_list(path: str | Path, what: str, whole_line: bool = False) -> list[str]:
-    """Read one id per line: the first whitespace-separated token, or the whole stripped line for
-    class names (``whole_line``). Blank lines, ``#`` comments and repeats are skipped."""
-    path = Path(path)
-    if not path.is_file():
-        raise KgzslError(f"{what} file {path} does not exist")
-    ids: list[str] = []
-    seen: set[str] = set()
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            text = line.split("#", 1)[0].strip()
-            token = text if whole_line else (text.split() or [""])[0]
-            if token and token not in seen:
-                seen.add(token)
-                ids.append(token)
-    if not ids:
-        raise KgzslError(f"{what} file {path} is empty: it needs one {'name' if whole_line else 'wnid'} per line")
-    return ids
-
-
 def _validated_wnids(ids: list[str], path_label: str) -> list[str]:
+    """Check that every id is a WordNet noun wnid; an error names the file and line (for an :class:`IdList`)."""
     from kgzsl.wordnet import synset
 
-    for wnid in ids:
-        synset(wnid, where=path_label)
+    lines = ids.lines if isinstance(ids, IdList) else [None] * len(ids)
+    for wnid, line in zip(ids, lines):
+        synset(wnid, where=f"{ids.path}:{line}" if line else path_label)
     return ids
 
 

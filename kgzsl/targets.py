@@ -10,11 +10,19 @@ column (``[C, D + 1]``, as DGP's ``fc-weights.json``), keyed by wnid. Sources:
   ResNet-50/101 (``fc.weight`` ``[1000, 2048]`` + ``fc.bias``), loaded weights-only (never unpickled);
   the wnids are the ImageNet-1k order unless a wnid list is given.
 * a plain matrix file (``.npy``, loaded with ``allow_pickle=False``, or a ``.safetensors`` holding one
-  2-D tensor) plus a wnid list file, one wnid a line; the rows are used as they are.
+  2-D tensor) plus a wnid list file, one wnid a line. Whether its last column is a bias is told from
+  its width: the feature size of a supported backbone (:data:`FEATURE_DIMS`, e.g. 1280) means no bias
+  column (a zero one is appended), that size + 1 means one; any other width is taken to end with a
+  bias. ``bias=True/False`` says it instead. What was assumed is kept in :attr:`Targets.assumed`.
+
+Targets from a backbone name or a state-dict file record it (:attr:`Targets.backbone`) with the
+classifier's :attr:`Targets.fingerprint`, the same hash :attr:`kgzsl.backbones.Backbone.fingerprint`
+gives, so features of another backbone can be told apart.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -32,15 +40,23 @@ DEFAULT_BACKBONE = "efficientnet-lite0"
 #: classifier layer names looked for in a state dict, in order (torchvision, EfficientNet, timm-style)
 CLASSIFIER_KEYS = ("fc", "_fc", "classifier", "head.fc", "head")
 STATE_DICT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+#: feature sizes of the backbones kgzsl extracts features with (tells a matrix's bias column, see above)
+FEATURE_DIMS = {1280: "efficientnet-lite0/1/2", 2048: "resnet50/101/152"}
 
 
 @dataclass
 class Targets:
-    """Classifier rows for ``wnids``: ``weights[i]`` = ``[w_i, b_i]`` of class ``wnids[i]``."""
+    """Classifier rows for ``wnids``: ``weights[i]`` = ``[w_i, b_i]`` of class ``wnids[i]``.
+
+    ``backbone``: the backbone name or state-dict file the rows are the classifier of (None for a bare
+    matrix); ``assumed``: what the loader assumed about the rows (e.g. no bias column), "" if nothing.
+    """
 
     wnids: list[str]
     weights: torch.Tensor
     source: str
+    backbone: str | None = None
+    assumed: str = ""
 
     def __post_init__(self) -> None:
         weights = torch.as_tensor(self.weights)
@@ -62,26 +78,25 @@ class Targets:
         """Target width ``D + 1`` (the output width of the propagation model)."""
         return int(self.weights.size(1))
 
+    @property
+    def fingerprint(self) -> str:
+        """sha256 prefix of the rows' weights and bias, as :attr:`kgzsl.backbones.Backbone.fingerprint` of their checkpoint."""
+        return classifier_fingerprint(self.weights[:, :-1], self.weights[:, -1])
+
+
+def classifier_fingerprint(weight: torch.Tensor, bias: torch.Tensor) -> str:
+    """A short hash of a classifier layer (float32 weight ``[C, D]`` then bias ``[C]``): tells two checkpoints apart."""
+    digest = hashlib.sha256(weight.detach().float().cpu().contiguous().numpy().tobytes())
+    digest.update(bias.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
 
 def read_wnid_file(path: str | Path) -> list[str]:
-    """One wnid a line (first token; blank lines and ``#`` comments skipped); duplicates are an error."""
-    path = Path(path)
-    if not path.is_file():
-        raise KgzslError(f"wnid list file {path} does not exist")
-    wnids: list[str] = []
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            token = line.split("#", 1)[0].split()
-            if token:
-                wnids.append(token[0])
-    if not wnids:
-        raise KgzslError(f"wnid list file {path} is empty: it needs one wnid a line")
-    seen: set[str] = set()
-    for lineno, wnid in enumerate(wnids, 1):
-        if wnid in seen:
-            raise KgzslError(f"wnid list file {path} lists {wnid} twice (entry {lineno}): each row needs its own class")
-        seen.add(wnid)
-    return wnids
+    """The class of each target row, one a line, read by :func:`kgzsl.io.read_id_list` (whole lines,
+    ``#`` comments, duplicates an error)."""
+    from kgzsl.io import read_id_list
+
+    return read_id_list(path, "wnid list")
 
 
 def classifier_from_state_dict(state: dict[str, Any], where: str) -> torch.Tensor:
@@ -137,21 +152,46 @@ def _load_matrix(path: Path) -> torch.Tensor:
     return matrices[0].float()
 
 
-def load_targets(source: str | Path = DEFAULT_BACKBONE, wnids: str | Path | list[str] | None = None) -> Targets:
+def _matrix_bias(weights: torch.Tensor, path: Path, bias: bool | None) -> tuple[torch.Tensor, str]:
+    """A plain matrix with its bias column: given, appended as zeros, or told from the width (module docstring)."""
+    width = int(weights.size(1))
+    zero = torch.zeros(weights.size(0), 1, dtype=weights.dtype)
+    if bias is False:
+        return torch.cat([weights, zero], dim=1), f"{path.name} has no bias column (as told): a zero bias was appended"
+    if bias is True:
+        return weights, f"the last of the {width} columns of {path.name} is the bias (as told)"
+    if width in FEATURE_DIMS:
+        note = (f"{path.name} is {width} wide, the feature size of {FEATURE_DIMS[width]}: taken as weights without a "
+                "bias column, a zero bias was appended (pass --bias-column if its last column is a bias)")
+        log.warning("%s", note)
+        return torch.cat([weights, zero], dim=1), note
+    if width - 1 in FEATURE_DIMS:
+        return weights, f"{path.name} is {width} wide: {width - 1}-d {FEATURE_DIMS[width - 1]} weights and a bias column"
+    note = (f"{path.name} is {width} wide, no known feature size ({', '.join(map(str, FEATURE_DIMS))}) with or without "
+            "a bias: its last column is taken as the bias (pass --no-bias if it has none)")
+    log.warning("%s", note)
+    return weights, note
+
+
+def load_targets(
+    source: str | Path = DEFAULT_BACKBONE, wnids: str | Path | list[str] | None = None, bias: bool | None = None
+) -> Targets:
     """Load targets from a backbone name, a state-dict checkpoint or a matrix file (module docstring).
 
     ``wnids`` (a file, or a list) names the classes of the rows; required for plain matrices, optional
-    for checkpoints (default: the ImageNet-1k order when there are 1000 rows).
+    for checkpoints (default: the ImageNet-1k order when there are 1000 rows). ``bias`` (matrices only):
+    True if the last column is the bias, False if there is none, None to tell from the width.
     """
     from kgzsl.backbones.weights import EFFICIENTNET_LITE_VARIANTS, efficientnet_lite_checkpoint, load_state_dict
 
     wnid_list = read_wnid_file(wnids) if isinstance(wnids, (str, Path)) else (list(wnids) if wnids is not None else None)
     where_wnids = f" with wnids from {wnids}" if isinstance(wnids, (str, Path)) else ""
     name = str(source)
+    assumed = ""
     if name in EFFICIENTNET_LITE_VARIANTS:
         path = efficientnet_lite_checkpoint(name)
         weights = classifier_from_state_dict(load_state_dict(path), f"checkpoint {path}")
-        label = name
+        label = backbone = name
     else:
         path = Path(source)
         if not path.is_file():
@@ -159,6 +199,7 @@ def load_targets(source: str | Path = DEFAULT_BACKBONE, wnids: str | Path | list
                 f"backbone {name!r} is neither a known name ({', '.join(EFFICIENTNET_LITE_VARIANTS)}) nor an existing file"
             )
         label = str(path)
+        backbone = str(path.resolve())
         if path.suffix == ".npy":
             weights = None
         elif path.suffix == ".safetensors":
@@ -178,25 +219,34 @@ def load_targets(source: str | Path = DEFAULT_BACKBONE, wnids: str | Path | list
             weights = _load_matrix(path)
             if wnid_list is None:
                 raise KgzslError(f"matrix file {path} needs a wnid list file (--wnids) naming the class of each row")
+            weights, assumed = _matrix_bias(weights, path, bias)
+            backbone = None
+    if bias is not None and backbone is not None:
+        raise KgzslError(
+            f"--no-bias / --bias-column apply to a plain matrix file; {name} is a checkpoint whose classifier bias is read from it"
+        )
     if wnid_list is None:
         wnid_list = _imagenet_order(weights.size(0), f"checkpoint {path}")
     elif len(wnid_list) != weights.size(0):
         raise KgzslError(
             f"{label}: the wnid list{where_wnids} has {len(wnid_list)} entries but the matrix has {weights.size(0)} rows"
         )
-    return Targets(wnids=wnid_list, weights=weights, source=label + where_wnids)
+    return Targets(wnids=wnid_list, weights=weights, source=label + where_wnids, backbone=backbone, assumed=assumed)
 
 
-def targets_from_backbone(backbone: str | Path = DEFAULT_BACKBONE, wnids: str | Path | list[str] | None = None) -> Targets:
+def targets_from_backbone(
+    backbone: str | Path = DEFAULT_BACKBONE, wnids: str | Path | list[str] | None = None, bias: bool | None = None
+) -> Targets:
     """Alias of :func:`load_targets` (a backbone name or checkpoint file and optional wnid list)."""
-    return load_targets(backbone, wnids)
+    return load_targets(backbone, wnids, bias)
 
 
-def align_targets(graph: Any, targets: Targets) -> tuple[torch.Tensor, torch.Tensor]:
+def align_targets(graph: Any, targets: Targets, report_missing: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """``(node indices, target rows)`` for the targets whose wnid is a node of ``graph``.
 
     A target matches a node by id, or by wnid for graphs whose ids are not wnids. Missing wnids are
-    logged (count and first few); none present at all is an error.
+    logged (count and first few) unless ``report_missing`` is False (training reports the other
+    side: the graph's seen classes without a target); none present at all is an error.
     """
     lookup = {w: i for i, w in enumerate(graph.wnids) if w}
     lookup.update({node_id: i for i, node_id in enumerate(graph.ids)})
@@ -216,7 +266,7 @@ def align_targets(graph: Any, targets: Targets) -> tuple[torch.Tensor, torch.Ten
             f"none of the {len(targets.wnids)} target classes from {targets.source} is a node of {where} "
             f"(first target wnid: {targets.wnids[0]})"
         )
-    if missing:
+    if missing and report_missing:
         log.warning(
             "%d of %d target classes from %s are not in %s (first: %s)",
             len(missing), len(targets.wnids), targets.source, where, ", ".join(missing[:3]),

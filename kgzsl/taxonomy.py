@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kgzsl.errors import KgzslError
 from kgzsl.graph import ClassGraph, assemble_graph
+from kgzsl.io import IdList
+
+log = logging.getLogger("kgzsl")
 
 
 @dataclass
@@ -180,6 +184,8 @@ def build_taxonomy_graph(
         raise KgzslError("a taxonomy graph needs --seen: a file naming the classes that have a classifier, one a line")
     known = set(taxonomy.parents)
     for label, names in (("seen", seen), ("unseen", unseen or [])):
+        if isinstance(names, IdList):  # read from a file: name the line
+            names.require_known(known, f"a class of taxonomy {taxonomy.source}")
         missing = [n for n in names if n not in known]
         if missing:
             raise KgzslError(f"{label} list names classes not in taxonomy {taxonomy.source}: {', '.join(missing[:5])}")
@@ -211,5 +217,12 @@ def build_taxonomy_graph(
     if vectors is None:
         vectors = load_vectors(None)
     meta = {"kind": "taxonomy", "taxonomy": taxonomy.source, "pinned": len(taxonomy.synsets)}
-    return assemble_graph(ids, wnids, names, glosses, [role[n] for n in ids], parents, vectors, meta,
-                          where=f"taxonomy {taxonomy.source}", progress=progress)
+    graph = assemble_graph(ids, wnids, names, glosses, [role[n] for n in ids], parents, vectors, meta,
+                           where=f"taxonomy {taxonomy.source}", progress=progress)
+    if graph.oov_ids:
+        log.warning(
+            "taxonomy %s: %d classes have no word vector in %s (their features are zero): %s; "
+            "rename them, pin them to synsets, or add sentence features (--vectors glove-6b-50d+minilm)", taxonomy.source, len(graph.oov_ids),
+            graph.meta.get("vectors"), ", ".join(graph.oov_ids),
+        )
+    return graph

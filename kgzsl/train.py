@@ -32,6 +32,7 @@ best epoch, graph fingerprint, targets source) and ``predictions.safetensors``
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import sys
 import time
@@ -48,6 +49,8 @@ from kgzsl.errors import KgzslError
 from kgzsl.io import atomic_dir, load_tensors, read_json, save_tensors, write_json
 from kgzsl.models import MODELS, PropagationModel, build_model
 from kgzsl.targets import Targets, align_targets
+
+log = logging.getLogger("kgzsl")
 
 FORMAT_NAME = "kgzsl.train"
 FORMAT_VERSION = 1
@@ -75,12 +78,17 @@ DEFAULT_PATIENCE = 50
 
 
 def graph_fingerprint(ids: Iterable[str], edge_index: Any) -> str:
-    """sha256 over the node ids (in order) and the ``[2, E]`` int64 edge index: a graph's identity."""
+    """sha256 over the node ids (in order) and the set of ``[2, E]`` edges: a graph's identity.
+
+    The edge columns are sorted (by child, then parent) first, so the fingerprint follows what the
+    edges are, not the order a build happened to list them in.
+    """
     digest = hashlib.sha256()
     for node_id in ids:
         digest.update(str(node_id).encode("utf-8"))
         digest.update(b"\n")
-    edges = np.ascontiguousarray(np.asarray(edge_index, dtype="<i8"))
+    edges = np.asarray(edge_index, dtype="<i8").reshape(2, -1)
+    edges = np.ascontiguousarray(edges[:, np.lexsort((edges[1], edges[0]))])
     digest.update(f"edges {list(edges.shape)}\n".encode())
     digest.update(edges.tobytes())
     return digest.hexdigest()
@@ -240,9 +248,31 @@ def fit(
 
 def select_targets(graph: Any, targets: Targets, exclude: Iterable[str] | None = None) -> tuple[torch.Tensor, dict[int, torch.Tensor], dict[str, int]]:
     """The seen nodes whose real classifier rows are used (role ``seen``, not excluded), their rows by
-    node, and counts that say what was dropped and why."""
-    nodes, rows = align_targets(graph, targets)
+    node, and counts that say what was dropped and why.
+
+    Every ``exclude`` entry must be a node id or wnid of the graph (an :class:`~kgzsl.io.IdList` error
+    names its line). Seen classes without a target row are named in a warning, or in the error when
+    none has one: they are the classes a user expects to be trained on.
+    """
+    _check_exclude(graph, exclude)
     excluded = set(exclude or [])
+    no_target = seen_without_target(graph, targets, excluded)
+    seen_count = sum(r == "seen" and graph.ids[i] not in excluded and graph.wnids[i] not in excluded
+                     for i, r in enumerate(graph.roles))
+    where = getattr(graph, "meta", {}).get("folder") or "the graph"
+    if no_target:
+        listed = _class_names(graph, no_target)
+        if len(no_target) == seen_count:
+            raise KgzslError(
+                f"none of the {seen_count} seen classes of {where} has a target row in {targets.source}: {listed}; "
+                "pin each to the synset (wnid) of its classifier's class, or give targets (--backbone/--wnids) that name them"
+            )
+        log.warning(
+            "%d of the %d seen classes of %s have no target row in %s and are not trained on: %s "
+            "(pin each to the synset of its classifier's class to use it)",
+            len(no_target), seen_count, where, targets.source, listed,
+        )
+    nodes, rows = align_targets(graph, targets, report_missing=False)
     role_ok = torch.tensor([graph.roles[i] == "seen" for i in nodes.tolist()], dtype=torch.bool)
     not_excluded = torch.tensor(
         [graph.ids[i] not in excluded and graph.wnids[i] not in excluded for i in nodes.tolist()], dtype=torch.bool
@@ -258,8 +288,52 @@ def select_targets(graph: Any, targets: Targets, exclude: Iterable[str] | None =
         "in_graph": int(nodes.numel()),
         "not_seen_role": int((~role_ok).sum()),
         "excluded": int((role_ok & ~not_excluded).sum()),
+        "seen_without_target": len(no_target),
     }
     return nodes[use], {int(n): r for n, r in zip(nodes[use].tolist(), rows[use])}, counts
+
+
+def seen_without_target(graph: Any, targets: Targets, exclude: Iterable[str] | None = None) -> list[int]:
+    """Indices of the graph's seen nodes (not excluded) that no target row names, by id or wnid."""
+    excluded = set(exclude or [])
+    named = set(targets.wnids)
+    return [
+        i for i, role in enumerate(graph.roles)
+        if role == "seen" and graph.ids[i] not in excluded and graph.wnids[i] not in excluded
+        and graph.ids[i] not in named and graph.wnids[i] not in named
+    ]
+
+
+def _class_names(graph: Any, nodes: list[int], most: int = 20) -> str:
+    """``id (name), ...`` of ``nodes`` (the id alone where it is the name), at most ``most`` of them."""
+    shown = []
+    for i in nodes[:most]:
+        name = graph.names[i][0] if graph.names[i] else graph.ids[i]
+        shown.append(graph.ids[i] if name == graph.ids[i] else f"{graph.ids[i]} ({name})")
+    return ", ".join(shown) + (f" and {len(nodes) - most} more" if len(nodes) > most else "")
+
+
+def _check_exclude(graph: Any, exclude: Iterable[str] | None) -> None:
+    """Refuse exclude entries that are no node id or wnid of ``graph`` (a typo would train on the class)."""
+    if not exclude:
+        return
+    from kgzsl.io import IdList
+
+    known = set(graph.ids) | {w for w in graph.wnids if w}
+    where = getattr(graph, "meta", {}).get("folder") or "the graph"
+
+    def hint(entry: str) -> str:
+        ids = [graph.ids[i] for i, names in enumerate(graph.names) if entry in names][:3]
+        return f" (it is a name of {', '.join(ids)}: list node ids)" if ids else ""
+
+    if isinstance(exclude, IdList):
+        exclude.require_known(known, f"a node id or wnid of {where}", hint)
+        return
+    unknown = [e for e in exclude if e not in known]
+    if unknown:
+        raise KgzslError(
+            f"exclude: {len(unknown)} entries are no node id or wnid of {where} (first: {unknown[0]!r}{hint(unknown[0])})"
+        )
 
 
 def _unit_rows(target_of: dict[int, torch.Tensor], nodes: torch.Tensor) -> torch.Tensor:
@@ -307,6 +381,8 @@ def train(
     val_fraction = schedule.val_fraction if val_fraction is None else float(val_fraction)
     if epochs < 1:
         raise KgzslError(f"epochs must be at least 1, got {epochs}")
+    if patience is not None and patience < 0:
+        raise KgzslError(f"patience must be 0 (never stop early) or more epochs, got {patience}")
     if lr <= 0 or weight_decay < 0:
         raise KgzslError(f"need lr > 0 and weight_decay >= 0, got lr={lr}, weight_decay={weight_decay}")
     device = _device(device)
@@ -375,11 +451,15 @@ def train(
         "features": "node features (graph build: " + str(getattr(graph, "meta", {}).get("vectors")) + "), L2-normalised rows",
         "targets": targets.source,
         "targets_dim": targets.dim,
-        "graph": str(getattr(graph, "meta", {}).get("folder", "")),
+        "targets_assumed": getattr(targets, "assumed", "") or None,
+        "backbone": getattr(targets, "backbone", None) or backbone_of(targets.source),
+        "backbone_fingerprint": targets.fingerprint if getattr(targets, "backbone", None) else None,
+        "graph": _graph_folder(graph),
         "graph_nodes": num_nodes,
         "graph_fingerprint": graph_fingerprint(graph.ids, graph.edge_index),
         "counts": counts,
         "excluded": sorted(set(exclude or [])),
+        "seen_without_target": [graph.ids[i] for i in seen_without_target(graph, targets, exclude)],
         "val_ids": [graph.ids[i] for i in val_nodes.tolist()],
         "selection_val_loss": min(log.val_losses) if log.val_losses else None,
         "refit": refit_record,
@@ -435,11 +515,17 @@ def backbone_of(targets_source: str) -> str | None:
     return None
 
 
+def _graph_folder(graph: Any) -> str:
+    """The absolute folder a graph was loaded from ("" for a graph built in memory), as runs record it."""
+    folder = str(getattr(graph, "meta", {}).get("folder", "") or "")
+    return str(Path(folder).resolve()) if folder else ""
+
+
 def save_run(result: TrainResult, graph: Any, out: str | Path, force: bool = False) -> Path:
     """Write a whole run folder atomically: checkpoint + ``predictions.safetensors`` for every node."""
     from kgzsl.predictions import save_predictions
 
-    with atomic_dir(out, force=force) as tmp:
+    with atomic_dir(out, force=force, kind="train") as tmp:
         save_checkpoint(result, tmp)
         save_predictions(
             tmp / "predictions.safetensors",
@@ -454,7 +540,8 @@ def save_run(result: TrainResult, graph: Any, out: str | Path, force: bool = Fal
                 "graph": result.config["graph"],
                 "best_epoch": result.best_epoch,
                 "seed": result.config["seed"],
-                "backbone": backbone_of(result.config["targets"]),
+                "backbone": result.config.get("backbone", backbone_of(result.config["targets"])),
+                "backbone_fingerprint": result.config.get("backbone_fingerprint"),
                 "roles": list(graph.roles),  # recognition excludes structure-only nodes from the candidates
                 "names": [names[0] if names else node_id for names, node_id in zip(graph.names, graph.ids)],
             },

@@ -84,10 +84,14 @@ def synset_by_name(name: str, where: str = "") -> "Synset":
 
 
 def hypernym_wnids(wnid: str, instance: bool = False) -> list[str]:
-    """Direct noun hypernyms of ``wnid`` (plus instance hypernyms if ``instance``)."""
+    """Direct noun hypernyms of ``wnid`` (plus instance hypernyms if ``instance``), sorted.
+
+    Sorted because nltk keeps a synset's pointers in a set, whose order changes with PYTHONHASHSEED:
+    unsorted, every build would give another edge order.
+    """
     s = synset(wnid)
     parents = s.hypernyms() + (s.instance_hypernyms() if instance else [])
-    return [wnid_of(p) for p in parents]
+    return sorted({wnid_of(p) for p in parents})
 
 
 def lemma_names(wnid: str) -> list[str]:

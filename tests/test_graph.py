@@ -199,3 +199,59 @@ def test_load_graph_errors(tmp_path):
     (tmp_path / "bad" / "graph.json").write_text('{"format": "something-else"}')
     with pytest.raises(KgzslError, match="not a kgzsl graph"):
         load_graph(tmp_path / "bad")
+
+
+# ------------------------------------------------------------------------------ determinism
+def test_builds_are_byte_identical_across_hash_seeds(tmp_path):
+    """nltk keeps hypernym pointers in a set and safetensors writes metadata from a hash map: neither
+    order may reach the files. Two processes with different PYTHONHASHSEED give the same bytes."""
+    import os
+
+    from kgzsl.train import graph_fingerprint
+
+    seen = _wnid_file(tmp_path, "seen.txt", SMALL_SEEN)
+    unseen = _wnid_file(tmp_path, "unseen.txt", SMALL_UNSEEN)
+    outs = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"g{seed}"
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        result = subprocess.run(
+            [sys.executable, "-m", "kgzsl", "build-graph", "--seen", str(seen), "--unseen", str(unseen),
+             "--vectors", "glove-6b-50d", "--out", str(out), "--json"],
+            capture_output=True, text=True, env=env,
+        )
+        assert result.returncode == 0, result.stderr
+        outs.append(out)
+    names = sorted(p.name for p in outs[0].iterdir())
+    assert names == sorted(p.name for p in outs[1].iterdir()) == ["graph.json", "nodes.json", "tensors.safetensors"]
+    for name in names:
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+    a, b = load_graph(outs[0]), load_graph(outs[1])
+    assert graph_fingerprint(a.ids, a.edge_index) == graph_fingerprint(b.ids, b.edge_index)
+    # a node with two hypernyms (dog: canine and domestic animal) lists them in sorted order
+    index = a.index()
+    parents = [a.ids[p] for c, p in a.edge_index.T.tolist() if c == index["n02084071"]]
+    assert len(parents) == 2 and parents == sorted(parents)
+
+
+def test_fingerprint_follows_edges_not_their_order(small_graph):
+    from kgzsl.train import graph_fingerprint
+
+    base = graph_fingerprint(small_graph.ids, small_graph.edge_index)
+    shuffled = small_graph.edge_index[:, np.random.default_rng(0).permutation(small_graph.num_edges)]
+    assert graph_fingerprint(small_graph.ids, shuffled) == base
+    assert graph_fingerprint(small_graph.ids, shuffled[:, 1:]) != base  # an edge fewer is another graph
+    assert graph_fingerprint(list(reversed(small_graph.ids)), small_graph.edge_index) != base
+
+
+def test_safetensors_metadata_is_written_sorted(tmp_path):
+    from kgzsl.io import load_tensors, save_tensors
+
+    save_tensors(tmp_path / "t.safetensors", {"b": np.zeros(3), "a": np.ones(2)},
+                 metadata={"zeta": "1", "alpha": "2", "mid": "ünï"})
+    raw = (tmp_path / "t.safetensors").read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + size])
+    assert list(header["__metadata__"]) == ["alpha", "mid", "zeta"] and size % 8 == 0
+    tensors, meta = load_tensors(tmp_path / "t.safetensors")
+    assert meta == {"zeta": "1", "alpha": "2", "mid": "ünï"} and tensors["a"].tolist() == [1.0, 1.0]

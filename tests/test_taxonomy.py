@@ -23,8 +23,8 @@ def test_shipped_bird_taxonomy_builds(tmp_path, capsys):
                  "--out", str(out), "--json"])
     assert code == 0, capsys.readouterr().err
     summary = json.loads(capsys.readouterr().out)
-    assert summary["nodes"] == 20 and summary["edges"] == 19 and summary["roots"] == 1
-    assert summary["seen"] == 6 and summary["unseen"] == 5  # unseen = the other leaves
+    assert summary["nodes"] == 21 and summary["edges"] == 20 and summary["roots"] == 1
+    assert summary["seen"] == 6 and summary["unseen"] == 6  # unseen = the other leaves
     graph = load_graph(out)
     index = graph.index()
     assert graph.wnids[index["owl"]] == "n01621127"  # pinned by synset name owl.n.01
@@ -32,6 +32,55 @@ def test_shipped_bird_taxonomy_builds(tmp_path, capsys):
     assert "raptor" in graph.names[index["raptor"]] and "bird of prey" in graph.names[index["raptor"]]
     edges = {(graph.ids[a], graph.ids[b]) for a, b in graph.edge_index.T.tolist()}
     assert ("barn owl", "owl") in edges and ("owl", "raptor") in edges
+    # every seen bird has a real ImageNet-1k classifier to regress (the default targets)
+    from kgzsl.imagenet import imagenet1k_wnids
+
+    seen = [i for i, r in enumerate(graph.roles) if r == "seen"]
+    assert all(graph.wnids[i] in set(imagenet1k_wnids()) for i in seen), [graph.ids[i] for i in seen]
+    # the shipped graphs/birds is this build (README: the command that rebuilds it)
+    shipped = DATA.parent.parent / "graphs" / "birds"
+    assert (shipped / "nodes.json").read_bytes() == (out / "nodes.json").read_bytes()
+    assert np.array_equal(load_graph(shipped).edge_index, graph.edge_index)
+
+
+def _lite0_like(wnids: list[str]):
+    import torch
+
+    from kgzsl.targets import Targets
+
+    return Targets(wnids, torch.randn(len(wnids), 9, generator=torch.Generator().manual_seed(0)), "hand-made rows")
+
+
+def test_seen_classes_without_a_target_are_named(tmp_path, glove, caplog):
+    """A free (unpinned) seen class, or one pinned to a synset no target row names, is reported by name."""
+    import logging
+
+    from kgzsl.train import train
+
+    path = tmp_path / "t.csv"
+    path.write_text("kitchenware,\npot,kitchenware,pot.n.01\nwhisk,kitchenware\nwok,kitchenware,wok.n.01\nteapot,kitchenware\n")
+    graph = build_taxonomy_graph(load_taxonomy(path), seen=["pot", "whisk", "wok"], vectors=glove)
+    targets = _lite0_like(["n04596742", "n03991062"])  # wok and the ImageNet-1k "pot" (a flowerpot), not pot.n.01
+    with caplog.at_level(logging.WARNING, logger="kgzsl"):
+        result = train(graph, targets, epochs=1, progress=False, hidden_channels=8)
+    warning = [r.getMessage() for r in caplog.records if "no target row" in r.getMessage()]
+    assert len(warning) == 1 and "2 of the 3 seen classes" in warning[0] and "pot, whisk" in warning[0]
+    assert "not in" not in caplog.text  # not the count of target classes outside the graph
+    assert result.config["seen_without_target"] == ["pot", "whisk"] and result.config["counts"]["seen_without_target"] == 2
+    graph = build_taxonomy_graph(load_taxonomy(path), seen=["pot", "whisk"], vectors=glove)
+    with pytest.raises(KgzslError, match="none of the 2 seen classes .* has a target row in hand-made rows: pot, whisk"):
+        train(graph, targets, epochs=1, progress=False)
+
+
+def test_classes_without_a_word_vector_are_named(tmp_path, glove, caplog):
+    import logging
+
+    path = tmp_path / "t.csv"
+    path.write_text("animal,\nzxqvbird,animal\ndog,animal\nqqxfish,animal\n")
+    with caplog.at_level(logging.WARNING, logger="kgzsl"):
+        graph = build_taxonomy_graph(load_taxonomy(path), seen=["dog"], vectors=glove)
+    assert graph.oov_ids == ["zxqvbird", "qqxfish"]
+    assert "2 classes have no word vector" in caplog.text and "zxqvbird, qqxfish" in caplog.text
 
 
 def test_nested_yaml_and_json_agree(tmp_path, glove):

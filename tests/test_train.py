@@ -33,12 +33,12 @@ def lite0() -> Targets:
 
 @pytest.fixture(scope="module")
 def dgp_run(mid_graph, lite0):
-    return train(mid_graph, lite0, model="dgp", epochs=25, seed=3, progress=False)
+    return train(mid_graph, lite0, model="dgp", epochs=25, seed=3, val_fraction=0.05, progress=False)
 
 
 @pytest.mark.parametrize("name", ["gcnz", "sgcn", "dgp"])
 def test_each_model_learns_and_predicts_unseen_classes(name, mid_graph, lite0):
-    result = train(mid_graph, lite0, model=name, epochs=30, seed=0, patience=None, progress=False, **FAST[name])
+    result = train(mid_graph, lite0, model=name, epochs=30, seed=0, val_fraction=0.05, patience=None, progress=False, **FAST[name])
     assert result.epochs_run == 30 and len(result.losses) == len(result.val_losses) == 30
     assert np.mean(result.losses[-5:]) < 0.95 * np.mean(result.losses[:3])  # the loss falls
     assert result.seen_loss < 0.95
@@ -61,10 +61,10 @@ def test_each_model_learns_and_predicts_unseen_classes(name, mid_graph, lite0):
 
 
 def test_seed_reproducibility(mid_graph, lite0, dgp_run):
-    again = train(mid_graph, lite0, model="dgp", epochs=25, seed=3, progress=False)
+    again = train(mid_graph, lite0, model="dgp", epochs=25, seed=3, val_fraction=0.05, progress=False)
     assert again.losses == dgp_run.losses and again.val_losses == dgp_run.val_losses
     assert torch.equal(again.predictions, dgp_run.predictions)
-    other = train(mid_graph, lite0, model="dgp", epochs=25, seed=4, progress=False)
+    other = train(mid_graph, lite0, model="dgp", epochs=25, seed=4, val_fraction=0.05, progress=False)
     assert other.losses != dgp_run.losses
     assert other.config["val_ids"] != dgp_run.config["val_ids"]
 
@@ -241,3 +241,15 @@ def test_runs_keep_the_real_seen_classifiers_for_generalized_recognition(tmp_pat
         preds.classifiers("true")
     with pytest.raises(KgzslError, match="seen_true must be"):
         save_predictions(tmp_path / "bad.safetensors", preds.ids, preds.pred, preds.seen, seen_true=torch.zeros(2, 3))
+
+
+def test_model_schedules_are_the_defaults(mid_graph, lite0):
+    """DGP's default is a fixed schedule on every seen class (no validation slice); SGCN keeps validation choice."""
+    from kgzsl.train import SCHEDULES
+
+    dgp = train(mid_graph, lite0, model="dgp", epochs=3, seed=0, progress=False, hidden_channels=64)
+    assert dgp.config["lr"] == SCHEDULES["dgp"].lr and dgp.config["val_fraction"] == 0.0
+    assert dgp.config["counts"]["val"] == 0 and dgp.val_losses == [] and dgp.best_epoch == 3
+    sgcn = train(mid_graph, lite0, model="sgcn", epochs=3, seed=0, progress=False, hidden_channels=64)
+    assert sgcn.config["lr"] == SCHEDULES["sgcn"].lr and sgcn.config["counts"]["val"] == 10
+    assert train(mid_graph, lite0, model="dgp", epochs=2, lr=0.01, seed=0, progress=False, hidden_channels=64).config["lr"] == 0.01
