@@ -16,7 +16,46 @@ from typing import Any
 
 from kgzsl.errors import KgzslError
 
-DEFAULT_GRAPH = Path("graphs") / "imagenet21k"
+#: the shipped ImageNet-21k graph, in the project kgzsl is installed from (not the current folder)
+DEFAULT_GRAPH = Path(__file__).resolve().parent.parent / "graphs" / "imagenet21k"
+
+
+def _graph_folder(given: Path | None) -> Path:
+    """``--graph`` as given, else the shipped graph (a clear error where it is absent)."""
+    if given is not None:
+        return Path(given)
+    if not (DEFAULT_GRAPH / "graph.json").is_file():
+        raise KgzslError(
+            f"the shipped graph {DEFAULT_GRAPH} is missing: pass --graph FOLDER, or build it with `kgzsl build-graph`"
+        )
+    return DEFAULT_GRAPH
+
+
+def _at_least(args: argparse.Namespace, minimum: int, name: str, meaning: str = "") -> None:
+    """Refuse an integer option (argparse dest ``name``, one value or a list) below ``minimum``; ``meaning`` of the minimum."""
+    value = getattr(args, name, None)
+    for v in value if isinstance(value, list) else [value]:
+        if v is not None and v < minimum:
+            raise KgzslError(f"--{name.replace('_', '-')} must be at least {minimum}{meaning}, got {v}")
+
+
+def _check_backbone(args: argparse.Namespace, predictions: Any, backbone: dict[str, Any] | None, given: str) -> None:
+    """Refuse (with --allow-backbone-mismatch: warn about) a backbone other than the one the predictions were trained for."""
+    from kgzsl.backbones.weights import EFFICIENTNET_LITE_VARIANTS
+    from kgzsl.predictions import backbone_mismatch
+
+    info = backbone or {}
+    name = info.get("name")
+    if name not in EFFICIENTNET_LITE_VARIANTS and info.get("source"):
+        name = info["source"]
+    mismatch = backbone_mismatch(predictions.meta, name, info.get("fingerprint"))
+    if mismatch is None:
+        return
+    text = f"predictions {args.predictions} were trained for {mismatch[0]} but {given} {mismatch[1]}"
+    if args.allow_backbone_mismatch:
+        print(f"kgzsl: warning: {text} (going on: --allow-backbone-mismatch)", file=sys.stderr)
+        return
+    raise KgzslError(f"{text}: use the run's backbone, or pass --allow-backbone-mismatch")
 
 
 def _emit(args: argparse.Namespace, summary: dict[str, Any], human: Callable[[dict[str, Any]], str]) -> None:
@@ -31,17 +70,17 @@ def cmd_build_graph(args: argparse.Namespace) -> None:
     from kgzsl.embeddings import load_vectors
     from kgzsl.graph import build_wordnet_graph, read_id_list
 
+    from kgzsl.io import check_output_dir
+
     start = time.perf_counter()
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise KgzslError(f"output folder {out} already exists: pass --force to replace it")
+    out = check_output_dir(args.out, "graph", args.force)  # before any work: never after minutes of it
     vectors = load_vectors(args.vectors)
     if args.taxonomy:
         from kgzsl.taxonomy import build_taxonomy_graph, load_taxonomy
 
         taxonomy = load_taxonomy(args.taxonomy)
-        seen = read_id_list(args.seen, "seen", whole_line=True) if args.seen else None
-        unseen = read_id_list(args.unseen, "unseen", whole_line=True) if args.unseen else None
+        seen = read_id_list(args.seen, "seen") if args.seen else None
+        unseen = read_id_list(args.unseen, "unseen") if args.unseen else None
         graph = build_taxonomy_graph(taxonomy, seen=seen, unseen=unseen, vectors=vectors, progress=not args.json)
     else:
         from kgzsl.imagenet import imagenet1k_wnids, imagenet21k_unseen_wnids
@@ -55,6 +94,14 @@ def cmd_build_graph(args: argparse.Namespace) -> None:
         extra = read_id_list(args.extra_nodes, "extra-nodes") if args.extra_nodes else []
         if args.extra_nodes:
             sources["extra"] = str(args.extra_nodes)
+        if bool(args.seen) != bool(args.unseen):  # one list given, the other the ImageNet default: say which clash
+            given, default = ("--seen", "unseen") if args.seen else ("--unseen", "seen")
+            clash = sorted(set(seen) & set(unseen))
+            if clash:
+                raise KgzslError(
+                    f"{len(clash)} classes of {given} {args.seen or args.unseen} (first: {clash[0]}) are among the default "
+                    f"{default} classes ({sources[default]}), used because no --{default} was given: pass --{default} too"
+                )
         graph = build_wordnet_graph(
             seen, unseen, extra, closure=not args.no_closure, vectors=vectors,
             instance_hypernyms={"auto": None, "yes": True, "no": False}[args.instance_hypernyms], sources=sources, progress=not args.json,
@@ -79,6 +126,14 @@ def cmd_splits(args: argparse.Namespace) -> None:
     from kgzsl.io import atomic_file
     from kgzsl.splits import compare_split, hop_split
 
+    _at_least(args, 1, "hops")
+    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise KgzslError(f"splits --out {args.out} is a file: --out names a folder to write split-K-hops.txt files into")
+    if args.out is not None:
+        from kgzsl.io import check_folder_for_files
+
+        check_folder_for_files(args.out, "splits --out folder")
+    args.graph = _graph_folder(args.graph)
     graph = load_graph(args.graph)
     summary: dict[str, Any] = {"graph": str(args.graph), "splits": {}}
     for hops in args.hops:
@@ -115,11 +170,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     from kgzsl.targets import load_targets
     from kgzsl.train import save_run, train
 
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise KgzslError(f"output folder {out} already exists: pass --force to replace it")
+    from kgzsl.io import check_output_dir
+
+    out = check_output_dir(args.out, "train", args.force)  # before training: never lose minutes of it
+    _at_least(args, 0, "patience", " (0: never stop early)")
+    args.graph = _graph_folder(args.graph)
     graph = load_graph(args.graph)
-    targets = load_targets(args.backbone, args.wnids)
+    targets = load_targets(args.backbone, args.wnids, bias=args.bias)
     exclude = read_id_list(args.exclude, "exclude") if args.exclude else None
     stopping = {} if args.patience is None else {"patience": args.patience}
     result = train(
@@ -127,14 +184,15 @@ def cmd_train(args: argparse.Namespace) -> None:
         bf16=args.bf16, progress=not args.json, exclude=exclude, device=args.device, refit=args.refit, **stopping,
     )
     save_run(result, graph, out, force=args.force)
-    summary = {**result.summary(), "out": str(out), "graph": str(args.graph), "targets": targets.source}
+    summary = {**result.summary(), "out": str(out), "graph": str(args.graph), "targets": targets.source,
+               "targets_assumed": targets.assumed or None}
 
     def human(s: dict[str, Any]) -> str:
         val = "n/a" if s["val_loss"] is None else s["val_loss"]
         return (
             f"trained {s['model']} -> {s['out']}: {s['epochs_run']} epochs, best epoch {s['best_epoch']}, "
             f"seen loss {s['seen_loss']}, val loss {val} ({s['train_classes']} train / {s['val_classes']} val classes "
-            f"from {s['targets']}), {s['seconds']} s"
+            f"from {s['targets']}), {s['seconds']} s" + (f"\n  targets: {s['targets_assumed']}" if s["targets_assumed"] else "")
         )
 
     _emit(args, summary, human)
@@ -148,7 +206,9 @@ class _RawEpilogDefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter, argpar
 def cmd_features(args: argparse.Namespace) -> None:
     from kgzsl.backbones import load_backbone
     from kgzsl.features import extract_features, setup_distributed, teardown_distributed, tune_cpu_allocator
+    from kgzsl.io import check_output_dir
 
+    check_output_dir(args.out, "features", args.force)  # before loading a network; rank 0 checks again
     try:
         ranks = setup_distributed(args.device)
         if ranks.device.type == "cpu":
@@ -197,12 +257,23 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from kgzsl.predictions import load_predictions
     from kgzsl.recognize import predict_features
 
+    _at_least(args, 1, "top")
     predictions = load_predictions(args.predictions)
     candidates: str | list[str] = args.candidates
     if args.candidates not in ("unseen", "all"):
         candidates = read_id_list(args.candidates, "candidates")
-    backbone_name = args.backbone or predictions.meta.get("backbone") or "efficientnet-lite0"
+        names = dict(zip(predictions.meta.get("names") or [], predictions.ids))
+        candidates.require_known(
+            predictions.index, f"a class of the predictions {args.predictions}",
+            hint=lambda entry: f" (it is the name of {names[entry]}: list ids)" if entry in names else "",
+        )
+    backbone_name = args.backbone or predictions.meta.get("backbone")
+    if not backbone_name:
+        backbone_name = "efficientnet-lite0"
+        print(f"kgzsl: note: predictions {args.predictions} record no backbone (targets from a plain matrix): "
+              f"using {backbone_name}; pass --backbone to choose", file=sys.stderr)
     backbone = load_backbone(backbone_name, arch=args.arch)
+    _check_backbone(args, predictions, backbone.describe(), "--backbone is")
     features, good, bad = image_list_features(args.images, backbone)
     rows = predict_features(features, good, predictions, candidates=candidates, top=args.top, gamma=args.gamma,
                             transductive=args.transductive, seen_rows=args.seen_rows) if good else []
@@ -230,13 +301,21 @@ def cmd_predict(args: argparse.Namespace) -> None:
 # -------------------------------------------------------------------------------------- evaluate
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from kgzsl.evaluate import evaluate_split, format_table, gzsl_evaluate
-    from kgzsl.features import load_features
+    from kgzsl.features import load_features, read_manifest
     from kgzsl.graph import read_id_list
     from kgzsl.predictions import load_predictions
     from kgzsl.recognize import plot_seen_unseen
 
+    if args.plot and not args.gzsl:
+        raise KgzslError("--plot draws the generalized zero-shot seen-unseen curve: it needs --gzsl")
+    if args.plot:
+        from kgzsl.io import check_output_file
+
+        for split_file in args.split:
+            check_output_file(_plot_path(args, Path(split_file).stem), "--plot file")
     predictions = load_predictions(args.predictions)
     graph = _evaluation_graph(args, predictions)
+    _check_backbone(args, predictions, read_manifest(args.features).get("backbone"), f"the features in {args.features} come from")
     feats = load_features(args.features)
     if feats.features.shape[1] + 1 != predictions.pred.shape[1]:
         raise KgzslError(
@@ -250,6 +329,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     results = []
     for split_file in args.split:
         split = read_id_list(split_file, "split")
+        split.require_known(predictions.index, f"a class of the predictions {args.predictions}")  # none silently dropped
         name = Path(split_file).stem
         result = evaluate_split(feats.features, feats.labels, predictions.ids, weights, split, seen_ids,
                                 with_seen=args.with_seen, name=name, graph=graph)
@@ -266,7 +346,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             entry["gzsl"] = {"gamma": chosen.gamma, "seen_accuracy": test.seen_accuracy, "unseen_accuracy": test.unseen_accuracy,
                              "harmonic_mean": test.harmonic_mean, "ausuc": test.auc}
             if args.plot:
-                plot_path = Path(args.plot) if len(args.split) == 1 else Path(args.plot).with_name(f"{Path(args.plot).stem}-{name}.png")
+                plot_path = _plot_path(args, name)
                 plot_seen_unseen(test, str(plot_path), title=f"GZSL on {name}: seen vs unseen accuracy")
                 entry["gzsl"]["plot"] = str(plot_path)
         summary["splits"].append(entry)
@@ -281,6 +361,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         return "\n".join(lines)
 
     _emit(args, summary, human)
+
+
+def _plot_path(args: argparse.Namespace, name: str) -> Path:
+    """The PNG of split ``name``: --plot itself for one split, else --plot's stem + ``-{name}.png``."""
+    plot = Path(args.plot)
+    return plot if len(args.split) == 1 else plot.with_name(f"{plot.stem}-{name}.png")
 
 
 def _evaluation_graph(args: argparse.Namespace, predictions: Any) -> Any:
@@ -303,24 +389,67 @@ def _evaluation_graph(args: argparse.Namespace, predictions: Any) -> Any:
     return graph
 
 
+def _recorded_graph(args: argparse.Namespace, predictions: Any) -> Path:
+    """The graph folder the run of ``--predictions`` records (predictions metadata, else its train.json)."""
+    from kgzsl.io import read_json
+    from kgzsl.predictions import predictions_file
+
+    recorded = str(predictions.meta.get("graph") or "")
+    record = predictions_file(args.predictions).parent / "train.json"
+    if not recorded and record.is_file():
+        info = read_json(record, "training record")
+        recorded = str(info.get("graph") or "") if isinstance(info, dict) else ""
+    if not recorded:
+        raise KgzslError(f"predictions {args.predictions} record no graph folder (trained on a graph built in memory): pass --graph")
+    path = Path(recorded)
+    places = [path] if path.is_absolute() else [path, DEFAULT_GRAPH.parent.parent / path]  # older runs: relative to the project
+    for place in places:
+        if (place / "graph.json").is_file():
+            return place
+    raise KgzslError(f"the graph {recorded} that predictions {args.predictions} were trained on is not there: pass --graph")
+
+
 # --------------------------------------------------------------------------------------- inspect
 def cmd_inspect(args: argparse.Namespace) -> None:
     from kgzsl.graph import load_graph
     from kgzsl.inspect import format_report, inspect_node, plot_inspection, resolve
-    from kgzsl.predictions import load_predictions
+    from kgzsl.predictions import load_predictions, predictions_file
     from kgzsl.targets import load_targets
+    from kgzsl.train import graph_fingerprint
 
-    graph = load_graph(args.graph)
+    _at_least(args, 1, "top")
+    if args.plot:
+        from kgzsl.io import check_output_file
+
+        check_output_file(args.plot, "--plot file")
     predictions = load_predictions(args.predictions)
+    folder = args.graph if args.graph is not None else _recorded_graph(args, predictions)
+    graph = load_graph(folder)
+    recorded = predictions.meta.get("graph_fingerprint")
+    if recorded and recorded != graph_fingerprint(graph.ids, graph.edge_index):
+        given = "given with --graph" if args.graph is not None else "where the run says its graph is"
+        raise KgzslError(f"graph {folder} ({given}) is not the graph the predictions {args.predictions} were trained on "
+                         "(fingerprints differ): pass the run's graph with --graph")
     node = resolve(graph, args.query)
     model = None
-    run_dir = Path(args.predictions).parent
+    run_dir = predictions_file(args.predictions).parent
     if (run_dir / "model.safetensors").is_file() and (run_dir / "train.json").is_file():
         from kgzsl.train import load_checkpoint
 
         model, _ = load_checkpoint(run_dir, graph)
     source = args.targets or predictions.meta.get("targets")
-    targets = load_targets(source) if source and not args.no_targets else None
+    targets = None
+    if source and not args.no_targets:
+        try:
+            targets = load_targets(source)
+        except KgzslError as exc:
+            if args.targets:
+                raise
+            print(f"kgzsl: note: the run's targets cannot be loaded again ({exc}): no comparison with true classifiers "
+                  "(pass --targets)", file=sys.stderr)
+    if targets is not None and args.targets:
+        _check_backbone(args, predictions, {"name": targets.backbone, "fingerprint": targets.fingerprint} if targets.backbone else None,
+                        "--targets is")
     report = inspect_node(graph, predictions, graph.ids[node], model=model, targets=targets, k=args.top)
     if args.plot:
         plot_inspection(graph, predictions, node, str(args.plot), model=model, targets=targets, method=args.map)
@@ -370,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="hop-based unseen splits (k hops from the seen classes) and comparison with standard split files",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--graph", type=Path, default=DEFAULT_GRAPH, help="graph folder")
+    p.add_argument("--graph", type=Path, help="graph folder (default: the shipped graphs/imagenet21k of the kgzsl project)")
     p.add_argument("--hops", type=int, nargs="+", default=[2, 3], help="hop counts to derive")
     p.add_argument("--compare", type=Path, nargs="*", help="standard split files (one wnid a line) to compare with")
     p.add_argument("--out", type=Path, help="folder to write split-K-hops.txt files into")
@@ -386,13 +515,18 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--graph", type=Path, default=DEFAULT_GRAPH, help="graph folder")
+    p.add_argument("--graph", type=Path, help="graph folder (default: the shipped graphs/imagenet21k of the kgzsl project)")
     p.add_argument("--model", choices=["gcnz", "sgcn", "dgp"], default="dgp", help="propagation model")
     p.add_argument(
         "--backbone", default="efficientnet-lite0",
         help="targets: efficientnet-lite0/1/2, a state-dict file (.pth/.pt/.safetensors, e.g. torchvision ResNet) or a matrix (.npy/.safetensors)",
     )
     p.add_argument("--wnids", type=Path, help="wnid of each target row, one a line (needed for a matrix; default ImageNet-1k order)")
+    bias = p.add_mutually_exclusive_group()
+    bias.add_argument("--no-bias", dest="bias", action="store_const", const=False, default=None,
+                      help="the matrix has no bias column (a zero one is appended); default: told from its width")
+    bias.add_argument("--bias-column", dest="bias", action="store_const", const=True,
+                      help="the matrix's last column is the bias; default: told from its width (1280/2048: none, +1: one)")
     p.add_argument("--epochs", type=int, default=None, help="(maximum) epochs (default: the model's schedule, kgzsl.train.SCHEDULES: dgp 500, gcnz/sgcn 3000)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the model's schedule: dgp 3e-3, gcnz/sgcn 1e-3)")
     p.add_argument("--seed", type=int, default=0, help="random seed (initialisation, dropout, validation split)")
@@ -455,7 +589,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    p.add_argument("--predictions", type=Path, required=True, help="predictions.safetensors written by kgzsl train")
+    p.add_argument("--predictions", type=Path, required=True, help="predictions.safetensors written by kgzsl train, or its run folder")
+    p.add_argument("--allow-backbone-mismatch", action="store_true",
+                   help="only warn when the backbone differs from the one the predictions were trained for")
     p.add_argument("--candidates", default="unseen", help="unseen, all, or a file of candidate wnids")
     p.add_argument("--top", type=int, default=5, help="how many classes to print per image")
     p.add_argument("--gamma", type=float, default=0.0, help="calibrated stacking: subtracted from seen classes' scores")
@@ -491,7 +627,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--features", type=Path, required=True, help="feature folder written by kgzsl features (labels = wnid folders)")
-    p.add_argument("--predictions", type=Path, required=True, help="predictions.safetensors written by kgzsl train")
+    p.add_argument("--predictions", type=Path, required=True, help="predictions.safetensors written by kgzsl train, or its run folder")
+    p.add_argument("--allow-backbone-mismatch", action="store_true",
+                   help="only warn when the backbone differs from the one the predictions were trained for")
     p.add_argument("--split", type=Path, nargs="+", required=True, help="split files, one wnid a line")
     p.add_argument("--with-seen", action="store_true", help="add the seen classes to the candidates (+1K)")
     p.add_argument("--graph", type=Path, help="graph folder for hierarchical Hit@k (default: the graph the run was trained on, if present)")
@@ -516,8 +654,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("query", metavar="WNID-or-name", help="the class to inspect")
-    p.add_argument("--graph", type=Path, default=DEFAULT_GRAPH, help="graph folder the predictions were trained on")
-    p.add_argument("--predictions", type=Path, required=True, help="predictions.safetensors of a kgzsl train run")
+    p.add_argument("--graph", type=Path, help="graph folder the predictions were trained on (default: the one the run records)")
+    p.add_argument("--predictions", type=Path, required=True, help="predictions.safetensors of a kgzsl train run, or its run folder")
+    p.add_argument("--allow-backbone-mismatch", action="store_true",
+                   help="only warn when the backbone differs from the one the predictions were trained for")
     p.add_argument("--targets", help="true classifiers to compare with (default: the run's targets source)")
     p.add_argument("--no-targets", action="store_true", help="skip the comparison with true classifiers")
     p.add_argument("--top", type=int, default=10, help="how many nearest classes / attributions to list")
@@ -532,11 +672,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kgzsl`` command."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    from kgzsl.io import Terminated, raise_on_sigterm
+
     try:
-        args.func(args)
+        with raise_on_sigterm():  # so a SIGTERM runs every writer's cleanup instead of leaving temporaries
+            args.func(args)
     except KgzslError as exc:
         print(f"kgzsl: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("kgzsl: terminated by SIGTERM (temporary files removed; no partial output was left behind)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("kgzsl: interrupted (no partial output was left behind)", file=sys.stderr)
         return 130

@@ -199,6 +199,19 @@ def _check_text_rows(path: Path, header: bool, rows: int = 200) -> None:
         raise KgzslError(f"vectors file {path} is empty: not a word-vector file kgzsl reads")
 
 
+def _is_text(path: Path, size: int = 8192) -> bool:
+    """Whether the file's first ``size`` bytes are UTF-8 text without NUL bytes (an image or archive is not)."""
+    with open(path, "rb") as handle:
+        head = handle.read(size)
+    if b"\0" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(head) - 3  # only a character cut at the end of the sample
+    return True
+
+
 def _looks_like_word2vec_header(path: Path) -> bool:
     with open(path, "rb") as handle:
         first = handle.readline(200).split()
@@ -240,6 +253,11 @@ def load_vector_file(path: str | Path) -> WordVectors:
             "save it with KeyedVectors.save_word2vec_format(..., binary=True) and pass that file"
         )
     problems = []
+    if path.suffix != ".bin" and not _is_text(path):
+        raise KgzslError(
+            f"vectors file {path} is not a text vector file (it holds binary data): expected GloVe or word2vec text, "
+            "or a word2vec / fastText binary named .bin"
+        )
     if path.suffix == ".bin":
         attempts = [("word2vec binary", lambda: KeyedVectors.load_word2vec_format(path, binary=True)),
                     ("fastText binary", lambda: _load_fasttext(path))]

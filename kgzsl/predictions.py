@@ -96,8 +96,20 @@ def save_predictions(
     return Path(path)
 
 
+def predictions_file(path: str | Path) -> Path:
+    """``path`` itself, or the ``predictions.safetensors`` inside a run folder written by ``kgzsl train``."""
+    path = Path(path)
+    if path.is_dir():
+        inner = path / "predictions.safetensors"
+        if not inner.is_file():
+            raise KgzslError(f"folder {path} has no predictions.safetensors: it is not a run folder of `kgzsl train`")
+        return inner
+    return path
+
+
 def load_predictions(path: str | Path) -> Predictions:
-    """Read a file written by :func:`save_predictions`, checking format, version and shapes."""
+    """Read a file written by :func:`save_predictions` (or a run folder's), checking format, version and shapes."""
+    path = predictions_file(path)
     tensors, metadata = load_tensors(path, "predictions file")
     if metadata.get("format") != FORMAT_NAME:
         raise KgzslError(f"{path} is not a kgzsl predictions file (format {metadata.get('format')!r})")
@@ -127,3 +139,28 @@ def load_predictions(path: str | Path) -> Predictions:
         raise KgzslError(f"predictions file {path} is inconsistent: seen_true {list(seen_true.shape)} for {int(seen.bool().sum())} seen rows")
     return Predictions(ids=ids, pred=pred.float(), seen=seen.bool(), meta=meta,
                        seen_true=None if seen_true is None else seen_true.float())
+
+
+def _backbone_label(name: str | None, fingerprint: str | None) -> str:
+    from kgzsl.backbones.weights import EFFICIENTNET_LITE_VARIANTS
+
+    if name in EFFICIENTNET_LITE_VARIANTS or not fingerprint:
+        return str(name)
+    return f"{Path(str(name)).name} (classifier sha256 {fingerprint[:8]})"
+
+
+def backbone_mismatch(meta: dict[str, Any], name: str | None, fingerprint: str | None) -> tuple[str, str] | None:
+    """``(trained-for, given)`` labels when the backbone ``name`` with classifier ``fingerprint`` is not the one
+    predictions with ``meta`` were trained for; None when it is, or when either side does not record it."""
+    from kgzsl.backbones.weights import EFFICIENTNET_LITE_VARIANTS
+
+    recorded, recorded_print = meta.get("backbone"), meta.get("backbone_fingerprint")
+    if recorded_print and fingerprint:
+        if recorded_print == fingerprint:
+            return None
+    elif recorded in EFFICIENTNET_LITE_VARIANTS and name:  # older runs record only the name
+        if recorded == name:
+            return None
+    else:
+        return None
+    return _backbone_label(recorded, recorded_print), _backbone_label(name, fingerprint)

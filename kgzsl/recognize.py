@@ -34,9 +34,10 @@ def class_scores(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     if features.ndim != 2 or weights.ndim != 2:
         raise KgzslError(f"features must be [images, dim] and weights [classes, dim+1], got {tuple(features.shape)} and {tuple(weights.shape)}")
     if features.shape[1] + 1 != weights.shape[1]:
+        hint = ("their targets lacked a bias column: retrain with --no-bias" if features.shape[1] == weights.shape[1]
+                else "extract features with the backbone the predictions were trained for")
         raise KgzslError(
-            f"image features are {features.shape[1]}-d but the predicted classifiers are {weights.shape[1] - 1}-d "
-            f"(+1 bias): extract features with the backbone the predictions were trained for"
+            f"image features are {features.shape[1]}-d but the predicted classifiers are {weights.shape[1] - 1}-d (+1 bias): {hint}"
         )
     return with_bias(features) @ weights.T
 

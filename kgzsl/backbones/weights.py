@@ -40,6 +40,10 @@ def load_state_dict(path: str | Path) -> dict:
         from kgzsl.io import load_tensors
 
         return load_tensors(path, "checkpoint")[0]
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save writes a zip archive (or, before 1.6, a pickle)
+        raise KgzslError(f"{path} is not a torch state-dict file (torch.save writes a zip archive; this is not one)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
