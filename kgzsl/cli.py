@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +38,21 @@ def _at_least(args: argparse.Namespace, minimum: int, name: str, meaning: str = 
     for v in value if isinstance(value, list) else [value]:
         if v is not None and v < minimum:
             raise KgzslError(f"--{name.replace('_', '-')} must be at least {minimum}{meaning}, got {v}")
+
+
+def _finite(args: argparse.Namespace, name: str, above: float | None = None, below: float | None = None,
+            meaning: str = "") -> None:
+    """Refuse a float option (argparse dest ``name``) that is NaN or infinite, not above ``above`` or not below ``below``."""
+    value = getattr(args, name, None)
+    if value is None:
+        return
+    flag = f"--{name.replace('_', '-')}"
+    if not math.isfinite(value):
+        raise KgzslError(f"{flag} must be a finite number{meaning}, got {value}")
+    if above is not None and not value > above:
+        raise KgzslError(f"{flag} must be above {above:g}{meaning}, got {value:g}")
+    if below is not None and not value < below:
+        raise KgzslError(f"{flag} must be below {below:g}{meaning}, got {value:g}")
 
 
 def _check_backbone(args: argparse.Namespace, predictions: Any, backbone: dict[str, Any] | None, given: str) -> None:
@@ -172,8 +188,13 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     from kgzsl.io import check_output_dir
 
-    out = check_output_dir(args.out, "train", args.force)  # before training: never lose minutes of it
+    _at_least(args, 1, "epochs")
     _at_least(args, 0, "patience", " (0: never stop early)")
+    _finite(args, "lr", above=0)
+    _finite(args, "val_fraction", below=1, meaning=" (a share of the seen classes, from 0 up to 1)")
+    if args.val_fraction is not None and args.val_fraction < 0:
+        raise KgzslError(f"--val-fraction must be at least 0 (a share of the seen classes), got {args.val_fraction:g}")
+    out = check_output_dir(args.out, "train", args.force)  # before training: never lose minutes of it
     args.graph = _graph_folder(args.graph)
     graph = load_graph(args.graph)
     targets = load_targets(args.backbone, args.wnids, bias=args.bias)
@@ -243,6 +264,7 @@ def cmd_features(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from kgzsl.demo import format_demo, run_demo
 
+    _at_least(args, 1, "epochs")
     log = (lambda text: print(text, file=sys.stderr)) if args.json else print
     summary = run_demo(out=args.out, graph_dir=args.graph, model=args.model, epochs=args.epochs, seed=args.seed,
                        progress=not args.json, log=log)
@@ -258,6 +280,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from kgzsl.recognize import predict_features
 
     _at_least(args, 1, "top")
+    _finite(args, "gamma")  # NaN would rank every seen class NaN, without a word
     predictions = load_predictions(args.predictions)
     candidates: str | list[str] = args.candidates
     if args.candidates not in ("unseen", "all"):
@@ -458,8 +481,19 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 
 
 # ------------------------------------------------------------------------------------------ parser
+class _UsageError(Exception):
+    """A command-line mistake argparse found (unknown option, bad choice, missing argument, not a number)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line ``kgzsl: error: ...`` (from :func:`main`), not the usage block too."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _UsageError(f"{message} (see `{self.prog} --help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kgzsl",
         description="Knowledge-graph zero-shot image recognition. Pipeline: build-graph -> train -> predict / evaluate -> inspect.",
     )
@@ -671,7 +705,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kgzsl`` command."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        print(f"kgzsl: error: {exc}", file=sys.stderr)
+        return 2
     from kgzsl.io import Terminated, raise_on_sigterm
 
     try:

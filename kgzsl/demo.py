@@ -84,6 +84,10 @@ def run_demo(
     out = Path(out)
     # Everything the demo writes is checked before it builds or trains anything.
     if not (Path(graph_dir) / "graph.json").is_file():
+        if Path(graph_dir).exists() or Path(graph_dir).is_symlink():  # else the message below would talk of --out
+            kind = "a file" if not Path(graph_dir).is_dir() else "a folder without graph.json"
+            raise KgzslError(f"demo --graph {graph_dir} is {kind}, not a kgzsl graph folder: pass a graph folder, "
+                             "or a new folder to build the graph in")
         check_output_dir(graph_dir, "graph")
     check_output_dir(out / "run", "train", force=True)  # a stale demo run is retrained in place
     check_output_file(out / "demo-top5.png", "demo sheet")

@@ -491,7 +491,9 @@ def read_manifest(folder: str | os.PathLike) -> dict:
         raise KgzslError(f"feature folder {folder} does not exist")
     path = folder / MANIFEST_FILE
     if not path.is_file():
-        if (folder / RUN_FILE).is_file():
+        from kgzsl.io import output_kind
+
+        if output_kind(folder) == "features":  # kgzsl's own run.json, not any file of that name
             raise KgzslError(f"feature folder {folder} holds an unfinished extraction (no {MANIFEST_FILE}): "
                              "rerun `kgzsl features` with the same arguments to resume it")
         raise KgzslError(f"feature folder {folder} has no {MANIFEST_FILE}: it is not the output of `kgzsl features`")

@@ -130,6 +130,8 @@ def load_graph(folder: str | Path) -> ClassGraph:
         raise KgzslError(f"graph {folder} is a file, not a graph folder: {hint}")
     if not folder.is_dir():
         raise KgzslError(f"graph folder {folder} does not exist (build one with `kgzsl build-graph`)")
+    if not (folder / "graph.json").is_file():
+        raise KgzslError(f"folder {folder} has no graph.json: it is not a graph folder of `kgzsl build-graph`")
     header = read_json(folder / "graph.json", "graph header")
     if header.get("format") != FORMAT_NAME:
         raise KgzslError(f"{folder}/graph.json is not a kgzsl graph (format {header.get('format')!r})")

@@ -134,11 +134,18 @@ def _imagenet_order(rows: int, where: str) -> list[str]:
 def _load_matrix(path: Path) -> torch.Tensor:
     """A plain ``.npy`` / one-tensor ``.safetensors`` matrix, never unpickled."""
     if path.suffix == ".npy":
+        with open(path, "rb") as handle:
+            head = handle.read(6)
+        if head != b"\x93NUMPY":  # else numpy takes it for a pickle and says so
+            what = "it is empty" if not head else "no NumPy header"
+            raise KgzslError(f"matrix file {path} is not a .npy file ({what}): save the matrix with numpy.save")
         try:
             array = np.load(path, allow_pickle=False)
         except ValueError as exc:
+            if "pickle" not in str(exc):
+                raise KgzslError(f"matrix file {path} is not a readable .npy file ({exc})") from None
             raise KgzslError(f"matrix file {path} cannot be read without pickle ({exc}); save a plain numeric array") from None
-        except OSError as exc:
+        except (OSError, EOFError) as exc:  # a cut-off file ends in EOFError
             raise KgzslError(f"matrix file {path} is not a readable .npy file ({exc})") from None
         if array.dtype.kind not in "fiu":
             raise KgzslError(f"matrix file {path} holds {array.dtype} data, not numbers")

@@ -383,7 +383,7 @@ def train(
         raise KgzslError(f"epochs must be at least 1, got {epochs}")
     if patience is not None and patience < 0:
         raise KgzslError(f"patience must be 0 (never stop early) or more epochs, got {patience}")
-    if lr <= 0 or weight_decay < 0:
+    if not (math.isfinite(lr) and lr > 0) or not (math.isfinite(weight_decay) and weight_decay >= 0):
         raise KgzslError(f"need lr > 0 and weight_decay >= 0, got lr={lr}, weight_decay={weight_decay}")
     device = _device(device)
 
