@@ -255,3 +255,26 @@ def test_safetensors_metadata_is_written_sorted(tmp_path):
     assert list(header["__metadata__"]) == ["alpha", "mid", "zeta"] and size % 8 == 0
     tensors, meta = load_tensors(tmp_path / "t.safetensors")
     assert meta == {"zeta": "1", "alpha": "2", "mid": "ünï"} and tensors["a"].tolist() == [1.0, 1.0]
+
+
+@pytest.mark.slow
+def test_default_graph_builds_identically_and_matches_the_shipped_one(tmp_path):
+    """Issue 10's check: the default build in two processes with different PYTHONHASHSEED gives the same
+    bytes, and the shipped graphs/imagenet21k is that build (ids and edges exactly; features within float16
+    rounding, since sentence-encoder kernels may round differently on another CPU)."""
+    import os
+
+    outs = []
+    for seed in ("7", "8"):
+        out = tmp_path / f"default-{seed}"
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        result = subprocess.run([sys.executable, "-m", "kgzsl", "build-graph", "--out", str(out), "--json"],
+                                capture_output=True, text=True, env=env)
+        assert result.returncode == 0, result.stderr[-2000:]
+        outs.append(out)
+    for name in ("graph.json", "nodes.json", "tensors.safetensors"):
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+    fresh, shipped = load_graph(outs[0]), load_graph(Path(__file__).resolve().parent.parent / "graphs" / "imagenet21k")
+    assert fresh.ids == shipped.ids and fresh.roles == shipped.roles
+    assert np.array_equal(np.asarray(fresh.edge_index), np.asarray(shipped.edge_index))
+    np.testing.assert_allclose(np.asarray(fresh.features, dtype=np.float32), np.asarray(shipped.features, dtype=np.float32), atol=2e-3)
