@@ -645,7 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--graph", type=Path, default=DEFAULT_GRAPH, help="graph folder (built if missing)")
     p.add_argument("--out", type=Path, default=Path("runs") / "demo", help="folder for the trained run and the PNG sheet")
     p.add_argument("--model", choices=["gcnz", "sgcn", "dgp"], default="dgp")
-    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: the paper's, with early stopping)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the model's schedule, kgzsl.train.SCHEDULES)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.set_defaults(func=cmd_demo)
