@@ -1,14 +1,17 @@
-"""GCNZ / SGCN / DGP: shapes, defaults, dropout, and the receptive-field path equal to the all-nodes path."""
+"""GCNZ / SGCN / DGP: shapes, defaults, dropout, the receptive-field path equal to the all-nodes path, and the
+base interface a fourth model needs (one class, one registry entry)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from torch_geometric.nn import Linear
+from torch_geometric.utils import degree
 
 from kgzsl.errors import KgzslError
-from kgzsl.models import DGP, GCNZ, MODELS, SGCN, build_model
-from kgzsl.models._base import SparseOperator
+from kgzsl.models import DGP, GCNZ, MODELS, SGCN, Plan, PropagationModel, build_model
+from kgzsl.models._base import SparseOperator, check_nodes, check_x, dropout, hop_plan
 from kgzsl.train import node_features
 
 OUT = 1281  # EfficientNet-Lite0 classifier rows with the bias column
@@ -263,3 +266,128 @@ def test_segment_products_equal_the_sparse_products():
     assert torch.allclose(transposed, torch.sparse.mm(op.matrix().t(), g), atol=1e-5)
     empty_row = _segment_matmul(torch.tensor([0, 0, 2]), torch.tensor([0, 1]), torch.ones(2), torch.ones(2, 3))
     assert torch.equal(empty_row, torch.tensor([[0.0] * 3, [2.0] * 3]))
+
+
+# ------------------------------------------------------------------------ the model interface
+NON_DEFAULT = {
+    "gcnz": {"hidden_channels": [40, 30], "dropout": 0.25, "negative_slope": 0.1},
+    "sgcn": {"hidden_channels": 40, "dropout": 0.0, "negative_slope": 0.1},
+    "dgp": {"hidden_channels": 40, "max_distance": 2, "dropout": 0.3, "negative_slope": 0.05},
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_config_round_trip(name):
+    """``config()`` is read from the constructor's arguments; rebuilding from it (through JSON, as a
+    checkpoint does) gives the same configuration and a model the saved state dict loads into."""
+    import json
+
+    model = build_model(name, 50, OUT, **NON_DEFAULT[name])
+    config = model.config()
+    assert list(config) == list(MODELS[name].init_params)  # constructor order, as train.json records it
+    assert config == {"in_channels": 50, "out_channels": OUT, **NON_DEFAULT[name]}
+    again = build_model(name, **json.loads(json.dumps(config)))
+    assert again.config() == config
+    again.load_state_dict(model.state_dict(), strict=True)
+    assert set(build_model(name, 50, OUT).config()) == set(config)  # defaults fill the same keys
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("p", [1.0, -0.1, 1.5])
+def test_dropout_is_checked_once_in_the_base(name, p):
+    with pytest.raises(KgzslError, match=rf"{MODELS[name].__name__}: dropout must be in \[0, 1\)"):
+        build_model(name, 50, OUT, dropout=p)
+
+
+def test_base_interface_declarations(small_graph):
+    """Hooks are declared on the base: no model needs probing with hasattr."""
+    from kgzsl.models import PropagationModel
+
+    assert PropagationModel.graph_inputs(small_graph)[0].dtype == torch.long  # the edge_index default
+    for name, cls in MODELS.items():
+        model = build_model(name, 50, OUT, **SMALL_WIDTHS[name])
+        assert isinstance(model, PropagationModel) and cls.name == name
+        weights = model.distance_weights()
+        assert (weights is not None) == (name == "dgp")
+    weights = build_model("dgp", 50, OUT, max_distance=3).distance_weights()
+    assert list(weights.phases) == ["descendant", "ancestor"] and weights.labels() == ["0", "1", "2", ">=3"]
+    with pytest.raises(TypeError, match="no \\*args / \\*\\*kwargs"):
+        type("Loose", (PropagationModel,), {"__init__": lambda self, in_channels, out_channels, **kw: None})
+
+
+class MeanLinear(PropagationModel):
+    r"""A fourth model in one file's worth of code: one mean aggregation, then one linear layer.
+
+    .. math::
+        \hat W = \mathrm{normalize}\big(\bar A\,\mathrm{drop}(X)\,W + b\big),\qquad \bar A = D^{-1}(A + A^\top + I)
+    """
+
+    name = "meanlinear"
+
+    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0) -> None:
+        super().__init__(in_channels, out_channels, dropout)
+        self.lin = Linear(self.in_channels, self.out_channels, weight_initializer="glorot", bias_initializer="zeros")
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.lin.reset_parameters()
+
+    def _mean(self, edge_index: torch.Tensor, n: int) -> tuple[torch.Tensor, ...]:
+        """The symmetrised edges and the mean operator (self-loops included) as ``(src, dst, weight)``."""
+        edge_index = self.undirected(edge_index, n)
+        src, dst = (torch.cat([e, torch.arange(n)]) for e in edge_index)
+        return edge_index, src, dst, 1.0 / degree(dst, n)[dst]
+
+    def _aggregate(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        _, src, dst, weight = self._mean(edge_index, x.size(0))
+        return SparseOperator(dst, src, (x.size(0), x.size(0)), weight)(x)
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        check_x(self, x)
+        return torch.nn.functional.normalize(self.lin(self._aggregate(dropout(x, self.dropout, self.training), edge_index)), dim=1)
+
+    @torch.no_grad()
+    def last_layer_inputs(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self._aggregate(x, edge_index), torch.ones(x.size(0), 1)], dim=1)
+
+    def plan(self, nodes: torch.Tensor, edge_index: torch.Tensor, num_nodes: int) -> Plan:
+        edge_index, src, dst, weight = self._mean(edge_index, num_nodes)
+        widths = [(self.in_channels, self.out_channels)]
+        return hop_plan(check_nodes(nodes, num_nodes), edge_index, src, dst, weight, widths, num_nodes)
+
+    def forward_plan(self, x: torch.Tensor, plan: Plan) -> torch.Tensor:
+        check_x(self, x)
+        h = plan.layers[0]["adj"](dropout(x[plan.input_nodes], self.dropout, self.training))
+        return torch.nn.functional.normalize(self.lin(h), dim=1)
+
+
+def test_a_fourth_model_is_one_file_and_a_registry_entry(small_graph, monkeypatch, tmp_path):
+    """Registered in MODELS only, a new model trains (default schedule), saves, reloads from its
+    checkpoint and is explained by ``kgzsl.explain`` through the base interface alone."""
+    from kgzsl.explain import format_report, inspect_node, last_layer_inputs, plot_inspection
+    from kgzsl.predictions import load_predictions
+    from kgzsl.targets import load_targets
+    from kgzsl.train import load_checkpoint, predict, save_run, train
+
+    monkeypatch.setitem(MODELS, "meanlinear", MeanLinear)
+    targets = load_targets()
+    result = train(small_graph, targets, model="meanlinear", epochs=15, seed=0, progress=False, dropout=0.1)
+    assert result.config["model_config"] == {"in_channels": 50, "out_channels": targets.dim, "dropout": 0.1}
+    assert result.config["lr"] == 1e-3  # the default schedule: no SCHEDULES entry needed
+    save_run(result, small_graph, tmp_path / "run")
+    model, _ = load_checkpoint(tmp_path / "run", small_graph)
+    assert isinstance(model, MeanLinear) and torch.equal(predict(model, small_graph), result.predictions)
+    x, inputs = node_features(small_graph), model.graph_inputs(small_graph)
+    nodes = torch.from_numpy(np.flatnonzero(small_graph.mask("seen")))
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_plan(x, model.plan(nodes, *inputs, num_nodes=small_graph.num_nodes)),
+                                   model(x, *inputs)[nodes], atol=2e-5, rtol=1e-4)
+    z = last_layer_inputs(model, small_graph)
+    w = torch.cat([model.lin.weight, model.lin.bias.view(-1, 1)], dim=1)
+    torch.testing.assert_close(torch.nn.functional.normalize(z @ w.T, dim=1), result.predictions, atol=1e-5, rtol=1e-4)
+    predictions = load_predictions(tmp_path / "run" / "predictions.safetensors")
+    report = inspect_node(small_graph, predictions, "n02084071", model=model, targets=targets, k=3)
+    assert len(report["attribution"]) == 3 and not any(key.endswith("_group_weights") for key in report)
+    assert "built from" in format_report(report) and "distance-group" not in format_report(report)
+    plot_inspection(small_graph, predictions, small_graph.index()["n02084071"], str(tmp_path / "p.png"), model=model, targets=targets)
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"

@@ -2,23 +2,24 @@
 
 ``GCNZ`` (Wang et al. 2018), ``SGCN`` and ``DGP`` (Kampffmeyer et al. 2019), each a
 :class:`~kgzsl.models._base.PropagationModel` with an all-nodes ``forward`` and a receptive-field
-``forward_plan`` for fast training. :func:`build_model` makes one by name.
+``forward_plan`` for fast training. :func:`build_model` makes one by name. A new model is one file
+(a ``PropagationModel`` subclass) and an entry in :data:`MODELS`.
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from kgzsl.errors import KgzslError
-from kgzsl.models._base import Plan, PropagationModel
+from kgzsl.models._base import DistanceWeights, Plan, PropagationModel
 from kgzsl.models.dgp import DGP
 from kgzsl.models.gcnz import GCNZ
 from kgzsl.models.sgcn import SGCN
 
+#: the models by name (CLI choices, checkpoints' ``model`` field)
 MODELS: dict[str, type[PropagationModel]] = {"gcnz": GCNZ, "sgcn": SGCN, "dgp": DGP}
 
-__all__ = ["DGP", "GCNZ", "MODELS", "Plan", "PropagationModel", "SGCN", "build_model"]
+__all__ = ["DGP", "GCNZ", "MODELS", "DistanceWeights", "Plan", "PropagationModel", "SGCN", "build_model"]
 
 
 def build_model(name: str, in_channels: int, out_channels: int, **kwargs: Any) -> PropagationModel:
@@ -30,7 +31,7 @@ def build_model(name: str, in_channels: int, out_channels: int, **kwargs: Any) -
     if key not in MODELS:
         raise KgzslError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}")
     cls = MODELS[key]
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "in_channels", "out_channels"}
+    accepted = set(cls.init_params) - {"in_channels", "out_channels"}
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
         raise KgzslError(f"model {key} takes no argument {', '.join(unknown)} (it takes {', '.join(sorted(accepted))})")

@@ -15,6 +15,7 @@ graph. Two ways to run it:
 from __future__ import annotations
 
 import copy
+import inspect
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,22 +49,79 @@ class Plan:
         return Plan(self.nodes.to(device), self.input_nodes.to(device), layers, list(self.rows), self.flops)
 
 
+@dataclass
+class DistanceWeights:
+    """Learned weights of hop-distance groups, one vector a propagation phase (DGP's softmax attention).
+
+    ``phases`` maps a phase name (``"descendant"``) to its weights ``[groups]``: group ``k`` is hop
+    distance ``k``, the last group every distance from ``groups - 1`` on.
+    """
+
+    phases: dict[str, Tensor]
+
+    def labels(self, at_least: str = ">=") -> list[str]:
+        """The groups' names: ``"0"``, ``"1"``, ..., ``">=K"``."""
+        groups = len(next(iter(self.phases.values())))
+        return [str(d) for d in range(groups - 1)] + [f"{at_least}{groups - 1}"]
+
+
 class PropagationModel(torch.nn.Module):
-    """Base class of GCNZ, SGCN and DGP (see the module docstring for the two forward paths)."""
+    """Base class of GCNZ, SGCN and DGP (see the module docstring for the two forward paths).
+
+    A model is one file: a subclass with a ``name``, a constructor that stores every argument under its
+    own name (so :meth:`config` can read them back, as scikit-learn's ``get_params``), and
+    ``reset_parameters``, ``forward``, ``plan``, ``forward_plan`` and ``last_layer_inputs``; then an
+    entry in :data:`kgzsl.models.MODELS`. ``graph_inputs`` defaults to the hypernym ``edge_index``;
+    :meth:`distance_weights` is an optional diagnostic.
+    """
 
     #: name used by :func:`kgzsl.models.build_model`, the CLI and checkpoints
     name: str = ""
+    #: the constructor's parameter names, recorded once a class (:meth:`__init_subclass__`)
+    init_params: tuple[str, ...] = ("in_channels", "out_channels", "dropout")
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        params = inspect.signature(cls.__init__).parameters
+        if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params.values()):
+            raise TypeError(f"{cls.__name__}.__init__ must name its arguments (no *args / **kwargs): config() reads them back")
+        cls.init_params = tuple(name for name in params if name != "self")
+
+    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0) -> None:
         super().__init__()
         if in_channels < 1 or out_channels < 1:
             raise KgzslError(f"{type(self).__name__}: in_channels and out_channels must be positive, got {in_channels}, {out_channels}")
+        if not 0.0 <= dropout < 1.0:
+            raise KgzslError(f"{type(self).__name__}: dropout must be in [0, 1), got {dropout}")
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
+        self.dropout = float(dropout)
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments as stored on the model (JSON-able), so a checkpoint can rebuild it."""
+        missing = [name for name in self.init_params if not hasattr(self, name)]
+        if missing:
+            raise KgzslError(f"internal error: {type(self).__name__} stores no attribute for its argument(s) {', '.join(missing)}")
+        return {name: _jsonable(getattr(self, name)) for name in self.init_params}
 
     @staticmethod
-    def graph_inputs(graph: Any) -> tuple[Tensor, ...]:  # pragma: no cover - abstract
-        """The graph tensors ``forward`` takes after ``x``, read from a :class:`kgzsl.graph.ClassGraph`."""
+    def graph_inputs(graph: Any) -> tuple[Tensor, ...]:
+        """The graph tensors ``forward`` takes after ``x``, read from a :class:`kgzsl.graph.ClassGraph`:
+        by default the hypernym edges ``child -> parent`` (models symmetrise them, :meth:`undirected`)."""
+        return (torch.as_tensor(graph.edge_index, dtype=torch.long),)
+
+    def undirected(self, edge_index: Tensor, num_nodes: int) -> Tensor:
+        """``edge_index`` validated against ``num_nodes`` and symmetrised (PyG ``to_undirected``)."""
+        from torch_geometric.utils import to_undirected
+
+        return to_undirected(check_index(edge_index, num_nodes, f"{type(self).__name__} edge_index"), num_nodes=num_nodes)
+
+    def reset_parameters(self) -> None:  # pragma: no cover - abstract
+        """(Re)initialise every parameter (called at the end of the constructor)."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, *graph_inputs: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """All nodes: ``[N, in_channels] -> [N, out_channels]``, unit rows."""
         raise NotImplementedError
 
     def plan(self, nodes: Tensor, *graph_inputs: Tensor, num_nodes: int) -> Plan:  # pragma: no cover
@@ -74,9 +132,19 @@ class PropagationModel(torch.nn.Module):
         """Outputs for ``plan.nodes`` only, ``[len(nodes), out_channels]``."""
         raise NotImplementedError
 
-    def config(self) -> dict[str, Any]:  # pragma: no cover - abstract
-        """Constructor arguments (JSON-able), so a checkpoint can rebuild the model."""
+    def last_layer_inputs(self, x: Tensor, *graph_inputs: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """``Z [N, K]`` with ``Z @ [W | b]^T`` = the un-normalised output in eval mode, ``W``, ``b`` the last
+        layer's weights: each prediction as a linear function of them (:mod:`kgzsl.explain`'s attribution)."""
         raise NotImplementedError
+
+    def distance_weights(self) -> DistanceWeights | None:
+        """Optional diagnostic: learned weights per hop-distance group (DGP); None for models without."""
+        return None
+
+
+def _jsonable(value: Any) -> Any:
+    """Tuples as lists (a JSON record reads back equal), everything else as stored."""
+    return [_jsonable(v) for v in value] if isinstance(value, (tuple, list)) else value
 
 
 def check_x(model: PropagationModel, x: Tensor, num_nodes: int | None = None) -> None:

@@ -11,6 +11,7 @@ from torch_geometric.nn import Linear
 
 from kgzsl.errors import KgzslError
 from kgzsl.models._base import (
+    DistanceWeights,
     Plan,
     PropagationModel,
     SparseOperator,
@@ -64,17 +65,14 @@ class DGP(PropagationModel):
         dropout: float = 0.5,
         negative_slope: float = 0.2,
     ) -> None:
-        super().__init__(in_channels, out_channels)
+        super().__init__(in_channels, out_channels, dropout)
         if int(hidden_channels) < 1:
             raise KgzslError(f"DGP: hidden_channels must be positive, got {hidden_channels}")
         if int(max_distance) < 1:
             raise KgzslError(f"DGP: max_distance must be at least 1, got {max_distance}")
-        if not 0.0 <= dropout < 1.0:
-            raise KgzslError(f"DGP: dropout must be in [0, 1), got {dropout}")
         self.hidden_channels = int(hidden_channels)
         self.max_distance = int(max_distance)
         self.num_groups = self.max_distance + 1
-        self.dropout = float(dropout)
         self.negative_slope = float(negative_slope)
         self.lin_desc = Linear(self.in_channels, self.hidden_channels, weight_initializer="glorot", bias_initializer="zeros")
         self.lin_anc = Linear(self.hidden_channels, self.out_channels, weight_initializer="glorot", bias_initializer="zeros")
@@ -90,16 +88,6 @@ class DGP(PropagationModel):
             self.att_desc.fill_(1.0)
             self.att_anc.fill_(1.0)
 
-    def config(self) -> dict[str, Any]:
-        return {
-            "in_channels": self.in_channels,
-            "out_channels": self.out_channels,
-            "hidden_channels": self.hidden_channels,
-            "max_distance": self.max_distance,
-            "dropout": self.dropout,
-            "negative_slope": self.negative_slope,
-        }
-
     @staticmethod
     def graph_inputs(graph: Any) -> tuple[Tensor, ...]:
         """The dense ``(node, ancestor)`` pairs and their hop distances (0 = the node itself)."""
@@ -111,6 +99,11 @@ class DGP(PropagationModel):
     def group_weights(self) -> tuple[Tensor, Tensor]:
         """The softmax-normalised group weights ``(alpha_desc, alpha_anc)``."""
         return torch.softmax(self.att_desc.float(), 0), torch.softmax(self.att_anc.float(), 0)
+
+    def distance_weights(self) -> DistanceWeights:
+        """The group weights per phase, for ``kgzsl inspect`` (detached)."""
+        alpha_desc, alpha_anc = self.group_weights()
+        return DistanceWeights({"descendant": alpha_desc.detach(), "ancestor": alpha_anc.detach()})
 
     def _relation(self, dense_index: Tensor, dense_distance: Tensor, num_nodes: int) -> tuple[Tensor, Tensor, Tensor]:
         """Validated pairs as ``(node, ancestor, distance group)``."""
@@ -165,7 +158,7 @@ class DGP(PropagationModel):
     def last_layer_inputs(self, x: Tensor, dense_index: Tensor, dense_distance: Tensor) -> Tensor:
         """``Z [N, hidden+1]`` with ``Z @ [Theta_a | b_a]^T`` = the un-normalised output (eval mode): the
         ancestor-phase aggregate of the hidden layer and the bias coefficient (sum of the group weights
-        of the non-empty groups). Used by :mod:`kgzsl.inspect` for attribution."""
+        of the non-empty groups). Used by :mod:`kgzsl.explain` for attribution."""
         (desc, _), (anc, bias) = self._full_operators(dense_index, dense_distance, x.size(0))
         alpha_desc, alpha_anc = self.group_weights()
         h = F.leaky_relu(desc(self.lin_desc(x), desc.grouped(alpha_desc)), self.negative_slope)

@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.nn import GCNConv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
-from torch_geometric.utils import to_undirected
 
 from kgzsl.errors import KgzslError
-from kgzsl.models._base import (
-    Plan,
-    PropagationModel,
-    check_index,
-    check_nodes,
-    check_x,
-    dropout,
-    hop_plan,
-)
+from kgzsl.models._base import Plan, PropagationModel, check_nodes, check_x, dropout, hop_plan
 
 
 class GCNZ(PropagationModel):
@@ -53,15 +43,12 @@ class GCNZ(PropagationModel):
         dropout: float = 0.5,
         negative_slope: float = 0.2,
     ) -> None:
-        super().__init__(in_channels, out_channels)
+        super().__init__(in_channels, out_channels, dropout)
         if isinstance(hidden_channels, int):
             hidden_channels = (hidden_channels,)
         self.hidden_channels = tuple(int(c) for c in hidden_channels)
         if any(c < 1 for c in self.hidden_channels):
             raise KgzslError(f"GCNZ: hidden widths must be positive, got {list(self.hidden_channels)}")
-        if not 0.0 <= dropout < 1.0:
-            raise KgzslError(f"GCNZ: dropout must be in [0, 1), got {dropout}")
-        self.dropout = float(dropout)
         self.negative_slope = float(negative_slope)
         dims = [self.in_channels, *self.hidden_channels, self.out_channels]
         self.convs = torch.nn.ModuleList(GCNConv(a, b, add_self_loops=True, normalize=True) for a, b in zip(dims[:-1], dims[1:]))
@@ -72,27 +59,13 @@ class GCNZ(PropagationModel):
         for conv in self.convs:
             conv.reset_parameters()
 
-    def config(self) -> dict[str, Any]:
-        return {
-            "in_channels": self.in_channels,
-            "out_channels": self.out_channels,
-            "hidden_channels": list(self.hidden_channels),
-            "dropout": self.dropout,
-            "negative_slope": self.negative_slope,
-        }
-
-    @staticmethod
-    def graph_inputs(graph: Any) -> tuple[Tensor, ...]:
-        """The hypernym edges ``child -> parent`` (symmetrised inside)."""
-        return (torch.as_tensor(graph.edge_index, dtype=torch.long),)
-
     def _activation(self, i: int, h: Tensor) -> Tensor:
         return F.leaky_relu(h, self.negative_slope) if i < len(self.convs) - 1 else h
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
         """All nodes: ``[N, in] -> [N, out]``, unit rows (reference order: transform, then aggregate)."""
         check_x(self, x)
-        edge_index = to_undirected(check_index(edge_index, x.size(0), "GCNZ edge_index"), num_nodes=x.size(0))
+        edge_index = self.undirected(edge_index, x.size(0))
         h = x
         for i, conv in enumerate(self.convs):
             h = dropout(h, self.dropout, self.training)
@@ -103,10 +76,8 @@ class GCNZ(PropagationModel):
     def last_layer_inputs(self, x: Tensor, edge_index: Tensor) -> Tensor:
         """``Z [N, hidden+1]`` with ``Z @ [W_last | b_last]^T`` = the un-normalised output (eval mode):
         the symmetric-normalised aggregate of the last hidden layer, and 1 for the bias (added after
-        aggregation in GCNConv). Used by :mod:`kgzsl.inspect` for attribution."""
-        from torch_geometric.nn.conv.gcn_conv import gcn_norm
-
-        edge_index = to_undirected(check_index(edge_index, x.size(0), "GCNZ edge_index"), num_nodes=x.size(0))
+        aggregation in GCNConv). Used by :mod:`kgzsl.explain` for attribution."""
+        edge_index = self.undirected(edge_index, x.size(0))
         h = x
         for i, conv in enumerate(self.convs[:-1]):
             h = self._activation(i, conv(h, edge_index))
@@ -117,7 +88,7 @@ class GCNZ(PropagationModel):
     def plan(self, nodes: Tensor, edge_index: Tensor, num_nodes: int) -> Plan:
         """Layer ``l`` computes the nodes within ``L - l`` hops of ``nodes`` (PyG ``k_hop_subgraph``)."""
         nodes = check_nodes(nodes, num_nodes)
-        edge_index = to_undirected(check_index(edge_index, num_nodes, "GCNZ edge_index"), num_nodes=num_nodes)
+        edge_index = self.undirected(edge_index, num_nodes)
         norm_index, norm_weight = gcn_norm(edge_index, None, num_nodes, add_self_loops=True)
         src, dst = norm_index
         widths = [(conv.in_channels, conv.out_channels) for conv in self.convs]

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.nn import Linear, SimpleConv
-from torch_geometric.utils import degree, to_undirected
+from torch_geometric.utils import degree
 
 from kgzsl.errors import KgzslError
-from kgzsl.models._base import (
-    Plan,
-    PropagationModel,
-    check_index,
-    check_nodes,
-    check_x,
-    dropout,
-    hop_plan,
-)
+from kgzsl.models._base import Plan, PropagationModel, check_nodes, check_x, dropout, hop_plan
 
 
 class SGCN(PropagationModel):
@@ -46,13 +36,10 @@ class SGCN(PropagationModel):
         dropout: float = 0.5,
         negative_slope: float = 0.2,
     ) -> None:
-        super().__init__(in_channels, out_channels)
+        super().__init__(in_channels, out_channels, dropout)
         if int(hidden_channels) < 1:
             raise KgzslError(f"SGCN: hidden_channels must be positive, got {hidden_channels}")
-        if not 0.0 <= dropout < 1.0:
-            raise KgzslError(f"SGCN: dropout must be in [0, 1), got {dropout}")
         self.hidden_channels = int(hidden_channels)
-        self.dropout = float(dropout)
         self.negative_slope = float(negative_slope)
         self.lins = torch.nn.ModuleList([
             Linear(self.in_channels, self.hidden_channels, weight_initializer="glorot", bias_initializer="zeros"),
@@ -66,27 +53,13 @@ class SGCN(PropagationModel):
         for lin in self.lins:
             lin.reset_parameters()
 
-    def config(self) -> dict[str, Any]:
-        return {
-            "in_channels": self.in_channels,
-            "out_channels": self.out_channels,
-            "hidden_channels": self.hidden_channels,
-            "dropout": self.dropout,
-            "negative_slope": self.negative_slope,
-        }
-
-    @staticmethod
-    def graph_inputs(graph: Any) -> tuple[Tensor, ...]:
-        """The hypernym edges ``child -> parent`` (symmetrised inside)."""
-        return (torch.as_tensor(graph.edge_index, dtype=torch.long),)
-
     def _activation(self, i: int, h: Tensor) -> Tensor:
         return F.leaky_relu(h, self.negative_slope) if i == 0 else h
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
         """All nodes: ``[N, in] -> [N, out]``, unit rows (reference order: transform, then mean)."""
         check_x(self, x)
-        edge_index = to_undirected(check_index(edge_index, x.size(0), "SGCN edge_index"), num_nodes=x.size(0))
+        edge_index = self.undirected(edge_index, x.size(0))
         h = x
         for i, lin in enumerate(self.lins):
             h = dropout(h, self.dropout, self.training)
@@ -98,10 +71,10 @@ class SGCN(PropagationModel):
         """``Z [N, hidden+1]`` with ``Z @ [W_last | b_last]^T`` = the un-normalised output (eval mode).
 
         The last layer is linear in its weights, so this exposes each node's prediction as a linear
-        function of them (used by :mod:`kgzsl.inspect` for attribution). Mean weights sum to one, so
+        function of them (used by :mod:`kgzsl.explain` for attribution). Mean weights sum to one, so
         the bias coefficient is 1.
         """
-        edge_index = to_undirected(check_index(edge_index, x.size(0), "SGCN edge_index"), num_nodes=x.size(0))
+        edge_index = self.undirected(edge_index, x.size(0))
         h = x
         for i, lin in enumerate(self.lins[:-1]):
             h = self._activation(i, self.mean(lin(h), edge_index))
@@ -110,7 +83,7 @@ class SGCN(PropagationModel):
     def plan(self, nodes: Tensor, edge_index: Tensor, num_nodes: int) -> Plan:
         """Layer 2 on ``nodes``, layer 1 on their 1-hop neighbourhood, features of the 2-hop one."""
         nodes = check_nodes(nodes, num_nodes)
-        edge_index = to_undirected(check_index(edge_index, num_nodes, "SGCN edge_index"), num_nodes=num_nodes)
+        edge_index = self.undirected(edge_index, num_nodes)
         loops = torch.arange(num_nodes)
         src = torch.cat([edge_index[0], loops])
         dst = torch.cat([edge_index[1], loops])

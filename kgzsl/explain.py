@@ -1,4 +1,4 @@
-"""Stage 5: inspecting propagated weights. Why did a class get the classifier it did?
+"""Stage 5: explaining propagated weights (``kgzsl inspect``). Why did a class get the classifier it did?
 
 For one class: what it is (wnid, lemmas, gloss, role), where it sits in the graph (ancestors and
 descendants with hop distances), which classes have the most similar predicted classifier (cosine),
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,6 +19,11 @@ import torch.nn.functional as F
 
 from kgzsl.errors import KgzslError
 from kgzsl.graph import ClassGraph
+
+if TYPE_CHECKING:
+    from kgzsl.models import DistanceWeights, PropagationModel
+    from kgzsl.predictions import Predictions
+    from kgzsl.targets import Targets
 
 
 def _norm_name(text: str) -> str:
@@ -91,7 +96,8 @@ def weight_map(pred: torch.Tensor, nodes: np.ndarray, method: str = "pca", seed:
         try:
             from sklearn.manifold import TSNE
         except ImportError:
-            raise KgzslError("--map tsne needs scikit-learn: pip install scikit-learn (or use the default PCA)") from None
+            raise KgzslError("method tsne needs scikit-learn: pip install scikit-learn (or use the default PCA)",
+                             parameter="method") from None
         coords = TSNE(n_components=2, init="pca", random_state=seed, perplexity=min(30, max(5, len(nodes) // 4))).fit_transform(x.numpy())
         return PCAMap(coords, "t-SNE")
     raise KgzslError(f"unknown map method {method!r}: use pca or tsne")
@@ -100,6 +106,10 @@ def weight_map(pred: torch.Tensor, nodes: np.ndarray, method: str = "pca", seed:
 def describe(graph: ClassGraph, node: int) -> dict[str, Any]:
     """The class itself: id, wnid, names, gloss, role."""
     return {"id": graph.ids[node], "wnid": graph.wnids[node], "names": graph.names[node], "gloss": graph.glosses[node], "role": graph.roles[node]}
+
+
+#: report key suffix of a model's :meth:`~kgzsl.models.PropagationModel.distance_weights` (``dgp_group_weights``)
+GROUP_WEIGHTS = "_group_weights"
 
 
 # ------------------------------------------------------------------------------------ attribution
@@ -122,7 +132,7 @@ class Attribution:
         return [(self.seen_nodes[i], float(self.weights[i])) for i in order.tolist()]
 
 
-def last_layer_inputs(model: Any, graph: ClassGraph) -> torch.Tensor:
+def last_layer_inputs(model: PropagationModel, graph: ClassGraph) -> torch.Tensor:
     """Every node's input to the model's last (linear) layer, aggregation included: ``Z [N, hidden+1]``."""
     from kgzsl.train import node_features
 
@@ -152,10 +162,10 @@ def attribution(
 
 def inspect_node(
     graph: ClassGraph,
-    predictions: Any,
+    predictions: Predictions,
     query: str,
-    model: Any | None = None,
-    targets: Any | None = None,
+    model: PropagationModel | None = None,
+    targets: Targets | None = None,
     k: int = 10,
     max_distance: int | None = 3,
 ) -> dict[str, Any]:
@@ -202,11 +212,12 @@ def inspect_node(
             attr.faithfulness = float(F.cosine_similarity(expansion, pred[node], dim=0))
         report["attribution"] = [entry(graph.ids[s], weight=round(w, 4)) for s, w in attr.top(k)]
         report["attribution_faithfulness"] = attr.faithfulness
-        if hasattr(model, "group_weights"):
-            desc, anc = (w.detach() for w in model.group_weights())
-            labels = [str(d) for d in range(len(desc) - 1)] + [f">={len(desc) - 1}"]
-            report["dgp_group_weights"] = {"distances": labels, "descendant_phase": [round(float(v), 4) for v in desc],
-                                           "ancestor_phase": [round(float(v), 4) for v in anc]}
+        weights = model.distance_weights()
+        if weights is not None:
+            report[f"{model.name}{GROUP_WEIGHTS}"] = {
+                "distances": weights.labels(),
+                **{f"{phase}_phase": [round(float(v), 4) for v in w] for phase, w in weights.phases.items()},
+            }
     return report
 
 
@@ -227,10 +238,12 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append("  built from (representer weights of seen classes"
                      + (f", expansion cosine {faith:.3f}" if faith is not None else "") + "): "
                      + ", ".join(f"{a['name']} {a['weight']:+.3f}" for a in report["attribution"]))
-    if "dgp_group_weights" in report:
-        g = report["dgp_group_weights"]
-        lines.append("  DGP distance-group weights (distance: descendant / ancestor phase): "
-                     + ", ".join(f"{d}: {a:.2f}/{b:.2f}" for d, a, b in zip(g["distances"], g["descendant_phase"], g["ancestor_phase"])))
+    for key in [key for key in report if key.endswith(GROUP_WEIGHTS)]:
+        g = dict(report[key])
+        distances = g.pop("distances")
+        phases = " / ".join(phase.removesuffix("_phase") for phase in g)
+        lines.append(f"  {key.removesuffix(GROUP_WEIGHTS).upper()} distance-group weights (distance: {phases} phase): "
+                     + ", ".join(f"{d}: " + "/".join(f"{w:.2f}" for w in ws) for d, *ws in zip(distances, *g.values())))
     lines.append("  (* = trained on its real classifier)")
     return "\n".join(lines)
 
@@ -238,11 +251,11 @@ def format_report(report: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------------------- plots
 def plot_inspection(
     graph: ClassGraph,
-    predictions: Any,
+    predictions: Predictions,
     node: int,
     out: str,
-    model: Any | None = None,
-    targets: Any | None = None,
+    model: PropagationModel | None = None,
+    targets: Targets | None = None,
     method: str = "pca",
     max_points: int = 4000,
     seed: int = 0,
@@ -273,7 +286,8 @@ def plot_inspection(
         held = ~predictions.seen[t_nodes]
         if held.any():
             held_rows = F.cosine_similarity(predictions.pred[t_nodes[held]], t_rows[held], dim=1).numpy()
-    panels = 1 + (model is not None and hasattr(model, "group_weights")) + (held_rows is not None)
+    weights = model.distance_weights() if model is not None else None
+    panels = 1 + (weights is not None) + (held_rows is not None)
     fig, axes = plt.subplots(1, panels, figsize=(7 + 4.5 * (panels - 1), 6.5), squeeze=False, gridspec_kw={"width_ratios": [1.6] + [1] * (panels - 1)})
     ax = axes[0, 0]
     proj = weight_map(predictions.pred, nodes, method=method, seed=seed)
@@ -288,17 +302,8 @@ def plot_inspection(
     ax.set_title(f"{proj.method} of predicted classifiers; labelled: the subtree of '{graph.names[index[parent]][0]}'", fontsize=9)
     ax.legend(loc="best", fontsize=8, markerscale=3)
     col = 1
-    if model is not None and hasattr(model, "group_weights"):
-        desc, anc = (w.detach().numpy() for w in model.group_weights())
-        labels = [str(d) for d in range(len(desc) - 1)] + [f"≥{len(desc) - 1}"]
-        xs = np.arange(len(desc))
-        axes[0, col].bar(xs - 0.2, desc, 0.4, label="descendant phase")
-        axes[0, col].bar(xs + 0.2, anc, 0.4, label="ancestor phase")
-        axes[0, col].set_xticks(xs, labels)
-        axes[0, col].set_xlabel("hop distance group")
-        axes[0, col].set_ylabel("learned weight (softmax)")
-        axes[0, col].set_title("DGP distance-group weights", fontsize=9)
-        axes[0, col].legend(fontsize=8)
+    if weights is not None:
+        _plot_distance_weights(axes[0, col], weights, model.name)
         col += 1
     if held_rows is not None:
         axes[0, col].hist(held_rows, bins=30, color="tab:green")
@@ -309,3 +314,16 @@ def plot_inspection(
         axes[0, col].legend(fontsize=8)
     fig.tight_layout()
     save_png(fig, out, dpi=110)
+
+
+def _plot_distance_weights(ax: Any, weights: DistanceWeights, model_name: str) -> None:
+    """Bars of the learned weight of each hop-distance group, one colour a phase."""
+    width = 0.8 / len(weights.phases)
+    xs = np.arange(len(weights.labels()))
+    for i, (phase, w) in enumerate(weights.phases.items()):
+        ax.bar(xs + (i - (len(weights.phases) - 1) / 2) * width, w.numpy(), width, label=f"{phase} phase")
+    ax.set_xticks(xs, weights.labels(at_least="≥"))
+    ax.set_xlabel("hop distance group")
+    ax.set_ylabel("learned weight (softmax)")
+    ax.set_title(f"{model_name.upper()} distance-group weights", fontsize=9)
+    ax.legend(fontsize=8)

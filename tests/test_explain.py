@@ -1,4 +1,5 @@
-"""Inspecting propagated weights on a small real WordNet graph with real EfficientNet-Lite0 targets."""
+"""Explaining propagated weights (``kgzsl.explain``, ``kgzsl inspect``) on a small real WordNet graph with real
+EfficientNet-Lite0 targets."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 
 from kgzsl.cli import main
 from kgzsl.errors import KgzslError
-from kgzsl.inspect import attribution, inspect_node, last_layer_inputs, neighbourhood, resolve
+from kgzsl.explain import attribution, format_report, inspect_node, last_layer_inputs, neighbourhood, resolve
 from kgzsl.predictions import load_predictions
 from kgzsl.targets import load_targets
 from kgzsl.train import load_checkpoint, save_run, train
@@ -82,8 +83,12 @@ def test_report_fields(setting, runs):
     assert report["cosine_to_true_classifier"] > 0.3  # a trained class: its prediction is near its target
     assert abs(report["weight_norm"] - 1.0) < 1e-4
     assert len(report["nearest_by_weight"]) == 5 and report["nearest_by_weight"][0]["id"] != JUNCO
-    groups = report["dgp_group_weights"]
-    assert len(groups["distances"]) == 5 and abs(sum(groups["ancestor_phase"]) - 1) < 1e-3
+    groups = report["dgp_group_weights"]  # DGP's distance_weights(), the base class's optional diagnostic
+    assert list(groups) == ["distances", "descendant_phase", "ancestor_phase"]
+    assert groups["distances"] == ["0", "1", "2", "3", ">=4"] and abs(sum(groups["ancestor_phase"]) - 1) < 1e-3
+    line = next(line for line in format_report(report).splitlines() if "distance-group" in line)
+    first = f"0: {groups['descendant_phase'][0]:.2f}/{groups['ancestor_phase'][0]:.2f}, "
+    assert line.startswith(f"  DGP distance-group weights (distance: descendant / ancestor phase): {first}")
 
 
 def test_cli_inspect_plot_and_json(setting, runs, tmp_path, capsys):
@@ -121,3 +126,11 @@ def test_last_layer_inputs_reproduce_the_output(setting, runs):
     from kgzsl.train import predict
 
     torch.testing.assert_close(torch.nn.functional.normalize(z @ w.T, dim=1), predict(model, graph), atol=1e-5, rtol=1e-4)
+
+
+def test_the_explain_module_does_not_shadow_inspect():
+    """``kgzsl/inspect.py`` became ``kgzsl/explain.py`` (the CLI command stays ``kgzsl inspect``)."""
+    import importlib.util
+
+    assert importlib.util.find_spec("kgzsl.inspect") is None
+    assert importlib.util.find_spec("kgzsl.explain") is not None
