@@ -1,11 +1,7 @@
 """CNN feature extraction over an ImageFolder tree: batched, sharded, resumable, and scaled out with torchrun.
 
-Layout of an output folder::
-
-    run.json                  what is being extracted (file list digest, shard size, backbone): written first
-    shard-000000.safetensors  features float32 [n, D] of images 0..S-1, metadata: their paths, labels, bad files
-    shard-000001.safetensors  ... one file per ``shard_size`` images of the sorted file list
-    manifest.json             written last, by rank 0, once every shard exists: the run is complete
+The output folder's format (``run.json``, shards, ``manifest.json``) and reading it back live in
+:mod:`kgzsl.feature_folder`; ``load_features`` and ``read_manifest`` are re-exported here.
 
 Shard ``k`` always holds images ``k*S .. (k+1)*S-1`` of the sorted list, whatever the number of ranks,
 and each shard file is written atomically (temp file + rename). So a restart after a crash or a kill
@@ -20,154 +16,81 @@ their shard's ``bad_files`` and in the manifest; the run carries on with the res
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from kgzsl.devices import tune_cpu_allocator
+from kgzsl.distributed import Ranks, agree, all_reduce_ints, barrier, current_ranks, setup_distributed, teardown_distributed
 from kgzsl.errors import KgzslError
+from kgzsl.feature_folder import (
+    FORMAT,
+    MANIFEST_FILE,
+    RUN_FILE,
+    SHARD_NAME,
+    FeatureSet,
+    clear_outputs,
+    clear_temporaries,
+    comparable,
+    load_features,
+    read_manifest,
+    run_config,
+    shard_done,
+    write_manifest,
+    write_shard,
+)
 from kgzsl.images import ImageItem, list_image_folder, load_image
 
 if TYPE_CHECKING:
     from kgzsl.backbones import Backbone
 
-FORMAT = 1
-RUN_FILE = "run.json"
-MANIFEST_FILE = "manifest.json"
-SHARD_NAME = "shard-{:06d}.safetensors"
+__all__ = [
+    "FORMAT", "MANIFEST_FILE", "RUN_FILE", "SHARD_NAME", "ExtractionOptions", "FeatureSet", "extract_features",
+    "extract_features_distributed", "image_list_features", "load_features", "read_manifest",
+]
 
 
-class FeatureSet(NamedTuple):
-    """Merged features of an extraction run: ``features`` [n, D] float32, one label and relative path a row."""
-
-    features: torch.Tensor
-    labels: list[str]
-    paths: list[str]
-
-
-# ------------------------------------------------------------------------------------ distribution
 @dataclass(frozen=True)
-class Ranks:
-    """This process's place in a (possibly single-process) run."""
+class ExtractionOptions:
+    """How an extraction runs (what it extracts is the image folder, the backbone and the output folder).
 
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def distributed(self) -> bool:
-        import torch.distributed as dist
-
-        return self.world_size > 1 and dist.is_available() and dist.is_initialized()
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> ``cuda:LOCAL_RANK`` where a GPU exists, else the CPU; otherwise ``device`` as given."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
-        return torch.device("cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise KgzslError(f"device {device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise KgzslError(f"device {device!r} asked for, but this torch build sees no GPU")
-    return resolved
-
-
-def setup_distributed(device: str = "auto") -> Ranks:
-    """Join the process group torchrun describes (``WORLD_SIZE``/``RANK`` env): nccl on GPU, gloo on CPU.
-
-    Without those variables (a plain run) this is a single rank and nothing is initialised.
+    ``force`` starts over in an output folder holding another run instead of refusing it; ``on_shard(k)``
+    is called after shard ``k`` is on disk (progress reports, tests that simulate a crash).
     """
-    import torch.distributed as dist
 
-    resolved = resolve_device(device)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Ranks(0, 1, resolved)
-    if not dist.is_initialized():
-        if resolved.type == "cuda":
-            torch.cuda.set_device(resolved)
-        dist.init_process_group(backend="nccl" if resolved.type == "cuda" else "gloo")
-    return Ranks(dist.get_rank(), dist.get_world_size(), resolved)
+    batch_size: int = 32
+    shard_size: int = 1024
+    workers: int = 0
+    force: bool = False
+    progress: bool = True
+    on_shard: Callable[[int], None] | None = None
 
-
-def teardown_distributed() -> None:
-    """Leave the process group, if one was joined."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.shard_size < 1 or self.workers < 0:
+            raise KgzslError(f"batch size ({self.batch_size}) and shard size ({self.shard_size}) must be >= 1 "
+                             f"and workers ({self.workers}) >= 0")
 
 
-def _current_ranks(device: torch.device) -> Ranks:
-    import torch.distributed as dist
+@dataclass(frozen=True)
+class _Job:
+    """One rank's share of an extraction: the sorted file list and where and how to write it."""
 
-    if dist.is_available() and dist.is_initialized():
-        return Ranks(dist.get_rank(), dist.get_world_size(), device)
-    return Ranks(0, 1, device)
+    items: list[ImageItem]
+    backbone: Backbone
+    out: Path
+    options: ExtractionOptions
+    ranks: Ranks
 
-
-def _reduce(ranks: Ranks, values: Sequence[int], op: str = "sum") -> list[int]:
-    """All-reduce a few integers across ranks (identity on a single rank)."""
-    if not ranks.distributed:
-        return list(values)
-    import torch.distributed as dist
-
-    device = ranks.device if dist.get_backend() == "nccl" else torch.device("cpu")
-    tensor = torch.tensor(list(values), dtype=torch.int64, device=device)
-    dist.all_reduce(tensor, op={"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}[op])
-    return [int(v) for v in tensor.cpu()]
-
-
-def _agree(ranks: Ranks, error: str | None, what: str) -> None:
-    """Raise on every rank if any rank failed a check, so no rank is left waiting at a barrier."""
-    failed = _reduce(ranks, [1 if error else 0], "max")[0]
-    if error:
-        raise KgzslError(error)
-    if failed:
-        raise KgzslError(f"another rank failed while {what} (see its error)")
-
-
-def _barrier(ranks: Ranks) -> None:
-    if ranks.distributed:
-        import torch.distributed as dist
-
-        if dist.get_backend() == "nccl":
-            dist.barrier(device_ids=[ranks.device.index])
-        else:
-            dist.barrier()
-
-
-def tune_cpu_allocator() -> bool:
-    """Stop glibc from returning big freed blocks to the OS after every CNN layer (a CPU-speed fix).
-
-    By default each large activation is a fresh ``mmap`` that is unmapped when freed, so every
-    forward pass page-faults its whole working set again: on CPU this made EfficientNet-Lite 2-10x
-    slower here, most of the time spent in the kernel. Raising the mmap and trim thresholds keeps
-    those pages in the heap for reuse. Process-wide, so the CLI calls it, not the library; returns
-    whether it applied (glibc on Linux only).
-    """
-    import ctypes
-    import ctypes.util
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
-    except (OSError, AttributeError):  # musl or another libc without mallopt
-        return False
+    def span(self, shard: int) -> tuple[int, int]:
+        """First and one-past-last image index of ``shard``."""
+        size = self.options.shard_size
+        return shard * size, min((shard + 1) * size, len(self.items))
 
 
 # ------------------------------------------------------------------------------------ data loading
@@ -202,82 +125,14 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # loader workers only decode/resize: leave the cores to the network
 
 
-# ------------------------------------------------------------------------------------ shard files
-def _files_digest(items: Sequence[ImageItem]) -> str:
-    digest = hashlib.sha256()
-    for item in items:
-        digest.update(f"{item.relpath}\t{item.label}\n".encode())
-    return digest.hexdigest()
-
-
-def _shard_meta(path: Path) -> dict | None:
-    """The kgzsl metadata of a shard file, or ``None`` if it is not a readable shard."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            meta = json.loads((handle.metadata() or {}).get("kgzsl", "null"))
-            rows = handle.get_slice("features").get_shape()[0]
-    except Exception:
-        return None
-    if not isinstance(meta, dict) or rows != len(meta.get("paths", ())):
-        return None
-    return meta
-
-
-def _shard_done(path: Path, shard: int, items: Sequence[ImageItem]) -> bool:
-    """Whether ``path`` is a complete shard ``shard`` covering exactly ``items``."""
-    if not path.is_file():
-        return False
-    meta = _shard_meta(path)
-    if meta is None or meta.get("shard") != shard:
-        return False
-    covered = sorted(list(meta["paths"]) + [bad["path"] for bad in meta.get("bad_files", [])])
-    return covered == sorted(item.relpath for item in items)
-
-
-def _write_shard(
-    out: Path, shard: int, items: Sequence[ImageItem], rows: dict[int, torch.Tensor], bad: dict[int, str], dim: int, first: int,
-    ranks: Ranks,
-) -> None:
-    from kgzsl.io import save_tensors
-
-    order = sorted(rows)
-    features = torch.stack([rows[i] for i in order]) if order else torch.zeros((0, dim), dtype=torch.float32)
-    meta = {
-        "format": FORMAT,
-        "shard": shard,
-        "first": first,
-        "images": len(items),
-        "rank": ranks.rank,
-        "world_size": ranks.world_size,
-        "paths": [items[i - first].relpath for i in order],
-        "labels": [items[i - first].label for i in order],
-        "bad_files": [
-            {"path": items[i - first].relpath, "label": items[i - first].label, "reason": bad[i]} for i in sorted(bad)
-        ],
-    }
-    path = out / SHARD_NAME.format(shard)
-    save_tensors(path, {"features": features.contiguous()}, metadata={"kgzsl": json.dumps(meta)})
-
-
-def _clear_outputs(out: Path) -> None:
-    """Remove what an extraction run writes in ``out`` (and nothing else)."""
-    for path in list(out.glob("shard-*.safetensors")) + [out / RUN_FILE, out / MANIFEST_FILE]:
-        path.unlink(missing_ok=True)
-
-
-def _clear_temporaries(out: Path) -> None:
-    """Remove temp files a killed run left behind (atomic writes never leave a half-written shard)."""
-    for path in out.glob(".*.tmp"):
-        if path.name.startswith((".shard-", f".{RUN_FILE}.", f".{MANIFEST_FILE}.")):
-            path.unlink(missing_ok=True)
-
-
-def _comparable(config: dict) -> dict:
-    """The parts of a run config that must match for a resume (not machine-specific paths)."""
-    backbone = {k: v for k, v in config.get("backbone", {}).items() if k != "source"}
-    return {**{k: v for k, v in config.items() if k not in ("image_dir", "backbone")}, "backbone": backbone}
+def _loader(job: _Job, batches: list[list[int]]) -> torch.utils.data.DataLoader:
+    """Batches of image indices -> ``(good indices, stacked tensors or None, [(index, reason)])``."""
+    workers = job.options.workers
+    return torch.utils.data.DataLoader(
+        _ImageDataset(job.items, job.backbone.transform), batch_sampler=batches, num_workers=workers, collate_fn=_collate,
+        worker_init_fn=_worker_init if workers else None, pin_memory=job.backbone.device.type == "cuda",
+        persistent_workers=False,
+    )
 
 
 # ------------------------------------------------------------------------------------ extraction
@@ -285,93 +140,56 @@ def extract_features(
     image_dir: str | os.PathLike,
     backbone: Backbone,
     out: str | os.PathLike,
-    *,
-    batch_size: int = 32,
-    shard_size: int = 1024,
-    workers: int = 0,
-    force: bool = False,
-    progress: bool = True,
-    on_shard: Callable[[int], None] | None = None,
+    options: ExtractionOptions | None = None,
+    **overrides: Any,
 ) -> dict[str, Any]:
     """Extract ``backbone`` features of every image under ``image_dir`` (ImageFolder tree) into ``out``.
 
-    Resumes an unfinished run in ``out`` (same images, shard size and backbone), skipping its
-    complete shards; ``force`` starts over instead. Runs as one rank of a ``torch.distributed``
-    group when one is initialised (see :func:`setup_distributed`). ``on_shard(k)`` is called after
-    shard ``k`` is on disk. Returns a JSON-able summary (the same on every rank).
+    ``options`` says how (batch and shard size, loader workers, ...); ``overrides`` set single fields of
+    it (``batch_size=64``). Resumes an unfinished run in ``out`` (same images, shard size and backbone),
+    skipping its complete shards; ``force`` starts over instead. Runs as one rank of a
+    ``torch.distributed`` group when one is initialised (see :func:`kgzsl.distributed.setup_distributed`).
+    Returns a JSON-able summary (the same on every rank).
     """
-    if batch_size < 1 or shard_size < 1 or workers < 0:
-        raise KgzslError(f"batch size ({batch_size}) and shard size ({shard_size}) must be >= 1 and workers ({workers}) >= 0")
+    options = replace(options if options is not None else ExtractionOptions(), **overrides)
     start = time.perf_counter()
-    out = Path(out)
-    ranks = _current_ranks(backbone.device)
-    items = list_image_folder(image_dir)
-    n_shards = (len(items) + shard_size - 1) // shard_size
-    config = {
-        "format": FORMAT,
-        "image_dir": str(Path(image_dir).resolve()),
-        "images": len(items),
-        "files_sha256": _files_digest(items),
-        "shard_size": shard_size,
-        "shards": n_shards,
-        "backbone": backbone.describe(),
-    }
-    # Every rank must list the same images (same tree on every machine).
-    digest = int(config["files_sha256"][:15], 16)
-    low, high = _reduce(ranks, [digest, -digest], "min")
-    _agree(ranks, None if (low, -high) == (digest, digest) else
-           f"image folder {image_dir} lists different files on different ranks: every rank must see the same tree", "listing images")
+    ranks = current_ranks(backbone.device)
+    job = _Job(list_image_folder(image_dir), backbone, Path(out), options, ranks)
+    config = run_config(image_dir, job.items, options.shard_size, backbone.describe())
+    _check_same_images(ranks, config["files_sha256"], image_dir)
+    _open_out(job, config)
+    mine = list(range(ranks.rank, config["shards"], ranks.world_size))
+    pending = [k for k in mine if not shard_done(job.out / SHARD_NAME.format(k), k, job.items[slice(*job.span(k))])]
+    extracted = _extract_shards(job, pending)
+    manifest = _finish(job, config)
+    counts = all_reduce_ints(ranks, [len(pending), len(mine) - len(pending), extracted], "sum")
+    return _summary(job, image_dir, manifest, counts, time.perf_counter() - start)
 
-    # Rank 0 checks (or starts) the output folder; the others wait, then check they can see it.
+
+def _check_same_images(ranks: Ranks, files_sha256: str, image_dir: str | os.PathLike) -> None:
+    """Every rank must list the same images (the same tree on every machine)."""
+    digest = int(files_sha256[:15], 16)
+    low, high = all_reduce_ints(ranks, [digest, -digest], "min")
+    agree(ranks, None if (low, -high) == (digest, digest) else
+          f"image folder {image_dir} lists different files on different ranks: every rank must see the same tree", "listing images")
+
+
+def _open_out(job: _Job, config: dict) -> None:
+    """Rank 0 checks (or starts) the output folder; the others wait, then check they can see it."""
+    out, ranks = job.out, job.ranks
     error = None
     if ranks.rank == 0:
         try:
-            error = _prepare_out(out, config, force)
+            error = _prepare_out(out, config, job.options.force)
         except KgzslError as exc:  # e.g. an unreadable run.json
             error = str(exc)
         except OSError as exc:
             error = f"output folder {out} cannot be written ({exc})"
-    _agree(ranks, error, "preparing the output folder")
-    _barrier(ranks)
+    agree(ranks, error, "preparing the output folder")
+    barrier(ranks)
     error = None if (out / RUN_FILE).is_file() else (
         f"output folder {out} is not visible from rank {ranks.rank}: use a folder on a filesystem every machine shares")
-    _agree(ranks, error, "opening the output folder")
-
-    mine = [k for k in range(n_shards) if k % ranks.world_size == ranks.rank]
-    pending = [k for k in mine if not _shard_done(out / SHARD_NAME.format(k), k, items[k * shard_size:(k + 1) * shard_size])]
-    extracted = _extract_shards(items, pending, backbone, out, batch_size, shard_size, workers, ranks, progress, on_shard)
-    skipped = len(mine) - len(pending)
-
-    _barrier(ranks)
-    error, manifest = None, None
-    if ranks.rank == 0:
-        try:
-            manifest = _write_manifest(out, config, items, shard_size)
-        except KgzslError as exc:
-            error = str(exc)
-    _agree(ranks, error, "writing the manifest")
-    _barrier(ranks)
-    if manifest is None:
-        manifest = read_manifest(out)
-    written, skipped, extracted = _reduce(ranks, [len(pending), skipped, extracted], "sum")
-    seconds = time.perf_counter() - start
-    return {
-        "out": str(out),
-        "image_dir": str(image_dir),
-        "backbone": backbone.name,
-        "dim": backbone.dim,
-        "images": len(items),
-        "features": manifest["features"],
-        "bad_files": manifest["bad_files"],
-        "shards": n_shards,
-        "shards_written": written,
-        "shards_resumed": skipped,
-        "images_extracted_now": extracted,
-        "ranks": ranks.world_size,
-        "device": str(ranks.device),
-        "seconds": round(seconds, 2),
-        "images_per_second": round(extracted / seconds, 1) if seconds > 0 else None,
-    }
+    agree(ranks, error, "opening the output folder")
 
 
 def _prepare_out(out: Path, config: dict, force: bool) -> str | None:
@@ -381,12 +199,12 @@ def _prepare_out(out: Path, config: dict, force: bool) -> str | None:
     check_output_dir(out, "features", force)  # only a feature folder (or an empty one) is ever cleared
     out.mkdir(parents=True, exist_ok=True)
     if force:
-        _clear_outputs(out)
-    _clear_temporaries(out)
+        clear_outputs(out)
+    clear_temporaries(out)
     run_file = out / RUN_FILE
     if run_file.is_file():
         previous = read_json(run_file, "run file")
-        old, new = _comparable(previous if isinstance(previous, dict) else {}), _comparable(config)
+        old, new = comparable(previous if isinstance(previous, dict) else {}), comparable(config)
         changed = sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key))
         if changed:
             return (f"output folder {out} holds a different extraction (differs in: {', '.join(changed)}): "
@@ -399,168 +217,126 @@ def _prepare_out(out: Path, config: dict, force: bool) -> str | None:
     return None
 
 
-def _extract_shards(
-    items: Sequence[ImageItem], pending: list[int], backbone: Backbone, out: Path, batch_size: int, shard_size: int,
-    workers: int, ranks: Ranks, progress: bool, on_shard: Callable[[int], None] | None,
-) -> int:
+def _extract_shards(job: _Job, pending: list[int]) -> int:
     """Run the network over the images of ``pending`` shards, writing each shard as it completes."""
-    from tqdm import tqdm
-
     if not pending:
         return 0
+    batch_size = job.options.batch_size
     batches: list[list[int]] = []
     for k in pending:
-        indices = list(range(k * shard_size, min((k + 1) * shard_size, len(items))))
+        indices = list(range(*job.span(k)))
         batches.extend(indices[i:i + batch_size] for i in range(0, len(indices), batch_size))
-    total = sum(len(b) for b in batches)
-    loader = torch.utils.data.DataLoader(
-        _ImageDataset(items, backbone.transform), batch_sampler=batches, num_workers=workers, collate_fn=_collate,
-        worker_init_fn=_worker_init if workers else None, pin_memory=backbone.device.type == "cuda",
-        persistent_workers=False,
-    )
-    desc = "features" if ranks.world_size == 1 else f"features rank {ranks.rank}/{ranks.world_size}"
-    bar = tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True, smoothing=0.1)
+    bar = _progress_bar(job, sum(len(b) for b in batches))
     rows: dict[int, torch.Tensor] = {}
     bad: dict[int, str] = {}
     queue = list(pending)
     done = failed = 0
     try:
-        for indices, batch, failures in loader:
+        for indices, batch, failures in _loader(job, batches):
             if batch is not None:
-                for i, row in zip(indices, backbone.features(batch)):
-                    rows[i] = row
+                rows.update(zip(indices, job.backbone.features(batch)))
             bad.update(failures)
             bar.update(len(indices) + len(failures))
             if failures:
                 failed += len(failures)
                 bar.set_postfix(bad=failed, refresh=False)
-            k = queue[0]
-            first, last = k * shard_size, min((k + 1) * shard_size, len(items))
+            first, last = job.span(queue[0])
             if len(rows) + len(bad) == last - first:  # batches never straddle shards
-                _write_shard(out, k, items[first:last], rows, bad, backbone.dim, first, ranks)
+                _write(job, queue.pop(0), rows, bad)
                 done += len(rows)
                 rows, bad = {}, {}
-                queue.pop(0)
-                if on_shard is not None:
-                    on_shard(k)
     finally:
         bar.close()
     return done
 
 
-def _write_manifest(out: Path, config: dict, items: Sequence[ImageItem], shard_size: int) -> dict:
-    """Rank 0, after every rank is done: check all shards and write ``manifest.json`` (the completion mark)."""
-    from kgzsl.io import write_json
+def _progress_bar(job: _Job, total: int) -> Any:
+    """A tqdm bar over ``total`` images on stderr (disabled without ``progress``)."""
+    from tqdm import tqdm
 
-    shards, bad_files, labels, features = [], [], set(), 0
-    for k in range(config["shards"]):
-        path = out / SHARD_NAME.format(k)
-        chunk = items[k * shard_size:(k + 1) * shard_size]
-        if not _shard_done(path, k, chunk):
-            raise KgzslError(f"shard {path} is missing or incomplete after extraction: rerun to resume")
-        meta = _shard_meta(path)
-        shards.append({"file": path.name, "rows": len(meta["paths"]), "images": len(chunk)})
-        bad_files.extend(meta["bad_files"])
-        labels.update(meta["labels"])
-        features += len(meta["paths"])
-    manifest = {
-        "format": FORMAT,
-        "complete": True,
-        "backbone": config["backbone"],
-        "dim": config["backbone"]["dim"],
-        "image_dir": config["image_dir"],
-        "images": config["images"],
-        "features": features,
-        "files_sha256": config["files_sha256"],
-        "shard_size": shard_size,
-        "labels": sorted(labels),
-        "shards": shards,
-        "bad_files": bad_files,
-    }
-    write_json(out / MANIFEST_FILE, manifest)
-    return manifest
+    ranks = job.ranks
+    desc = "features" if ranks.world_size == 1 else f"features rank {ranks.rank}/{ranks.world_size}"
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=not job.options.progress,
+                dynamic_ncols=True, smoothing=0.1)
 
 
-# ------------------------------------------------------------------------------------ reading back
-def read_manifest(folder: str | os.PathLike) -> dict:
-    """The manifest of a finished extraction; a clear error for an unfinished or foreign folder."""
-    from kgzsl.io import read_json
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise KgzslError(f"feature folder {folder} does not exist")
-    path = folder / MANIFEST_FILE
-    if not path.is_file():
-        from kgzsl.io import output_kind
-
-        if output_kind(folder) == "features":  # kgzsl's own run.json, not any file of that name
-            raise KgzslError(f"feature folder {folder} holds an unfinished extraction (no {MANIFEST_FILE}): "
-                             "rerun `kgzsl features` with the same arguments to resume it")
-        raise KgzslError(f"feature folder {folder} has no {MANIFEST_FILE}: it is not the output of `kgzsl features`")
-    manifest = read_json(path, "feature manifest")
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("shards"), list):
-        raise KgzslError(f"feature manifest {path} is not a kgzsl format-{FORMAT} manifest")
-    return manifest
+def _write(job: _Job, shard: int, rows: dict[int, torch.Tensor], bad: dict[int, str]) -> None:
+    """Write the completed ``shard`` and tell ``on_shard``."""
+    first, last = job.span(shard)
+    write_shard(job.out, shard, first, job.items[first:last], rows, bad, dim=job.backbone.dim,
+                rank=job.ranks.rank, world_size=job.ranks.world_size)
+    if job.options.on_shard is not None:
+        job.options.on_shard(shard)
 
 
-def _shard_path(folder: Path, entry: Any) -> Path:
-    """The shard file a manifest entry names, refused unless it is a plain file name inside ``folder``.
-
-    The writer only records names (``shard-000000.safetensors``); a path such as ``../x.safetensors``, an
-    absolute path or a link out of the folder would make a copied or edited manifest read other files.
-    """
-    manifest = folder / MANIFEST_FILE
-    name = entry.get("file") if isinstance(entry, dict) else None
-    if not isinstance(name, str) or not isinstance(entry.get("rows"), int):
-        raise KgzslError(f"feature manifest {manifest} has a shard entry without a file name and row count: {entry!r}")
-    path = folder / name
-    if name in ("", ".", "..") or Path(name).name != name or "\\" in name or Path(name).is_absolute():
-        raise KgzslError(
-            f"feature manifest {manifest} names shard {name!r}, which is not a file inside {folder}: "
-            "only files inside the feature folder are read; re-extract the features"
-        )
-    if path.is_symlink() or (path.exists() and path.resolve().parent != folder.resolve()):
-        raise KgzslError(f"feature manifest {manifest}: shard {name!r} is a link out of {folder}: only files inside the feature folder are read")
-    return path
-
-
-def load_features(folder: str | os.PathLike) -> FeatureSet:
-    """Merge the shards of a finished extraction into ``(features [n, D], labels, paths)``, in file-list order.
-
-    Checks every shard's dimension and row count against the manifest and that no image appears twice.
-    """
-    from kgzsl.io import load_tensors
-
-    folder = Path(folder)
-    manifest = read_manifest(folder)
-    dim = int(manifest["dim"])
-    blocks, labels, paths = [], [], []
-    for entry in manifest["shards"]:
-        path = _shard_path(folder, entry)
-        tensors, metadata = load_tensors(path, "feature shard")
-        features = tensors.get("features")
+def _finish(job: _Job, config: dict) -> dict:
+    """After every rank is done, rank 0 checks all shards and writes the manifest; every rank returns it."""
+    barrier(job.ranks)
+    error, manifest = None, None
+    if job.ranks.rank == 0:
         try:
-            meta = json.loads(metadata.get("kgzsl", "null"))
-        except json.JSONDecodeError:
-            meta = None
-        if features is None or not isinstance(meta, dict):
-            raise KgzslError(f"feature shard {path} lacks its features tensor or its kgzsl metadata")
-        if features.dim() != 2 or features.shape[1] != dim:
-            raise KgzslError(f"feature shard {path} has features of shape {list(features.shape)}, expected [n, {dim}]")
-        if not features.shape[0] == len(meta["paths"]) == len(meta["labels"]) == entry["rows"]:
-            raise KgzslError(f"feature shard {path} has {features.shape[0]} rows but lists {len(meta['paths'])} paths "
-                             f"and the manifest {entry['rows']}")
-        blocks.append(features.float())
-        labels.extend(meta["labels"])
-        paths.extend(meta["paths"])
-    if len(set(paths)) != len(paths):
-        raise KgzslError(f"feature folder {folder} lists some images twice: re-extract it with --force")
-    if len(paths) != manifest["features"]:
-        raise KgzslError(f"feature folder {folder} has {len(paths)} rows, its manifest says {manifest['features']}")
-    features = torch.cat(blocks) if blocks else torch.zeros((0, dim), dtype=torch.float32)
-    return FeatureSet(features, labels, paths)
+            manifest = write_manifest(job.out, config, job.items)
+        except KgzslError as exc:
+            error = str(exc)
+    agree(job.ranks, error, "writing the manifest")
+    barrier(job.ranks)
+    return manifest if manifest is not None else read_manifest(job.out)
 
 
+def _summary(job: _Job, image_dir: str | os.PathLike, manifest: dict, counts: list[int], seconds: float) -> dict[str, Any]:
+    """The JSON-able result of a run; ``counts`` = shards written, shards resumed, images extracted (all ranks)."""
+    written, skipped, extracted = counts
+    return {
+        "out": str(job.out),
+        "image_dir": str(image_dir),
+        "backbone": job.backbone.name,
+        "dim": job.backbone.dim,
+        "images": len(job.items),
+        "features": manifest["features"],
+        "bad_files": manifest["bad_files"],
+        "shards": len(manifest["shards"]),
+        "shards_written": written,
+        "shards_resumed": skipped,
+        "images_extracted_now": extracted,
+        "ranks": job.ranks.world_size,
+        "device": str(job.ranks.device),
+        "seconds": round(seconds, 2),
+        "images_per_second": round(extracted / seconds, 1) if seconds > 0 else None,
+    }
+
+
+def extract_features_distributed(
+    image_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    backbone: str | os.PathLike,
+    *,
+    arch: str | None = None,
+    device: str = "auto",
+    options: ExtractionOptions | None = None,
+) -> tuple[Ranks, dict[str, Any]]:
+    """A whole extraction process, as ``kgzsl features`` runs it, alone or as one torchrun rank.
+
+    Checks ``out`` before loading a network, joins the torchrun group if there is one, tunes the CPU
+    allocator on CPU ranks, loads ``backbone`` (a name or a weights file) on this rank's device,
+    extracts, and leaves the group. Returns this process's ranks and the run summary.
+    """
+    from kgzsl.backbones import load_backbone
+    from kgzsl.io import check_output_dir
+
+    options = options if options is not None else ExtractionOptions()
+    check_output_dir(out, "features", options.force)  # before loading a network; rank 0 checks again
+    try:
+        ranks = setup_distributed(device)
+        if ranks.device.type == "cpu":
+            tune_cpu_allocator()
+        network = load_backbone(backbone, arch=arch, device=ranks.device)
+        summary = extract_features(image_dir, network, out, options)
+    finally:
+        teardown_distributed()
+    return ranks, summary
+
+
+# ------------------------------------------------------------------------------------ loose images
 def image_list_features(
     paths: Sequence[str | os.PathLike], backbone: Backbone, batch_size: int = 32, progress: bool = False
 ) -> tuple[torch.Tensor, list[str], list[dict[str, str]]]:

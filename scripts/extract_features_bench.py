@@ -12,10 +12,7 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import re
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -24,18 +21,18 @@ from pathlib import Path
 import torch
 
 from kgzsl.backbones import load_backbone
-from kgzsl.backbones.resnet import ResNet
-from kgzsl.features import extract_features, load_features, tune_cpu_allocator
+from kgzsl.backbones.resnet import ResNet, resnet_transform
+from kgzsl.devices import tune_cpu_allocator
+from kgzsl.features import extract_features, load_features
 from kgzsl.imagenet import imagenet1k_wnids
 from kgzsl.images import load_image
+from kgzsl.samples import foolbox_imagenet_images
 
 
 def photos() -> list[tuple[Path, int]]:
-    spec = importlib.util.find_spec("foolbox")
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("the foolbox wheel (real ImageNet sample images) is not installed")
-    folder = Path(list(spec.submodule_search_locations)[0]) / "data"
-    return [(p, int(re.fullmatch(r"imagenet_\d+_(\d+)", p.stem).group(1))) for p in sorted(folder.glob("imagenet_*.jpg"))]
+    """The foolbox wheel's 20 ImageNet validation photos (:mod:`kgzsl.samples`) with their ImageNet-1k index."""
+    index = {wnid: i for i, wnid in enumerate(imagenet1k_wnids())}
+    return [(path, index[wnid]) for path, wnid in foolbox_imagenet_images()]
 
 
 def accuracy(backbone, transform, items) -> tuple[float, float]:
@@ -66,7 +63,7 @@ def main() -> None:
             print(f"  {variant}: skipped ({exc})")
             continue
         own = accuracy(backbone, backbone.transform, items)
-        imagenet = replace(backbone.transform, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375))
+        imagenet = replace(backbone.transform, mean=resnet_transform().mean, std=resnet_transform().std)
         other = accuracy(backbone, imagenet, items)
         print(f"  {variant}: (x-127)/128 {own[0]:.2f} / {own[1]:.2f};  ImageNet mean/std {other[0]:.2f} / {other[1]:.2f}")
 
