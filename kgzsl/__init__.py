@@ -2,10 +2,24 @@
 
 Pipeline, one module a stage: ``graph`` (class hierarchy + word vectors -> graph folder),
 ``embeddings`` (word vectors), ``models`` (GCNZ / SGCN / DGP), ``train``, ``recognize``,
-``evaluate``, ``inspect``. The ``kgzsl`` command is a thin layer over these.
+``evaluate``, ``explain`` (``kgzsl inspect``); a trained run folder is ``run``. The ``kgzsl`` command
+is a thin layer over these, and so is :class:`Recognizer` (``kgzsl.api``), the one object for Python.
 """
+
+from typing import Any
 
 from kgzsl.errors import KgzslError
 
 __version__ = "0.1.0"
-__all__ = ["KgzslError", "__version__"]
+#: imported on first use, so that ``import kgzsl`` stays light (no torch)
+_LAZY = {"Recognizer": "kgzsl.api", "Prediction": "kgzsl.api", "Explanation": "kgzsl.api",
+         "Run": "kgzsl.run", "load_run": "kgzsl.run"}
+__all__ = ["Explanation", "KgzslError", "Prediction", "Recognizer", "Run", "__version__", "load_run"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'kgzsl' has no attribute {name!r}")

@@ -101,9 +101,24 @@ def load_image(path: str | os.PathLike, min_side: int = MIN_IMAGE_SIDE):
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise KgzslError(f"image {path} is corrupt or truncated ({text})") from None
+    return _large_enough(image, path, min_side)
+
+
+def rgb_image(image, name: str = "image", min_side: int = MIN_IMAGE_SIDE):
+    """An in-memory ``PIL.Image`` as 8-bit RGB, converted and size-checked as :func:`load_image` does a file's
+    (``name`` is what an error calls it)."""
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        raise KgzslError(f"{name} is a {type(image).__name__}, not a PIL image")
+    return _large_enough(_to_rgb(image), name, min_side)
+
+
+def _large_enough(image, name: str | os.PathLike, min_side: int):
+    """``image`` itself if both its sides are at least ``min_side`` pixels; a KgzslError naming it otherwise."""
     width, height = image.size
     if min(width, height) < min_side:
-        raise KgzslError(f"image {path} is {width}x{height} pixels: too small (the minimum is {min_side} pixels a side)")
+        raise KgzslError(f"image {name} is {width}x{height} pixels: too small (the minimum is {min_side} pixels a side)")
     return image
 
 
@@ -155,6 +170,19 @@ class ImageTransform:
     def describe(self) -> dict:
         """A JSON-able record of the preprocessing (stored beside extracted features)."""
         return {"resize": self.resize, "crop": self.crop, "mean": list(self.mean), "std": list(self.std), "resample": self.resample}
+
+
+def list_images(folder: str | os.PathLike, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[Path]:
+    """The image files anywhere under ``folder`` (hidden files and folders skipped), sorted by relative path."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise KgzslError(f"image folder {root} does not exist" if not root.exists() else f"image folder {root} is not a folder")
+    wanted = tuple(e.lower() for e in extensions)
+    found = [path for path in root.rglob("*") if path.name.lower().endswith(wanted) and path.is_file()
+             and not any(part.startswith(".") for part in path.relative_to(root).parts)]
+    if not found:
+        raise KgzslError(f"image folder {root} holds no image files ({', '.join(wanted)})")
+    return sorted(found, key=lambda path: path.relative_to(root).as_posix())
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from kgzsl.errors import KgzslError
-from kgzsl.io import load_tensors, save_tensors
+from kgzsl.io import check_format, load_tensors, save_tensors
 
 FORMAT_NAME = "kgzsl.predictions"
 FORMAT_VERSION = 1
@@ -96,25 +96,13 @@ def save_predictions(
     return Path(path)
 
 
-def predictions_file(path: str | Path) -> Path:
-    """``path`` itself, or the ``predictions.safetensors`` inside a run folder written by ``kgzsl train``."""
-    path = Path(path)
-    if path.is_dir():
-        inner = path / "predictions.safetensors"
-        if not inner.is_file():
-            raise KgzslError(f"folder {path} has no predictions.safetensors: it is not a run folder of `kgzsl train`")
-        return inner
-    return path
-
-
 def load_predictions(path: str | Path) -> Predictions:
     """Read a file written by :func:`save_predictions` (or a run folder's), checking format, version and shapes."""
+    from kgzsl.run import predictions_file
+
     path = predictions_file(path)
     tensors, metadata = load_tensors(path, "predictions file")
-    if metadata.get("format") != FORMAT_NAME:
-        raise KgzslError(f"{path} is not a kgzsl predictions file (format {metadata.get('format')!r})")
-    if metadata.get("version") != str(FORMAT_VERSION):
-        raise KgzslError(f"{path} is predictions format version {metadata.get('version')}; this kgzsl reads {FORMAT_VERSION}")
+    check_format(metadata, FORMAT_NAME, str(FORMAT_VERSION), path, "predictions file")
     try:
         ids = json.loads(metadata["ids"])
     except (KeyError, json.JSONDecodeError):

@@ -51,3 +51,25 @@ def small_graph(glove):
     from kgzsl.graph import build_wordnet_graph
 
     return build_wordnet_graph(SMALL_SEEN, SMALL_UNSEEN, vectors=glove)
+
+
+@pytest.fixture(scope="session")
+def photo_run(tmp_path_factory, glove):
+    """A small DGP run folder over a saved real WordNet graph that can name real photos: seen ImageNet-1k/20
+    plus the 20 foolbox photos' classes, held out; unseen the giraffe and ImageNet-21k/400 (421 nodes).
+    Lite0 targets, 8 epochs, 256 hidden units. A dict: run and graph folders, held-out wnids, TrainResult."""
+    from kgzsl.graph import build_wordnet_graph, load_graph
+    from kgzsl.imagenet import imagenet1k_wnids, imagenet21k_unseen_wnids
+    from kgzsl.run import save_run
+    from kgzsl.samples import GIRAFFE_WNID, foolbox_imagenet_images
+    from kgzsl.targets import load_targets
+    from kgzsl.train import train
+
+    held = sorted({wnid for _, wnid in foolbox_imagenet_images()})
+    root = tmp_path_factory.mktemp("photo-run")
+    seen = sorted(set(imagenet1k_wnids()[::20]) | set(held))
+    build_wordnet_graph(seen, [GIRAFFE_WNID] + imagenet21k_unseen_wnids()[::400], vectors=glove).save(root / "graph")
+    graph = load_graph(root / "graph")
+    result = train(graph, load_targets(), model="dgp", epochs=8, seed=0, exclude=held, progress=False, hidden_channels=256)
+    save_run(result, graph, root / "run")
+    return {"run": root / "run", "graph": root / "graph", "held": held, "result": result}

@@ -9,8 +9,10 @@ checkpoint has one, its classifier (the "real" seen-class weights a graph networ
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -46,6 +48,13 @@ class Backbone:
             raise KgzslError(f"backbone {self.name} takes a batch [B, 3, H, W], not {list(batch.shape)}")
         self.model.eval()
         return self.model(batch.to(self.device, torch.float32)).float().cpu()
+
+    def embed(self, images: Sequence[Any], batch_size: int = 32) -> Tensor:
+        """Pooled features [n, dim] of RGB PIL images (e.g. from :func:`kgzsl.images.load_image`), preprocessed
+        with :attr:`transform` and run ``batch_size`` at a time."""
+        chunks = [self.features(torch.stack([self.transform(image) for image in images[start:start + batch_size]]))
+                  for start in range(0, len(images), batch_size)]
+        return torch.cat(chunks) if chunks else torch.zeros(0, self.dim)
 
     @torch.inference_mode()
     def logits(self, features: Tensor) -> Tensor:

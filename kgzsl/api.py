@@ -1,0 +1,306 @@
+"""One object for zero-shot recognition from Python: :class:`Recognizer`, over a trained run folder.
+
+::
+
+    from kgzsl import Recognizer
+    rec = Recognizer.from_run("runs/dgp")     # or Recognizer.pretrained(): the demo's default, trained once
+    rec.predict("photo.jpg", top=5)          # a Prediction; a list, a folder, PIL images, features: a list
+    rec.explain("giraffe")                   # what `kgzsl inspect giraffe` prints, as data
+
+It only composes the library's stages (:mod:`kgzsl.run`, :func:`kgzsl.backbones.load_backbone`,
+:func:`kgzsl.images.load_image`, :func:`kgzsl.recognize.predict_features`,
+:func:`kgzsl.explain.inspect_node`), which stay available for anything it does not cover.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kgzsl.errors import KgzslError
+from kgzsl.run import Run, load_run
+
+if TYPE_CHECKING:
+    import torch
+
+    from kgzsl.backbones import Backbone
+    from kgzsl.graph import ClassGraph
+    from kgzsl.models import PropagationModel
+    from kgzsl.targets import Targets
+
+log = logging.getLogger("kgzsl")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The best candidate classes of one image, best first: graph node ids (wnids in WordNet graphs),
+    their names and scores (``[feature, 1] . classifier``)."""
+
+    image: str
+    ids: list[str]
+    names: list[str]
+    scores: list[float]
+
+
+@dataclass(frozen=True)
+class RelatedClass:
+    """A class an :class:`Explanation` lists: ``trained`` if its real classifier was used in training, and
+    its ``distance`` (hops; ancestors, descendants), ``cosine`` (nearest by weight) or ``weight`` (attribution)."""
+
+    id: str
+    name: str
+    role: str
+    trained: bool
+    distance: int | None = None
+    cosine: float | None = None
+    weight: float | None = None
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why a class got its classifier (:func:`kgzsl.explain.inspect_node`'s report, typed); ``str()`` gives
+    what ``kgzsl inspect`` prints and ``report`` the JSON-able dict ``kgzsl inspect --json`` prints."""
+
+    id: str
+    wnid: str
+    names: list[str]
+    gloss: str
+    role: str
+    trained_on_real_classifier: bool
+    weight_norm: float
+    ancestors: list[RelatedClass]
+    descendants: list[RelatedClass]
+    descendant_count: int
+    nearest_by_weight: list[RelatedClass]
+    cosine_to_true_classifier: float | None
+    attribution: list[RelatedClass] | None
+    attribution_faithfulness: float | None
+    distance_weights: dict[str, Any] | None  # the model's learned hop-distance group weights (DGP), if any
+    report: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def from_report(cls, report: dict[str, Any]) -> Explanation:
+        """Type the dict :func:`kgzsl.explain.inspect_node` returns."""
+        from kgzsl.explain import GROUP_WEIGHTS
+
+        def related(key: str) -> list[RelatedClass]:
+            return [RelatedClass(**entry) for entry in report[key]]
+
+        weights = [value for key, value in report.items() if key.endswith(GROUP_WEIGHTS)]
+        return cls(
+            id=report["id"], wnid=report["wnid"], names=list(report["names"]), gloss=report["gloss"], role=report["role"],
+            trained_on_real_classifier=report["trained_on_real_classifier"], weight_norm=report["weight_norm"],
+            ancestors=related("ancestors"), descendants=related("descendants"), descendant_count=report["descendant_count"],
+            nearest_by_weight=related("nearest_by_weight"),
+            cosine_to_true_classifier=report.get("cosine_to_true_classifier"),
+            attribution=related("attribution") if "attribution" in report else None,
+            attribution_faithfulness=report.get("attribution_faithfulness"),
+            distance_weights=weights[0] if weights else None, report=report,
+        )
+
+    def __str__(self) -> str:
+        from kgzsl.explain import format_report
+
+        return format_report(self.report)
+
+
+class Recognizer:
+    """Names images with the classifiers of a trained run: :meth:`predict`, and :meth:`explain` for why a
+    class got its classifier.
+
+    ``backbone``: the network whose features the classifiers take (default: the one the run records;
+    another one is refused, as ``kgzsl predict`` does). ``candidates``: ``"unseen"`` (standard zero-shot:
+    classes whose real classifier was not used), ``"all"`` (seen ones too) or a list of node ids.
+    ``graph``: the run's graph folder, where the one it records has moved.
+    """
+
+    def __init__(
+        self,
+        run: Run,
+        backbone: str | os.PathLike | None = None,
+        candidates: str | list[str] = "unseen",
+        graph: str | os.PathLike | None = None,
+        device: str = "cpu",
+        batch_size: int = 32,
+        progress: bool = True,
+    ) -> None:
+        name = backbone or run.backbone
+        if not name:
+            raise KgzslError(f"run {run.source} records no backbone (its targets were a plain matrix): pass backbone=, "
+                             "the network whose features its classifiers take")
+        if int(batch_size) < 1:
+            raise KgzslError(f"batch_size must be at least 1, got {batch_size}")
+        self.run, self.candidates, self.batch_size, self.progress = run, candidates, int(batch_size), progress
+        self._backbone_name, self._device, self._graph_folder = str(name), device, graph
+
+    def __repr__(self) -> str:
+        return f"Recognizer({self.run.source}, model={self.run.model_name}, backbone={self._backbone_name})"
+
+    @classmethod
+    def from_run(cls, path: str | os.PathLike, **options: Any) -> Recognizer:
+        """A recognizer over a run folder written by ``kgzsl train`` (or its predictions file); ``options``
+        as for :class:`Recognizer`."""
+        return cls(load_run(path), **options)
+
+    @classmethod
+    def pretrained(
+        cls,
+        model: str = "dgp",
+        seed: int = 0,
+        epochs: int | None = None,
+        graph: str | os.PathLike | None = None,
+        folder: str | os.PathLike | None = None,
+        **options: Any,
+    ) -> Recognizer:
+        """The demo's default: ``model`` trained on the shipped ImageNet-21k graph (or ``graph``) with its default
+        schedule on EfficientNet-Lite0's real classifiers, no class held out. Trained once (minutes, with a
+        progress bar) into ``folder`` (default ``<kgzsl cache>/pretrained/<model>``), reused after."""
+        from kgzsl.demo import DEFAULT_GRAPH, load_or_build_graph
+        from kgzsl.resources import cache_dir
+        from kgzsl.run import reusable_run
+
+        progress = options.get("progress", True)
+        loaded = load_or_build_graph(Path(graph) if graph is not None else DEFAULT_GRAPH, progress)
+        where = Path(folder) if folder is not None else cache_dir() / "pretrained" / str(model)
+        run, _ = reusable_run(loaded, where, model=model, epochs=epochs, seed=seed, progress=progress, log=log.info)
+        recognizer = cls(run, **options)
+        recognizer.__dict__["graph"] = loaded  # the cached property: already loaded
+        return recognizer
+
+    # ------------------------------------------------------------------------- loaded on first use
+    @cached_property
+    def backbone(self) -> Backbone:
+        """The feature extractor, loaded on first use; refused if the run was trained for another one."""
+        from kgzsl.backbones import BACKBONE_NAMES, load_backbone
+        from kgzsl.predictions import backbone_mismatch
+
+        network = load_backbone(self._backbone_name, device=self._device)
+        label = network.name if network.name in BACKBONE_NAMES else network.source
+        mismatch = backbone_mismatch(self.run.predictions.meta, label, network.fingerprint)
+        if mismatch is not None:
+            raise KgzslError(f"run {self.run.source} was trained for {mismatch[0]} but backbone {mismatch[1]} was given: "
+                             "leave backbone= out to use the run's")
+        return network
+
+    @cached_property
+    def graph(self) -> ClassGraph:
+        """The graph the run was trained on."""
+        return self.run.load_graph(self._graph_folder)
+
+    @cached_property
+    def model(self) -> PropagationModel | None:
+        """The trained model (None where the run folder has none: no attribution in :meth:`explain`)."""
+        return self.run.load_model(self.graph)
+
+    @cached_property
+    def targets(self) -> Targets | None:
+        """The real classifiers the run regressed (None where they cannot be loaded again)."""
+        try:
+            return self.run.load_targets()
+        except KgzslError as exc:
+            log.warning("the targets of run %s cannot be loaded again (%s): no comparison with true classifiers",
+                        self.run.source, exc)
+            return None
+
+    # ------------------------------------------------------------------------------------ the API
+    def predict(self, x: Any, top: int = 5, candidates: str | list[str] | None = None) -> Prediction | list[Prediction]:
+        """The ``top`` best candidate classes of each image in ``x``: a path, a folder (its images, sorted),
+        a PIL image, a list of paths / PIL images, or features of the run's backbone (``[D]`` or ``[B, D]``).
+
+        One image (a path, a PIL image, ``[D]``) gives one :class:`Prediction`; anything else a list, in
+        input order. Among several files, unreadable ones are skipped with a warning; a single one raises.
+        """
+        from kgzsl.recognize import predict_features
+
+        if int(top) < 1:
+            raise KgzslError(f"top must be at least 1, got {top}")
+        single, features, names = self._features(x)
+        rows = predict_features(features, names, self.run.predictions, candidates=candidates or self.candidates, top=int(top))
+        found = [Prediction(r.image, [t[0] for t in r.top], [t[1] for t in r.top], [t[2] for t in r.top]) for r in rows]
+        return found[0] if single else found
+
+    def explain(self, query: str, top: int = 10) -> Explanation:
+        """What ``kgzsl inspect`` reports about the class ``query`` (a wnid or a name): its place in the graph,
+        the nearest classifiers, the seen classes its classifier is built from (``top`` of each)."""
+        from kgzsl.explain import inspect_node
+
+        if int(top) < 1:
+            raise KgzslError(f"top must be at least 1, got {top}")
+        report = inspect_node(self.graph, self.run.predictions, query, model=self.model, targets=self.targets, k=int(top))
+        return Explanation.from_report(report)
+
+    # ------------------------------------------------------------------------------------ images
+    def _features(self, x: Any) -> tuple[bool, torch.Tensor, list[str]]:
+        """(one input?, features [n, D], a name for each row) of what :meth:`predict` takes."""
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            features = x.detach().float().cpu()
+            if features.dim() not in (1, 2):
+                raise KgzslError(f"features must be [D] or [images, D], got shape {list(features.shape)}")
+            if features.dim() == 1:
+                return True, features.unsqueeze(0), ["features"]
+            return False, features, [f"features[{i}]" for i in range(features.size(0))]
+        items, single = _image_items(x)
+        features, names = self._image_features(items, single)
+        return single, features, names
+
+    def _image_features(self, items: list[tuple[str, Any]], single: bool) -> tuple[torch.Tensor, list[str]]:
+        """Features of ``items`` (name, path or PIL image), a batch at a time under one progress bar."""
+        import torch
+        from tqdm import tqdm
+
+        from kgzsl.images import load_image, rgb_image
+
+        chunks, names = [], []
+        with tqdm(total=len(items), desc="recognize", unit="image", file=sys.stderr,
+                  disable=not self.progress or len(items) < 2) as bar:
+            for start in range(0, len(items), self.batch_size):
+                images = []
+                for name, item in items[start:start + self.batch_size]:
+                    try:
+                        images.append(load_image(item) if isinstance(item, (str, os.PathLike)) else rgb_image(item, name))
+                        names.append(name)
+                    except KgzslError as exc:
+                        if single:
+                            raise
+                        log.warning("skipped %s: %s", name, exc)
+                if images:
+                    chunks.append(self.backbone.embed(images, self.batch_size))
+                bar.update(min(self.batch_size, len(items) - start))
+        if not names:
+            raise KgzslError(f"none of the {len(items)} images could be read")
+        return torch.cat(chunks), names
+
+
+def _image_items(x: Any) -> tuple[list[tuple[str, Any]], bool]:
+    """(name, path or PIL image) of every image ``x`` names, and whether ``x`` was a single image."""
+    from PIL import Image
+
+    from kgzsl.images import list_images
+
+    if isinstance(x, Image.Image):
+        return [(getattr(x, "filename", "") or "image", x)], True
+    if isinstance(x, (str, os.PathLike)):
+        if Path(x).is_dir():
+            return [(str(path), path) for path in list_images(x)], False
+        return [(str(x), x)], True
+    if isinstance(x, (list, tuple)):
+        items: list[tuple[str, Any]] = []
+        for i, entry in enumerate(x):
+            if isinstance(entry, Image.Image):
+                items.append((getattr(entry, "filename", "") or f"image {i}", entry))
+            elif isinstance(entry, (str, os.PathLike)):
+                items.extend(_image_items(entry)[0])
+            else:
+                raise KgzslError(f"image {i} of the list is a {type(entry).__name__}: give paths or PIL images")
+        if not items:
+            raise KgzslError("the image list is empty")
+        return items, False
+    raise KgzslError(f"cannot recognize a {type(x).__name__}: give a path, a folder, a PIL image, a list of them, "
+                     "or a feature tensor")
