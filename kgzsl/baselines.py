@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from kgzsl.errors import KgzslError
+from kgzsl.graph import undirected_neighbours
 from kgzsl.recognize import class_scores
 
 
@@ -62,10 +63,7 @@ def wordnet_neighbour_predict(
 
     Only the ``query`` nodes (default: all) are computed; other rows stay zero.
     """
-    neighbours: list[list[int]] = [[] for _ in range(num_nodes)]
-    for child, parent in np.asarray(edge_index).T.tolist():
-        neighbours[child].append(parent)
-        neighbours[parent].append(child)
+    neighbours = undirected_neighbours(edge_index, num_nodes)
     row_of = {int(node): row for row, node in enumerate(np.asarray(train_index).tolist())}
     t = _unit(targets)
     out = torch.zeros(num_nodes, t.shape[1])

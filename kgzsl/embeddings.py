@@ -137,7 +137,7 @@ class SentenceFeatures:
 class ConcatenatedFeatures:
     """Several sources side by side, each part L2-normalised; a node has a vector if any part has one."""
 
-    parts: list
+    parts: list[NodeFeatureSource]
     source: str
 
     @property
@@ -148,6 +148,10 @@ class ConcatenatedFeatures:
         blocks, masks = zip(*(part.embed_nodes(texts, progress) for part in self.parts))
         unit = [b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12) for b in blocks]
         return np.concatenate(unit, axis=1).astype(np.float32), np.logical_or.reduce(masks)
+
+
+#: what :func:`load_vectors` returns: every source has ``source``, ``dim`` and ``embed_nodes(texts, progress)``
+NodeFeatureSource = WordVectors | SentenceFeatures | ConcatenatedFeatures
 
 
 def default_glove() -> WordVectors:
@@ -218,7 +222,7 @@ def _looks_like_word2vec_header(path: Path) -> bool:
     return len(first) == 2 and all(part.isdigit() for part in first)
 
 
-def load_vectors(spec: str | Path | None = None):
+def load_vectors(spec: str | Path | None = None) -> NodeFeatureSource:
     """A node-feature source: None for the default (:data:`DEFAULT_VECTORS`), a name from the module
     docstring, ``A+B`` for a concatenation, or a word-vector file (see :func:`load_vector_file`)."""
     spec = DEFAULT_VECTORS if spec is None else spec

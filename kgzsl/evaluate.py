@@ -14,14 +14,19 @@ and hierarchical with a graph) summarises the whole rank distribution, not only 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
 
 from kgzsl.errors import KgzslError
-from kgzsl.recognize import class_scores, ranks_of_true, transductive_scores
+from kgzsl.recognize import GZSLResult, calibrate, class_scores, gzsl_at_gamma, ranks_of_true, transductive_scores
+
+if TYPE_CHECKING:
+    from kgzsl.graph import ClassGraph
+    from kgzsl.predictions import Predictions
 
 DEFAULT_KS = (1, 2, 5, 10, 20)
 
@@ -76,7 +81,7 @@ def rank_metrics(ranks: torch.Tensor, ks: tuple[int, ...] = DEFAULT_KS) -> dict[
     return {"hit": {k: float((ranks <= k).float().mean()) for k in ks}, "median_rank": float(ranks.median())}
 
 
-def correct_columns(graph: Any, true_ids: list[str], column_ids: list[str]) -> list[torch.Tensor]:
+def correct_columns(graph: ClassGraph, true_ids: list[str], column_ids: list[str]) -> list[torch.Tensor]:
     """For each true class id, the positions (long tensor) in ``column_ids`` of the candidates that name
     it correctly under the hierarchy: the class itself or any of its descendants in ``graph`` (a
     :class:`kgzsl.graph.ClassGraph`).
@@ -167,7 +172,7 @@ def evaluate_split(
     ks: tuple[int, ...] = DEFAULT_KS,
     name: str = "split",
     batch_size: int = 4096,
-    graph: Any = None,
+    graph: ClassGraph | None = None,
     transductive: bool = False,
 ) -> SplitResult:
     """Hit@k and median rank over the images whose label is in ``split``, against the split's classes
@@ -183,7 +188,7 @@ def evaluate_split(
     columns = list(split_cols)
     if with_seen:
         if not seen_ids:
-            raise KgzslError("--with-seen needs the seen classes: the predictions file lists none")
+            raise KgzslError("with_seen needs the seen classes: the predictions file lists none", parameter="with_seen")
         split_set = set(split_cols)
         columns += [position[w] for w in seen_ids if w in position and position[w] not in split_set]
     rows, truth = _labelled_rows(labels, position, columns, len(split_cols))
@@ -237,26 +242,26 @@ def format_table(results: list[SplitResult]) -> str:
     return "\n".join(lines)
 
 
-def mean_hits(results: list[SplitResult]) -> dict[int, float]:
-    """Image-weighted mean Hit@k over several results (for a summary line)."""
-    total = sum(r.images for r in results)
-    return {k: sum(r.hit[k] * r.images for r in results) / total for k in results[0].hit} if total else {}
+class GZSLScores(NamedTuple):
+    """The generalized zero-shot problem of some images: their scores against the unseen then the seen
+    candidates, each image's true column, and which columns are seen classes."""
+
+    scores: torch.Tensor  # [images, unseen + seen candidates]
+    truth: torch.Tensor  # [images], column of the true class
+    seen_columns: torch.Tensor  # bool [unseen + seen candidates]
 
 
-def gzsl_evaluate(
+def gzsl_scores(
     features: torch.Tensor,
     labels: list[str],
     class_ids: list[str],
     weights: torch.Tensor,
     unseen_ids: list[str],
     seen_ids: list[str],
-    calibration_fraction: float = 0.5,
-    seed: int = 0,
-):
-    """Generalized zero-shot with calibrated stacking: gamma chosen on a seeded slice of the images,
-    accuracies (seen, unseen, harmonic mean) reported on the rest. Returns (test result, calibration result)."""
-    from kgzsl.recognize import calibrate, evaluate_gzsl
-
+) -> GZSLScores:
+    """Score the images labelled with an unseen or seen class against both (``weights`` rows follow
+    ``class_ids``; a seen id that is also unseen counts as unseen); images of other classes are left out.
+    A KgzslError when no image is left, or only images of seen or only of unseen classes."""
     position = {c: i for i, c in enumerate(class_ids)}
     unseen_cols = [position[w] for w in unseen_ids if w in position]
     seen_cols = [position[w] for w in seen_ids if w in position and w not in set(unseen_ids)]
@@ -268,10 +273,87 @@ def gzsl_evaluate(
     if seen_mask[truth].all() or not seen_mask[truth].any():
         raise KgzslError("generalized zero-shot needs images of both seen and unseen classes")
     scores = class_scores(torch.as_tensor(features, dtype=torch.float32)[rows], torch.as_tensor(weights)[columns])
-    order = torch.from_numpy(np.random.default_rng(seed).permutation(len(rows)))
-    n_cal = max(1, int(round(calibration_fraction * len(rows))))
+    return GZSLScores(scores, truth, seen_mask)
+
+
+def evaluate_gzsl_split(
+    features: torch.Tensor,
+    labels: list[str],
+    class_ids: list[str],
+    weights: torch.Tensor,
+    unseen_ids: list[str],
+    seen_ids: list[str],
+    calibration_fraction: float = 0.5,
+    seed: int = 0,
+) -> tuple[GZSLResult, GZSLResult]:
+    """Generalized zero-shot with calibrated stacking over :func:`gzsl_scores`: gamma chosen
+    (:func:`kgzsl.recognize.calibrate`) on a seeded ``calibration_fraction`` of the images, accuracies
+    (seen, unseen, harmonic mean) reported on the rest (:func:`kgzsl.recognize.gzsl_at_gamma`).
+    Returns (test result, calibration result)."""
+    scores, truth, seen_mask = gzsl_scores(features, labels, class_ids, weights, unseen_ids, seen_ids)
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(len(truth)))
+    n_cal = max(1, int(round(calibration_fraction * len(truth))))
     cal, test = order[:n_cal], order[n_cal:]
     if len(test) == 0:
         raise KgzslError("too few images to hold some out for calibration")
     chosen = calibrate(scores[cal], truth[cal], seen_mask)
-    return evaluate_gzsl(scores[test], truth[test], seen_mask, chosen.gamma), chosen
+    return gzsl_at_gamma(scores[test], truth[test], seen_mask, chosen.gamma), chosen
+
+
+# ------------------------------------------------------------------------------ a run on its splits
+@dataclass
+class SplitEvaluation:
+    """One split evaluated by :func:`evaluate_splits`: its Hit@k (``result``), with transduction the
+    transductive Hit@k, with GZSL the test images' result at the gamma calibrated on the others."""
+
+    result: SplitResult
+    transductive: SplitResult | None = None
+    gzsl: GZSLResult | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON entry of ``kgzsl evaluate``: the split's figures, then the transductive and GZSL ones."""
+        entry = self.result.as_dict()
+        if self.transductive is not None:
+            entry["transductive"] = self.transductive.as_dict()
+            entry["transductive_gain_hit@1"] = round(self.transductive.hit[1] - self.result.hit[1], 4)
+        if self.gzsl is not None:
+            g = self.gzsl
+            entry["gzsl"] = {"gamma": g.gamma, "seen_accuracy": g.seen_accuracy, "unseen_accuracy": g.unseen_accuracy,
+                             "harmonic_mean": g.harmonic_mean, "ausuc": g.auc}
+        return entry
+
+
+def evaluate_splits(
+    features: torch.Tensor,
+    labels: list[str],
+    predictions: Predictions,
+    splits: Mapping[str, list[str]] | Sequence[tuple[str, list[str]]],
+    with_seen: bool = False,
+    graph: ClassGraph | None = None,
+    seen_rows: str = "real",
+    transductive: bool = False,
+    gzsl: bool = False,
+    seed: int = 0,
+) -> list[SplitEvaluation]:
+    """Evaluate ``predictions`` on labelled ``features`` for each split (name -> unseen ids, or (name, ids) pairs), as
+    ``kgzsl evaluate`` does: :func:`evaluate_split` (hierarchical too, given ``graph``); with
+    ``transductive`` also its transductive form; with ``gzsl`` also :func:`evaluate_gzsl_split` (``seed``:
+    its calibration/test image split). Seen classes are scored with their ``seen_rows`` classifiers."""
+    if features.shape[1] + 1 != predictions.pred.shape[1]:
+        raise KgzslError(
+            f"features are {features.shape[1]}-d but the predictions are {predictions.pred.shape[1] - 1}-d (+1 bias): "
+            "extract features with the backbone the predictions were trained for"
+        )
+    seen_ids = [i for i, seen in zip(predictions.ids, predictions.seen.tolist()) if seen]
+    weights = predictions.classifiers(seen_rows)
+    found = []
+    for name, split in splits.items() if isinstance(splits, Mapping) else splits:
+        common = dict(with_seen=with_seen, graph=graph)
+        evaluation = SplitEvaluation(evaluate_split(features, labels, predictions.ids, weights, split, seen_ids, name=name, **common))
+        if transductive:
+            evaluation.transductive = evaluate_split(features, labels, predictions.ids, weights, split, seen_ids,
+                                                     name=name + "+trans", transductive=True, **common)
+        if gzsl:
+            evaluation.gzsl = evaluate_gzsl_split(features, labels, predictions.ids, weights, split, seen_ids, seed=seed)[0]
+        found.append(evaluation)
+    return found

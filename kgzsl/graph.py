@@ -15,17 +15,19 @@ Folder format, version 1 (loads without pickle)::
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kgzsl.errors import KgzslError
-from kgzsl.io import IdList, atomic_dir, load_tensors, read_id_list, read_json, save_tensors, write_json
+from kgzsl.io import IdList, atomic_dir, check_format, load_tensors, read_id_list, read_json, save_tensors, write_json
+
+if TYPE_CHECKING:
+    from kgzsl.embeddings import NodeFeatureSource
 
 # read_id_list (kgzsl.io) stays importable from here, its former home
 
@@ -72,6 +74,10 @@ class ClassGraph:
     def oov_ids(self) -> list[str]:
         """Ids of nodes that got no word vector."""
         return [self.ids[i] for i in np.flatnonzero(~self.has_vector)]
+
+    def neighbours(self) -> list[list[int]]:
+        """Each node's neighbours along the hypernym edges taken both ways (see :func:`undirected_neighbours`)."""
+        return undirected_neighbours(self.edge_index, self.num_nodes)
 
     def dense_pairs_by_distance(self) -> list[int]:
         """Number of (node, ancestor) pairs at each hop distance 0, 1, 2, ..."""
@@ -132,11 +138,7 @@ def load_graph(folder: str | Path) -> ClassGraph:
         raise KgzslError(f"graph folder {folder} does not exist (build one with `kgzsl build-graph`)")
     if not (folder / "graph.json").is_file():
         raise KgzslError(f"folder {folder} has no graph.json: it is not a graph folder of `kgzsl build-graph`")
-    header = read_json(folder / "graph.json", "graph header")
-    if header.get("format") != FORMAT_NAME:
-        raise KgzslError(f"{folder}/graph.json is not a kgzsl graph (format {header.get('format')!r})")
-    if header.get("version") != FORMAT_VERSION:
-        raise KgzslError(f"{folder} is graph format version {header.get('version')}; this kgzsl reads {FORMAT_VERSION}")
+    header = check_format(read_json(folder / "graph.json", "graph header"), FORMAT_NAME, FORMAT_VERSION, folder / "graph.json", "graph")
     nodes = read_json(folder / "nodes.json", "graph node list")
     tensors, _ = load_tensors(folder / "tensors.safetensors", "graph tensors")
     graph = ClassGraph(
@@ -160,6 +162,16 @@ def load_graph(folder: str | Path) -> ClassGraph:
             raise KgzslError(f"graph folder {folder}: {name} refers to nodes outside 0..{n - 1}")
     graph.meta["folder"] = str(folder)
     return graph
+
+
+def undirected_neighbours(edge_index: np.ndarray, num_nodes: int) -> list[list[int]]:
+    """Adjacency lists of the ``[2, E]`` child -> parent edges taken both ways, in edge order: the one
+    neighbour list every breadth-first search over the undirected hierarchy walks."""
+    neighbours: list[list[int]] = [[] for _ in range(num_nodes)]
+    for child, parent in np.asarray(edge_index).reshape(2, -1).T.tolist():
+        neighbours[child].append(parent)
+        neighbours[parent].append(child)
+    return neighbours
 
 
 def ancestor_pairs(parents: Sequence[Sequence[int]], progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -219,7 +231,7 @@ def assemble_graph(
     glosses: list[str],
     roles: list[str],
     parents: list[list[int]],
-    vectors: "Any",
+    vectors: NodeFeatureSource,
     meta: dict[str, Any],
     where: str = "hierarchy",
     progress: bool = False,
@@ -247,12 +259,34 @@ def _validated_wnids(ids: list[str], path_label: str) -> list[str]:
     return ids
 
 
+def _close_upward(order: dict[str, str], instance_hypernyms: bool) -> dict[str, list[str]]:
+    """Add every hypernym ancestor of ``order``'s wnids to it (role ``internal``, sorted), breadth first;
+    return the direct hypernyms of every wnid it walked, so they are not looked up twice."""
+    from kgzsl.wordnet import hypernym_wnids
+
+    hypernyms: dict[str, list[str]] = {}
+    added: set[str] = set()
+    frontier = list(order)
+    while frontier:
+        nxt = []
+        for wnid in frontier:
+            hypernyms[wnid] = hypernym_wnids(wnid, instance_hypernyms)
+            for parent in hypernyms[wnid]:
+                if parent not in order and parent not in added:
+                    added.add(parent)
+                    nxt.append(parent)
+        frontier = nxt
+    for wnid in sorted(added):
+        order[wnid] = "internal"
+    return hypernyms
+
+
 def build_wordnet_graph(
     seen: list[str],
     unseen: list[str],
     extra: list[str] | None = None,
     closure: bool = True,
-    vectors: "Any" = None,
+    vectors: NodeFeatureSource | None = None,
     instance_hypernyms: bool | None = None,
     sources: dict[str, str] | None = None,
     progress: bool = False,
@@ -285,28 +319,16 @@ def build_wordnet_graph(
     _validated_wnids(unseen, sources.get("unseen", "unseen list"))
     _validated_wnids(extra, sources.get("extra", "extra-node list"))
     order: dict[str, str] = {}
-    for wnid in seen:
-        order.setdefault(wnid, "seen")
-    for wnid in unseen:
-        order.setdefault(wnid, "unseen")
-    for wnid in extra:
-        order.setdefault(wnid, "internal")
+    for wnids, role in ((seen, "seen"), (unseen, "unseen"), (extra, "internal")):
+        for wnid in wnids:
+            order.setdefault(wnid, role)
     if closure:
-        added: set[str] = set()
-        frontier = list(order)
-        while frontier:
-            nxt = []
-            for wnid in frontier:
-                for parent in hypernym_wnids(wnid, instance_hypernyms):
-                    if parent not in order and parent not in added:
-                        added.add(parent)
-                        nxt.append(parent)
-            frontier = nxt
-        for wnid in sorted(added):
-            order[wnid] = "internal"
+        hypernyms = _close_upward(order, instance_hypernyms)
+    else:
+        hypernyms = {w: hypernym_wnids(w, instance_hypernyms) for w in order}
     ids = list(order)
     position = {w: i for i, w in enumerate(ids)}
-    parents = [[position[p] for p in hypernym_wnids(w, instance_hypernyms) if p in position] for w in ids]
+    parents = [[position[p] for p in hypernyms[w] if p in position] for w in ids]
     if vectors is None:
         vectors = load_vectors(None)
     names = [[n.replace("_", " ") for n in lemma_names(w)] for w in ids]
@@ -320,10 +342,3 @@ def build_wordnet_graph(
         ids, list(ids), names, [gloss(w) for w in ids], list(order.values()), parents, vectors, meta,
         where="WordNet", progress=progress,
     )
-
-
-def build_graph_timed(build: "Any", *args: Any, **kwargs: Any) -> tuple[ClassGraph, float]:
-    """Run a builder and return the graph with the seconds it took."""
-    start = time.perf_counter()
-    graph = build(*args, **kwargs)
-    return graph, time.perf_counter() - start

@@ -419,6 +419,18 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
         raise KgzslError(f"{what} {path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
 
 
+def check_format(header: Any, name: str | int, version: int | str | None, where: str | os.PathLike, what: str) -> dict:
+    """Return ``header`` (a JSON object or safetensors metadata) if it is a kgzsl ``what`` of format ``name``
+    and ``version`` (compared as stored: an int in JSON, a str in safetensors metadata; None: the format
+    has no separate version); else a KgzslError naming ``where`` and what was found."""
+    found = header.get("format") if isinstance(header, dict) else type(header).__name__
+    if not isinstance(header, dict) or found != name:
+        raise KgzslError(f"{where} is not a kgzsl {what} (format {found!r})")
+    if version is not None and header.get("version") != version:
+        raise KgzslError(f"{where} is {what} format version {header.get('version')}; this kgzsl reads {version}")
+    return header
+
+
 def save_tensors(path: str | os.PathLike, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
     """Save numpy arrays or torch tensors as a safetensors file, atomically."""
     import numpy as np

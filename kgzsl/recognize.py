@@ -14,12 +14,15 @@ column, exactly as the targets were built from the CNN's ``fc`` layer. Three set
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from kgzsl.errors import KgzslError
+from kgzsl.errors import KgzslError, check_number
+
+if TYPE_CHECKING:
+    from kgzsl.predictions import Predictions
 
 
 def with_bias(features: torch.Tensor) -> torch.Tensor:
@@ -111,8 +114,9 @@ def calibrate(scores: torch.Tensor, true_index: torch.Tensor, seen_columns: torc
     return GZSLResult(best[0], best[1], best[2], harmonic(best[1], best[2]), curve)
 
 
-def evaluate_gzsl(scores: torch.Tensor, true_index: torch.Tensor, seen_columns: torch.Tensor, gamma: float) -> GZSLResult:
-    """Seen/unseen accuracy and harmonic mean on test images at a ``gamma`` chosen elsewhere."""
+def gzsl_at_gamma(scores: torch.Tensor, true_index: torch.Tensor, seen_columns: torch.Tensor, gamma: float) -> GZSLResult:
+    """Seen/unseen accuracy and harmonic mean on test images at a ``gamma`` chosen elsewhere (e.g. by
+    :func:`calibrate`), with the whole seen-unseen curve."""
     seen_columns = torch.as_tensor(seen_columns, dtype=torch.bool)
     s, u = gzsl_accuracies(scores, true_index, seen_columns, gamma)
     return GZSLResult(gamma, s, u, harmonic(s, u), seen_unseen_curve(scores, true_index, seen_columns))
@@ -190,7 +194,7 @@ def transductive_scores(features: torch.Tensor, scores: torch.Tensor, neighbours
 
 
 # ------------------------------------------------------------------------------- over predictions
-def candidate_mask(predictions: Any, candidates: str | list[str] = "unseen", where: str = "candidates") -> torch.Tensor:
+def candidate_mask(predictions: Predictions, candidates: str | list[str] = "unseen", where: str = "candidates") -> torch.Tensor:
     """Boolean mask over prediction rows: the classes an image may be named.
 
     ``"unseen"``: every class (not a structure-only node) whose real classifier was NOT used in
@@ -216,7 +220,7 @@ def candidate_mask(predictions: Any, candidates: str | list[str] = "unseen", whe
     return mask
 
 
-def display_name(predictions: Any, row: int) -> str:
+def display_name(predictions: Predictions, row: int) -> str:
     """The first lemma name of a prediction row's class, or its id when the file carries no names."""
     names = predictions.meta.get("names")
     return names[row] if names else predictions.ids[row]
@@ -232,7 +236,7 @@ class ImagePrediction:
 
 def candidate_scores(
     features: torch.Tensor,
-    predictions: Any,
+    predictions: Predictions,
     candidates: str | list[str] = "unseen",
     gamma: float = 0.0,
     transductive: bool = False,
@@ -242,6 +246,7 @@ def candidate_scores(
     ``predictions`` (``[C]``). Seen classes are scored with their real classifiers (``seen_rows="real"``,
     where the file has them) or the predicted ones; ``gamma`` is subtracted from seen classes' scores
     (calibrated stacking); ``transductive`` first refines the unseen classifiers on these features."""
+    check_number("gamma", gamma)  # NaN would rank every seen class NaN, without a word
     columns = candidate_mask(predictions, candidates).nonzero().view(-1)
     weights = predictions.classifiers(seen_rows)[columns]
     seen_cols = predictions.seen[columns]
@@ -251,8 +256,9 @@ def candidate_scores(
     return scores - gamma * seen_cols.float().view(1, -1), columns
 
 
-def top_predictions(scores: torch.Tensor, columns: torch.Tensor, names: list[str], predictions: Any, top: int = 5) -> list[ImagePrediction]:
+def top_predictions(scores: torch.Tensor, columns: torch.Tensor, names: list[str], predictions: Predictions, top: int = 5) -> list[ImagePrediction]:
     """The ``top`` best-scoring candidates of each row of ``scores`` (from :func:`candidate_scores`)."""
+    check_number("top", top, at_least=1)
     values, indices = top_k(scores, top)
     out = []
     for name, vals, idxs in zip(names, values.tolist(), indices.tolist()):
@@ -264,7 +270,7 @@ def top_predictions(scores: torch.Tensor, columns: torch.Tensor, names: list[str
 def predict_features(
     features: torch.Tensor,
     names: list[str],
-    predictions: Any,
+    predictions: Predictions,
     candidates: str | list[str] = "unseen",
     top: int = 5,
     gamma: float = 0.0,

@@ -17,7 +17,6 @@ from kgzsl.imagenet import imagenet1k_wnids
 from kgzsl.resources import cache_dir
 
 GIRAFFE_WNID = "n02439033"
-DARKNET_LABELS = {"giraffe.jpg": GIRAFFE_WNID}
 
 
 def foolbox_imagenet_images() -> list[tuple[Path, str]]:

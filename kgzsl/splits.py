@@ -7,20 +7,23 @@ most 2 (3). Distances here are shortest undirected paths along the graph's hyper
 
 from __future__ import annotations
 
+import os
 from collections import deque
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kgzsl.graph import ClassGraph
 
+#: the file a hop split is written to (in the folder of ``kgzsl splits --out``)
+SPLIT_FILE = "split-{hops}-hops.txt"
+
 
 def hops_from_seen(graph: ClassGraph) -> np.ndarray:
     """Undirected hop distance of every node to its nearest seen node (-1 where unreachable)."""
-    neighbours: list[list[int]] = [[] for _ in range(graph.num_nodes)]
-    for child, parent in graph.edge_index.T.tolist():
-        neighbours[child].append(parent)
-        neighbours[parent].append(child)
+    neighbours = graph.neighbours()
     distance = np.full(graph.num_nodes, -1, dtype=np.int64)
     queue = deque(np.flatnonzero(graph.mask("seen")).tolist())
     distance[list(queue)] = 0
@@ -33,12 +36,27 @@ def hops_from_seen(graph: ClassGraph) -> np.ndarray:
     return distance
 
 
+def hop_splits(graph: ClassGraph, hops: Iterable[int]) -> dict[int, list[str]]:
+    """For each ``k`` of ``hops``, the ids of the unseen classes within ``k`` hops of a seen class, in
+    graph order; the distances are found once for all of them."""
+    distance = hops_from_seen(graph)
+    unseen = graph.mask("unseen") & (distance >= 0)
+    return {k: [graph.ids[i] for i in np.flatnonzero(unseen & (distance <= k))] for k in hops}
+
+
 def hop_split(graph: ClassGraph, hops: int) -> list[str]:
     """Ids of the unseen classes within ``hops`` hops of a seen class, in graph order."""
-    distance = hops_from_seen(graph)
-    unseen = graph.mask("unseen")
-    keep = unseen & (distance >= 0) & (distance <= hops)
-    return [graph.ids[i] for i in np.flatnonzero(keep)]
+    return hop_splits(graph, [hops])[hops]
+
+
+def write_split(ids: list[str], folder: str | os.PathLike, hops: int) -> Path:
+    """Write a hop split as ``folder/split-{hops}-hops.txt`` (one id a line, atomically); returns the file."""
+    from kgzsl.io import atomic_file
+
+    path = Path(folder) / SPLIT_FILE.format(hops=hops)
+    with atomic_file(path) as handle:
+        handle.write("".join(f"{i}\n" for i in ids))
+    return path
 
 
 def compare_split(derived: list[str], standard: list[str], graph: ClassGraph) -> dict[str, Any]:

@@ -27,12 +27,15 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from kgzsl.errors import KgzslError
+
+if TYPE_CHECKING:
+    from kgzsl.graph import ClassGraph
 
 log = logging.getLogger("kgzsl")
 
@@ -241,14 +244,7 @@ def load_targets(
     return Targets(wnids=wnid_list, weights=weights, source=label + where_wnids, backbone=backbone, assumed=assumed)
 
 
-def targets_from_backbone(
-    backbone: str | Path = DEFAULT_BACKBONE, wnids: str | Path | list[str] | None = None, bias: bool | None = None
-) -> Targets:
-    """Alias of :func:`load_targets` (a backbone name or checkpoint file and optional wnid list)."""
-    return load_targets(backbone, wnids, bias)
-
-
-def align_targets(graph: Any, targets: Targets, report_missing: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def align_targets(graph: ClassGraph, targets: Targets, report_missing: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """``(node indices, target rows)`` for the targets whose wnid is a node of ``graph``.
 
     A target matches a node by id, or by wnid for graphs whose ids are not wnids. Missing wnids are
@@ -283,7 +279,7 @@ def align_targets(graph: Any, targets: Targets, report_missing: bool = True) -> 
     return torch.tensor(nodes, dtype=torch.long), targets.weights[torch.tensor(rows, dtype=torch.long)]
 
 
-def missing_wnids(graph: Any, targets: Targets) -> list[str]:
+def missing_wnids(graph: ClassGraph, targets: Targets) -> list[str]:
     """Target wnids that are not nodes of ``graph`` (by id or wnid)."""
     known = set(graph.ids) | {w for w in graph.wnids if w}
     return [w for w in targets.wnids if w not in known]

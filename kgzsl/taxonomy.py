@@ -23,11 +23,14 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kgzsl.errors import KgzslError
 from kgzsl.graph import ClassGraph, assemble_graph
 from kgzsl.io import IdList
+
+if TYPE_CHECKING:
+    from kgzsl.embeddings import NodeFeatureSource
 
 log = logging.getLogger("kgzsl")
 
@@ -173,7 +176,7 @@ def build_taxonomy_graph(
     taxonomy: Taxonomy,
     seen: list[str] | None,
     unseen: list[str] | None = None,
-    vectors: Any = None,
+    vectors: NodeFeatureSource | None = None,
     progress: bool = False,
 ) -> ClassGraph:
     """Turn a taxonomy into a :class:`ClassGraph`; ``seen`` names have classifiers, ``unseen`` default to the other leaves."""

@@ -24,9 +24,7 @@ Speed: the loss only reads the training classes, so each step runs the model's `
 their receptive field (see :mod:`kgzsl.models._base`); all nodes are predicted once at the end, in
 eval mode, with the all-nodes ``forward``.
 
-Checkpoint folder: ``model.safetensors`` (state dict), ``train.json`` (configuration, seed, losses,
-best epoch, graph fingerprint, targets source) and ``predictions.safetensors``
-(:mod:`kgzsl.predictions`), written atomically.
+A result is saved as a run folder by :func:`kgzsl.run.save_run` (model, training record, predictions).
 """
 
 from __future__ import annotations
@@ -39,21 +37,23 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from kgzsl.devices import resolve_device
 from kgzsl.errors import KgzslError
-from kgzsl.io import atomic_dir, load_tensors, read_json, save_tensors, write_json
 from kgzsl.models import MODELS, PropagationModel, build_model
 from kgzsl.targets import Targets, align_targets
 
+if TYPE_CHECKING:
+    from kgzsl.graph import ClassGraph
+    from kgzsl.models._base import Plan
+
 log = logging.getLogger("kgzsl")
 
-FORMAT_NAME = "kgzsl.train"
-FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -71,13 +71,15 @@ SCHEDULES = {
     "sgcn": Schedule(epochs=3000, lr=1e-3, val_fraction=0.05),
     "dgp": Schedule(epochs=500, lr=3e-3, val_fraction=0.0),
 }
+#: the schedule of a model without a :data:`SCHEDULES` entry (the papers' GCNZ / SGCN one)
+DEFAULT_SCHEDULE = Schedule(epochs=3000, lr=1e-3, val_fraction=0.05)
 #: epochs without a lower validation loss before training stops. The validation loss of the default graph
 #: is flat within 0.2 % from about epoch 120 on (50 classes: its wiggles are noise), so waiting 300 epochs,
 #: DGP's checkpoint interval, only cost time: 612 + 312 refit epochs (4 min) against 166 + 116 now.
 DEFAULT_PATIENCE = 50
 
 
-def graph_fingerprint(ids: Iterable[str], edge_index: Any) -> str:
+def graph_fingerprint(ids: Iterable[str], edge_index: np.ndarray | torch.Tensor) -> str:
     """sha256 over the node ids (in order) and the set of ``[2, E]`` edges: a graph's identity.
 
     The edge columns are sorted (by child, then parent) first, so the fingerprint follows what the
@@ -94,7 +96,7 @@ def graph_fingerprint(ids: Iterable[str], edge_index: Any) -> str:
     return digest.hexdigest()
 
 
-def node_features(graph: Any) -> torch.Tensor:
+def node_features(graph: ClassGraph) -> torch.Tensor:
     """The graph's word vectors as float32, each row L2-normalised (rows without a vector stay zero)."""
     return F.normalize(torch.as_tensor(np.asarray(graph.features), dtype=torch.float32), dim=1)
 
@@ -111,19 +113,6 @@ def _unit_loss(pred: torch.Tensor, target_unit: torch.Tensor) -> torch.Tensor:
     return 1.0 - (pred.float() * target_unit).sum() / pred.size(0)
 
 
-def _device(device: str | torch.device) -> torch.device:
-    """Validate ``device`` (``cpu``, ``cuda``, ``cuda:1``...) with an error that says what is wrong."""
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise KgzslError(f"device {device!r} is not a torch device name (try 'cpu' or 'cuda'): {error}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise KgzslError(f"device {str(device)!r} asked for, but this torch ({torch.__version__}) sees no CUDA GPU: use --device cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise KgzslError(f"device {str(device)!r}: only cpu and cuda are supported")
-    return device
-
-
 def _adam(params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """Adam (L2 weight decay added to the gradient, as the papers' code); the fused CPU kernel when available."""
     params = list(params)
@@ -135,7 +124,7 @@ def _adam(params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float) 
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns; :func:`save_run` writes it as a checkpoint folder."""
+    """What :func:`train` returns; :func:`kgzsl.run.save_run` writes it as a run folder."""
 
     model: PropagationModel
     model_name: str
@@ -194,22 +183,31 @@ class FitLog:
 def fit(
     net: PropagationModel,
     x: torch.Tensor,
-    plan_train: Any,
+    plan_train: Plan,
     t_train: torch.Tensor,
-    plan_val: Any | None,
-    t_val: torch.Tensor | None,
-    epochs: int,
-    lr: float,
-    weight_decay: float,
-    patience: int | None,
-    bf16: bool,
-    device: torch.device,
-    progress: bool,
-    desc: str,
+    plan_val: Plan | None = None,
+    t_val: torch.Tensor | None = None,
+    epochs: int = SCHEDULES["dgp"].epochs,
+    lr: float = SCHEDULES["dgp"].lr,
+    weight_decay: float = 5e-4,
+    patience: int | None = None,
+    bf16: bool = False,
+    device: torch.device | None = None,
+    progress: bool = False,
+    desc: str = "train",
 ) -> FitLog:
     """The training loop: full-batch Adam on the unit-row loss over ``plan_train``; with a validation plan,
-    keeps the state of the epoch with the lowest validation loss and stops after ``patience`` epochs without one."""
+    keeps the state of the epoch with the lowest validation loss and stops after ``patience`` epochs without one.
+
+    Stands alone: ``net`` (a :class:`~kgzsl.models.PropagationModel`, already on ``device``), node features
+    ``x`` (:func:`node_features`, on ``device``), a plan ``net.plan(nodes, *net.graph_inputs(graph),
+    num_nodes=N)`` and the unit target rows of those nodes (:func:`unit_targets`); ``device`` defaults to
+    ``x``'s. Returns the losses per epoch and, with a validation plan, the best epoch's weights (not loaded
+    into ``net``). Seed before building ``net`` for a repeatable run.
+    """
     from tqdm import tqdm
+
+    device = x.device if device is None else device
 
     optimizer = _adam(net.parameters(), lr, weight_decay)
     losses: list[float] = []
@@ -246,7 +244,7 @@ def fit(
     return FitLog(losses, val_losses, best_epoch, best_state, time.perf_counter() - start)
 
 
-def select_targets(graph: Any, targets: Targets, exclude: Iterable[str] | None = None) -> tuple[torch.Tensor, dict[int, torch.Tensor], dict[str, int]]:
+def select_targets(graph: ClassGraph, targets: Targets, exclude: Iterable[str] | None = None) -> tuple[torch.Tensor, dict[int, torch.Tensor], dict[str, int]]:
     """The seen nodes whose real classifier rows are used (role ``seen``, not excluded), their rows by
     node, and counts that say what was dropped and why.
 
@@ -293,7 +291,7 @@ def select_targets(graph: Any, targets: Targets, exclude: Iterable[str] | None =
     return nodes[use], {int(n): r for n, r in zip(nodes[use].tolist(), rows[use])}, counts
 
 
-def seen_without_target(graph: Any, targets: Targets, exclude: Iterable[str] | None = None) -> list[int]:
+def seen_without_target(graph: ClassGraph, targets: Targets, exclude: Iterable[str] | None = None) -> list[int]:
     """Indices of the graph's seen nodes (not excluded) that no target row names, by id or wnid."""
     excluded = set(exclude or [])
     named = set(targets.wnids)
@@ -304,7 +302,7 @@ def seen_without_target(graph: Any, targets: Targets, exclude: Iterable[str] | N
     ]
 
 
-def _class_names(graph: Any, nodes: list[int], most: int = 20) -> str:
+def _class_names(graph: ClassGraph, nodes: list[int], most: int = 20) -> str:
     """``id (name), ...`` of ``nodes`` (the id alone where it is the name), at most ``most`` of them."""
     shown = []
     for i in nodes[:most]:
@@ -313,7 +311,7 @@ def _class_names(graph: Any, nodes: list[int], most: int = 20) -> str:
     return ", ".join(shown) + (f" and {len(nodes) - most} more" if len(nodes) > most else "")
 
 
-def _check_exclude(graph: Any, exclude: Iterable[str] | None) -> None:
+def _check_exclude(graph: ClassGraph, exclude: Iterable[str] | None) -> None:
     """Refuse exclude entries that are no node id or wnid of ``graph`` (a typo would train on the class)."""
     if not exclude:
         return
@@ -336,12 +334,171 @@ def _check_exclude(graph: Any, exclude: Iterable[str] | None) -> None:
         )
 
 
-def _unit_rows(target_of: dict[int, torch.Tensor], nodes: torch.Tensor) -> torch.Tensor:
+def unit_targets(target_of: dict[int, torch.Tensor], nodes: torch.Tensor) -> torch.Tensor:
+    """The target rows of ``nodes`` (``target_of`` from :func:`select_targets`), in that order, L2-normalised:
+    what :func:`fit` regresses."""
     return F.normalize(torch.stack([target_of[int(n)] for n in nodes]), dim=1)
 
 
+@dataclass(frozen=True)
+class TrainOptions:
+    """The checked settings of one :func:`train` run (``None`` arguments resolved from :data:`SCHEDULES`)."""
+
+    model: str
+    epochs: int
+    lr: float
+    weight_decay: float
+    val_fraction: float
+    patience: int | None
+    seed: int
+    bf16: bool
+    device: torch.device
+    refit: bool
+    progress: bool
+
+    @classmethod
+    def resolve(
+        cls,
+        model: str,
+        epochs: int | None,
+        lr: float | None,
+        weight_decay: float,
+        val_fraction: float | None,
+        patience: int | None,
+        seed: int,
+        bf16: bool,
+        device: str | torch.device,
+        refit: bool,
+        progress: bool,
+    ) -> TrainOptions:
+        """Fill the model's schedule into the unset values and refuse impossible ones (KgzslError)."""
+        name = str(model).lower()
+        if name not in MODELS:
+            raise KgzslError(f"unknown model {model!r}: choose one of {', '.join(MODELS)}")
+        schedule = SCHEDULES.get(name, DEFAULT_SCHEDULE)
+        epochs = schedule.epochs if epochs is None else int(epochs)
+        lr = schedule.lr if lr is None else float(lr)
+        val_fraction = schedule.val_fraction if val_fraction is None else float(val_fraction)
+        if epochs < 1:
+            raise KgzslError(f"epochs must be at least 1, got {epochs}")
+        if patience is not None and patience < 0:
+            raise KgzslError(f"patience must be 0 (never stop early) or more epochs, got {patience}")
+        if not (math.isfinite(lr) and lr > 0) or not (math.isfinite(weight_decay) and weight_decay >= 0):
+            raise KgzslError(f"need lr > 0 and weight_decay >= 0, got lr={lr}, weight_decay={weight_decay}")
+        device = resolve_device(device)
+        return cls(name, epochs, lr, weight_decay, val_fraction, patience, seed, bf16, device, refit, progress)
+
+
+@dataclass
+class _Fitted:
+    """What :func:`_fit_and_refit` leaves: the final model (CPU, eval mode), its graph inputs and the loop records."""
+
+    net: PropagationModel
+    inputs: tuple[torch.Tensor, ...]
+    log: FitLog
+    refit: dict[str, Any] | None
+    plan_rows: dict[str, list[int]]
+
+
+def _to_device(plan: Plan, rows: torch.Tensor, device: torch.device) -> tuple[Plan, torch.Tensor]:
+    """``plan`` and its target ``rows`` on ``device`` (unchanged on the CPU)."""
+    if device.type == "cpu":
+        return plan, rows
+    return plan.to(device), rows.to(device)
+
+
+def _fit_and_refit(
+    opts: TrainOptions,
+    graph: ClassGraph,
+    x: torch.Tensor,
+    out_channels: int,
+    target_of: dict[int, torch.Tensor],
+    train_nodes: torch.Tensor,
+    val_nodes: torch.Tensor,
+    model_kw: dict[str, Any],
+) -> _Fitted:
+    """Build the seeded model and :func:`fit` it on ``train_nodes``, choosing the epoch on ``val_nodes``;
+    with ``opts.refit`` and a validation slice, fit it again from the same seed on both for that many epochs."""
+
+    def seeded_model() -> PropagationModel:
+        torch.manual_seed(opts.seed)
+        return build_model(opts.model, x.size(1), out_channels, **model_kw)
+
+    def plan_for(model: PropagationModel, nodes: torch.Tensor) -> tuple[Plan, torch.Tensor]:
+        return _to_device(model.plan(nodes, *inputs, num_nodes=x.size(0)), unit_targets(target_of, nodes), opts.device)
+
+    net = seeded_model()
+    inputs = net.graph_inputs(graph)
+    x_dev = x.to(opts.device)
+    plan_train, t_train = plan_for(net, train_nodes)
+    plan_val, t_val = plan_for(net, val_nodes) if val_nodes.numel() else (None, None)
+    net.to(opts.device)
+    hyper = dict(lr=opts.lr, weight_decay=opts.weight_decay, bf16=opts.bf16, device=opts.device, progress=opts.progress)
+    log = fit(net, x_dev, plan_train, t_train, plan_val, t_val, opts.epochs, patience=opts.patience, desc=f"train {opts.model}", **hyper)
+    if log.best_state is not None:
+        net.load_state_dict(log.best_state)
+    refit_record = None
+    if opts.refit and val_nodes.numel():
+        all_nodes = torch.sort(torch.cat([train_nodes, val_nodes])).values
+        net = seeded_model()
+        plan_all, t_all = plan_for(net, all_nodes)
+        net.to(opts.device)
+        refit_log = fit(net, x_dev, plan_all, t_all, None, None, log.best_epoch, patience=None,
+                        desc=f"refit {opts.model} on all {all_nodes.numel()} seen", **hyper)
+        refit_record = {"epochs": log.best_epoch, "classes": int(all_nodes.numel()), "seconds": round(refit_log.seconds, 3),
+                        "final_loss": refit_log.losses[-1]}
+    net.cpu()
+    net.eval()
+    plan_rows = {"train": plan_train.rows, "val": plan_val.rows if plan_val is not None else []}
+    return _Fitted(net, inputs, log, refit_record, plan_rows)
+
+
+def _run_record(
+    opts: TrainOptions,
+    fitted: _Fitted,
+    graph: ClassGraph,
+    targets: Targets,
+    counts: dict[str, int],
+    exclude: Iterable[str] | None,
+    val_nodes: torch.Tensor,
+) -> dict[str, Any]:
+    """The configuration, data and timing record of a run: :attr:`TrainResult.config`, saved in ``train.json``."""
+    net, log = fitted.net, fitted.log
+    return {
+        "model": opts.model,
+        "model_config": net.config(),
+        "seed": int(opts.seed),
+        "epochs": opts.epochs,
+        "lr": opts.lr,
+        "weight_decay": opts.weight_decay,
+        "val_fraction": opts.val_fraction,
+        "patience": opts.patience,
+        "bf16": bool(opts.bf16),
+        "device": str(opts.device),
+        "loss": "sum ||normalize(pred) - normalize(target)||^2 / (2 n) over the training classes",
+        "features": "node features (graph build: " + str(getattr(graph, "meta", {}).get("vectors")) + "), L2-normalised rows",
+        "targets": targets.source,
+        "targets_dim": targets.dim,
+        "targets_assumed": getattr(targets, "assumed", "") or None,
+        "backbone": targets.backbone,
+        "backbone_fingerprint": targets.fingerprint if getattr(targets, "backbone", None) else None,
+        "graph": _graph_folder(graph),
+        "graph_nodes": len(graph.ids),
+        "graph_fingerprint": graph_fingerprint(graph.ids, graph.edge_index),
+        "counts": counts,
+        "excluded": sorted(set(exclude or [])),
+        "seen_without_target": [graph.ids[i] for i in seen_without_target(graph, targets, exclude)],
+        "val_ids": [graph.ids[i] for i in val_nodes.tolist()],
+        "selection_val_loss": min(log.val_losses) if log.val_losses else None,
+        "refit": fitted.refit,
+        "train_loop_seconds": round(log.seconds, 3),
+        "seconds_per_epoch": round(log.seconds / max(len(log.losses), 1), 5),
+        "plan_rows": fitted.plan_rows,
+    }
+
+
 def train(
-    graph: Any,
+    graph: ClassGraph,
     targets: Targets,
     model: str = "dgp",
     epochs: int | None = None,
@@ -370,225 +527,62 @@ def train(
     CPU first, so the initial weights do not depend on the device, and the final all-nodes prediction
     is made on the CPU. A seeded run repeats bitwise on either device; the two devices differ (their
     dropout masks come from different random streams).
+
+    The stages are separate functions: :func:`select_targets` (which seen classes and rows), :func:`fit`
+    (the training loop), and the run record (:attr:`TrainResult.config`).
     """
     start = time.perf_counter()
-    name = str(model).lower()
-    if name not in MODELS:
-        raise KgzslError(f"unknown model {model!r}: choose one of {', '.join(MODELS)}")
-    schedule = SCHEDULES[name]
-    epochs = schedule.epochs if epochs is None else int(epochs)
-    lr = schedule.lr if lr is None else float(lr)
-    val_fraction = schedule.val_fraction if val_fraction is None else float(val_fraction)
-    if epochs < 1:
-        raise KgzslError(f"epochs must be at least 1, got {epochs}")
-    if patience is not None and patience < 0:
-        raise KgzslError(f"patience must be 0 (never stop early) or more epochs, got {patience}")
-    if not (math.isfinite(lr) and lr > 0) or not (math.isfinite(weight_decay) and weight_decay >= 0):
-        raise KgzslError(f"need lr > 0 and weight_decay >= 0, got lr={lr}, weight_decay={weight_decay}")
-    device = _device(device)
-
+    opts = TrainOptions.resolve(model, epochs, lr, weight_decay, val_fraction, patience, seed, bf16, device, refit, progress)
     used, target_of, counts = select_targets(graph, targets, exclude)
-    train_nodes, val_nodes = _split(used, val_fraction, seed)
+    train_nodes, val_nodes = _split(used, opts.val_fraction, opts.seed)
     counts.update(train=int(train_nodes.numel()), val=int(val_nodes.numel()))
     x = node_features(graph)
-    num_nodes = x.size(0)
-    t_train = _unit_rows(target_of, train_nodes)
-    t_val = _unit_rows(target_of, val_nodes) if val_nodes.numel() else None
-
-    def seeded_model() -> PropagationModel:
-        torch.manual_seed(seed)
-        return build_model(name, x.size(1), targets.dim, **model_kw)
-
-    net = seeded_model()
-    inputs = net.graph_inputs(graph)
-    x_dev = x.to(device)
-
-    def on_device(plan: Any, rows: torch.Tensor | None) -> tuple[Any, torch.Tensor | None]:
-        if plan is None or device.type == "cpu":
-            return plan, rows
-        return plan.to(device), rows.to(device)
-
-    plan_train, t_train_dev = on_device(net.plan(train_nodes, *inputs, num_nodes=num_nodes), t_train)
-    plan_val, t_val_dev = on_device(net.plan(val_nodes, *inputs, num_nodes=num_nodes) if t_val is not None else None, t_val)
-    net.to(device)
-    hyper = dict(lr=lr, weight_decay=weight_decay, bf16=bf16, device=device, progress=progress)
-    log = fit(net, x_dev, plan_train, t_train_dev, plan_val, t_val_dev, epochs, patience=patience, desc=f"train {name}", **hyper)
-    if log.best_state is not None:
-        net.load_state_dict(log.best_state)
-    refit_record = None
-    if refit and val_nodes.numel():
-        all_nodes = torch.sort(torch.cat([train_nodes, val_nodes])).values
-        net = seeded_model()
-        plan_all, t_all = on_device(net.plan(all_nodes, *inputs, num_nodes=num_nodes), _unit_rows(target_of, all_nodes))
-        net.to(device)
-        refit_log = fit(net, x_dev, plan_all, t_all, None, None, log.best_epoch, patience=None,
-                        desc=f"refit {name} on all {all_nodes.numel()} seen", **hyper)
-        refit_record = {"epochs": log.best_epoch, "classes": int(all_nodes.numel()), "seconds": round(refit_log.seconds, 3),
-                        "final_loss": refit_log.losses[-1]}
-    net.cpu()
-    net.eval()
+    fitted = _fit_and_refit(opts, graph, x, targets.dim, target_of, train_nodes, val_nodes, model_kw)
     with torch.no_grad():
-        predictions = net(x, *inputs).float()
-    seen = torch.zeros(num_nodes, dtype=torch.bool)
+        predictions = fitted.net(x, *fitted.inputs).float()
+    seen = torch.zeros(x.size(0), dtype=torch.bool)
     seen[train_nodes] = True
     seen[val_nodes] = True
-    seen_loss = float(l2_loss(predictions[train_nodes], t_train))
+    seen_loss = float(l2_loss(predictions[train_nodes], unit_targets(target_of, train_nodes)))
     # after a refit the validation classes were trained on: report the loss that chose the epoch instead
-    val_loss = min(log.val_losses) if refit_record else float(l2_loss(predictions[val_nodes], t_val)) if t_val is not None else None
-    seen_nodes = seen.nonzero().view(-1)
-    config = {
-        "model": name,
-        "model_config": net.config(),
-        "seed": int(seed),
-        "epochs": epochs,
-        "lr": lr,
-        "weight_decay": weight_decay,
-        "val_fraction": val_fraction,
-        "patience": patience,
-        "bf16": bool(bf16),
-        "device": str(device),
-        "loss": "sum ||normalize(pred) - normalize(target)||^2 / (2 n) over the training classes",
-        "features": "node features (graph build: " + str(getattr(graph, "meta", {}).get("vectors")) + "), L2-normalised rows",
-        "targets": targets.source,
-        "targets_dim": targets.dim,
-        "targets_assumed": getattr(targets, "assumed", "") or None,
-        "backbone": getattr(targets, "backbone", None) or backbone_of(targets.source),
-        "backbone_fingerprint": targets.fingerprint if getattr(targets, "backbone", None) else None,
-        "graph": _graph_folder(graph),
-        "graph_nodes": num_nodes,
-        "graph_fingerprint": graph_fingerprint(graph.ids, graph.edge_index),
-        "counts": counts,
-        "excluded": sorted(set(exclude or [])),
-        "seen_without_target": [graph.ids[i] for i in seen_without_target(graph, targets, exclude)],
-        "val_ids": [graph.ids[i] for i in val_nodes.tolist()],
-        "selection_val_loss": min(log.val_losses) if log.val_losses else None,
-        "refit": refit_record,
-        "train_loop_seconds": round(log.seconds, 3),
-        "seconds_per_epoch": round(log.seconds / max(len(log.losses), 1), 5),
-        "plan_rows": {"train": plan_train.rows, "val": plan_val.rows if plan_val is not None else []},
-    }
+    if fitted.refit:
+        val_loss = min(fitted.log.val_losses)
+    else:
+        val_loss = float(l2_loss(predictions[val_nodes], unit_targets(target_of, val_nodes))) if val_nodes.numel() else None
     return TrainResult(
-        model=net,
-        model_name=name,
+        model=fitted.net,
+        model_name=opts.model,
         predictions=predictions,
         seen=seen,
-        best_epoch=log.best_epoch,
-        epochs_run=len(log.losses),
-        losses=log.losses,
-        val_losses=log.val_losses,
+        best_epoch=fitted.log.best_epoch,
+        epochs_run=len(fitted.log.losses),
+        losses=fitted.log.losses,
+        val_losses=fitted.log.val_losses,
         seen_loss=seen_loss,
         val_loss=val_loss,
         seconds=time.perf_counter() - start,
-        config=config,
-        seen_targets=_unit_rows(target_of, seen_nodes),
+        config=_run_record(opts, fitted, graph, targets, counts, exclude, val_nodes),
+        seen_targets=unit_targets(target_of, seen.nonzero().view(-1)),
     )
 
 
-def save_checkpoint(result: TrainResult, folder: str | Path) -> Path:
-    """Write ``model.safetensors`` and ``train.json`` into ``folder`` (each file atomically)."""
-    folder = Path(folder)
-    state = {k: v.detach().float().contiguous() for k, v in result.model.state_dict().items()}
-    save_tensors(folder / "model.safetensors", state, metadata={"format": FORMAT_NAME, "model": result.model_name})
-    info = {
-        "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
-        **result.config,
-        "best_epoch": result.best_epoch,
-        "epochs_run": result.epochs_run,
-        "seen_loss": result.seen_loss,
-        "val_loss": result.val_loss,
-        "seconds": round(result.seconds, 3),
-        "losses": result.losses,
-        "val_losses": result.val_losses,
-    }
-    write_json(folder / "train.json", info)
-    return folder
-
-
-def backbone_of(targets_source: str) -> str | None:
-    """The feature extractor matching a targets source: a backbone name or state-dict file; None for a bare matrix."""
-    from kgzsl.backbones.weights import EFFICIENTNET_LITE_VARIANTS
-    from kgzsl.targets import STATE_DICT_SUFFIXES
-
-    if targets_source in EFFICIENTNET_LITE_VARIANTS or Path(targets_source).suffix in STATE_DICT_SUFFIXES:
-        return targets_source
-    return None
-
-
-def _graph_folder(graph: Any) -> str:
+def _graph_folder(graph: ClassGraph) -> str:
     """The absolute folder a graph was loaded from ("" for a graph built in memory), as runs record it."""
     folder = str(getattr(graph, "meta", {}).get("folder", "") or "")
     return str(Path(folder).resolve()) if folder else ""
 
 
-def save_run(result: TrainResult, graph: Any, out: str | Path, force: bool = False) -> Path:
-    """Write a whole run folder atomically: checkpoint + ``predictions.safetensors`` for every node."""
-    from kgzsl.predictions import save_predictions
-
-    with atomic_dir(out, force=force, kind="train") as tmp:
-        save_checkpoint(result, tmp)
-        save_predictions(
-            tmp / "predictions.safetensors",
-            list(graph.ids),
-            result.predictions,
-            result.seen,
-            seen_true=result.seen_targets,
-            meta={
-                "model": result.model_name,
-                "targets": result.config["targets"],
-                "graph_fingerprint": result.config["graph_fingerprint"],
-                "graph": result.config["graph"],
-                "best_epoch": result.best_epoch,
-                "seed": result.config["seed"],
-                "backbone": result.config.get("backbone", backbone_of(result.config["targets"])),
-                "backbone_fingerprint": result.config.get("backbone_fingerprint"),
-                "roles": list(graph.roles),  # recognition excludes structure-only nodes from the candidates
-                "names": [names[0] if names else node_id for names, node_id in zip(graph.names, graph.ids)],
-            },
-        )
-    return Path(out)
-
-
-def load_checkpoint(folder: str | Path, graph: Any, targets: Targets | None = None) -> tuple[PropagationModel, dict[str, Any]]:
-    """Rebuild the trained model of a checkpoint folder for ``graph`` (eval mode) and its ``train.json``.
-
-    Refused with a KgzslError: a checkpoint trained on another graph (fingerprint mismatch), feature
-    or ``targets`` widths that do not match the model, a damaged state dict.
-    """
-    folder = Path(folder)
-    info = read_json(folder / "train.json", "training record")
-    if info.get("format") != FORMAT_NAME:
-        raise KgzslError(f"{folder}/train.json is not a kgzsl training record (format {info.get('format')!r})")
-    if info.get("version") != FORMAT_VERSION:
-        raise KgzslError(f"{folder} is checkpoint version {info.get('version')}; this kgzsl reads {FORMAT_VERSION}")
-    fingerprint = graph_fingerprint(graph.ids, graph.edge_index)
-    if info.get("graph_fingerprint") != fingerprint:
-        where = getattr(graph, "meta", {}).get("folder", "the given graph")
-        raise KgzslError(
-            f"checkpoint {folder} was trained on another graph ({info.get('graph', '?')}, fingerprint "
-            f"{str(info.get('graph_fingerprint'))[:12]}), not on {where} ({fingerprint[:12]})"
-        )
-    config = dict(info["model_config"])
-    in_channels, out_channels = config.pop("in_channels"), config.pop("out_channels")
-    feature_dim = int(np.asarray(graph.features).shape[1])
-    if feature_dim != in_channels:
-        raise KgzslError(f"checkpoint {folder} expects {in_channels}-d node features; the graph has {feature_dim}-d")
-    if targets is not None and targets.dim != out_channels:
-        raise KgzslError(
-            f"checkpoint {folder} predicts {out_channels}-d classifiers but the targets from {targets.source} are {targets.dim}-d"
-        )
-    model = build_model(info["model"], in_channels, out_channels, **config)
-    state, _ = load_tensors(folder / "model.safetensors", "model weights")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise KgzslError(f"{folder}/model.safetensors does not fit a {info['model']} model: {str(exc).splitlines()[0]}") from None
-    model.eval()
-    return model, info
-
-
-def predict(model: PropagationModel, graph: Any) -> torch.Tensor:
+def predict(model: PropagationModel, graph: ClassGraph) -> torch.Tensor:
     """Classifier vectors ``[N, D+1]`` for every node of ``graph`` (eval mode, unit rows)."""
     model.eval()
     with torch.no_grad():
         return model(node_features(graph), *model.graph_inputs(graph)).float()
+
+
+def __getattr__(name: str) -> Any:
+    """``save_run``, ``save_checkpoint`` and ``load_checkpoint`` moved to :mod:`kgzsl.run`; still importable from here."""
+    if name in ("save_run", "save_checkpoint", "load_checkpoint"):
+        from kgzsl import run
+
+        return getattr(run, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

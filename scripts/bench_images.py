@@ -77,21 +77,21 @@ def graph_tag(graph_dir: Path, graph: ClassGraph) -> str:
 
 def trained(graph_dir: Path, graph: ClassGraph, targets, model: str, exclude: list[str], args) -> "object":
     """Predictions of ``model`` trained with ``exclude`` held out; cached under ``work/runs``."""
-    from kgzsl.predictions import load_predictions
-    from kgzsl.train import DEFAULT_PATIENCE, SCHEDULES, save_run, train
+    from kgzsl.run import PREDICTIONS_FILE, load_run, save_run
+    from kgzsl.train import DEFAULT_PATIENCE, SCHEDULES, train
 
     held = hashlib.sha256("\n".join(sorted(exclude)).encode()).hexdigest()[:8] if exclude else "all"
     tag = f"{graph_tag(graph_dir, graph)}-{model}-{held}-s{args.seed}" + ("" if args.refit else "-norefit")
     plan = SCHEDULES[model]
     tag += f"-e{plan.epochs}-lr{plan.lr:g}-v{plan.val_fraction:g}-p{DEFAULT_PATIENCE}"
     run = args.work / "runs" / tag
-    if not (run / "predictions.safetensors").is_file():
+    if not (run / PREDICTIONS_FILE).is_file():
         start = time.perf_counter()
         result = train(graph, targets, model=model, exclude=exclude, seed=args.seed, refit=args.refit,
                        device=args.device, progress=False)
         save_run(result, graph, run, force=True)
         log(f"    trained {model} ({tag}): best epoch {result.best_epoch}, {time.perf_counter() - start:.0f} s")
-    return load_predictions(run / "predictions.safetensors")
+    return load_run(run).predictions
 
 
 def conse(graph: ClassGraph, targets, features: torch.Tensor, candidate_nodes: list[int], exclude: list[str]) -> torch.Tensor:
@@ -183,7 +183,7 @@ def run_graph(graph_dir: Path, feats: dict, targets, args) -> list[dict]:
 
 def gzsl(graph_name: str, model: str, predictions, feats: dict, args) -> dict:
     """Generalized zero-shot on all images: the held-out folder's classes are seen (trained on), the unseen folder's are not."""
-    from kgzsl.evaluate import gzsl_evaluate
+    from kgzsl.evaluate import evaluate_gzsl_split, gzsl_scores
     from kgzsl.recognize import calibrate
 
     x = torch.cat([feats["unseen"].features, feats["heldout"].features])
@@ -193,16 +193,11 @@ def gzsl(graph_name: str, model: str, predictions, feats: dict, args) -> dict:
     row = {"graph": graph_name, "method": model, "protocol": "gzsl"}
     for seen_rows in ("predicted", "real"):
         weights = predictions.classifiers(seen_rows)
-        test, chosen = gzsl_evaluate(x, labels, predictions.ids, weights, unseen_ids, seen_ids, seed=args.seed)
+        test, chosen = evaluate_gzsl_split(x, labels, predictions.ids, weights, unseen_ids, seen_ids, seed=args.seed)
         row[seen_rows] = {"gamma": chosen.gamma, "seen": test.seen_accuracy, "unseen": test.unseen_accuracy,
                           "H": test.harmonic_mean, "AUSUC": test.auc}
         # for comparison with a gamma tuned on all the images (optimistic)
-        columns = [predictions.index[i] for i in unseen_ids + seen_ids]
-        col = {c: j for j, c in enumerate(columns)}
-        truth = torch.tensor([col[predictions.index[w]] for w in labels])
-        all_scores = class_scores(x, weights[columns])
-        mask = torch.tensor([False] * len(unseen_ids) + [True] * len(seen_ids))
-        tuned = calibrate(all_scores, truth, mask)
+        tuned = calibrate(*gzsl_scores(x, labels, predictions.ids, weights, unseen_ids, seen_ids))
         row[seen_rows]["H_tuned_on_all"] = tuned.harmonic_mean
         row[seen_rows]["AUSUC_all"] = tuned.auc
     return row

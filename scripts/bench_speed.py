@@ -134,8 +134,8 @@ def plan_layers(model, plan) -> list[tuple[int, int, int]]:
 def worker(model_name: str, impl: str, graph_dir: str, epochs: int, seed: int) -> dict:
     from kgzsl.graph import load_graph
     from kgzsl.models import build_model
-    from kgzsl.targets import align_targets, load_targets
-    from kgzsl.train import node_features, train
+    from kgzsl.targets import load_targets
+    from kgzsl.train import SCHEDULES, node_features, select_targets, train, unit_targets
 
     graph = load_graph(graph_dir)
     targets = load_targets()
@@ -147,21 +147,18 @@ def worker(model_name: str, impl: str, graph_dir: str, epochs: int, seed: int) -
         result["total_seconds"] = time.perf_counter() - start
         result["epoch_seconds"] = run.config["train_loop_seconds"] / epochs
         result["losses"] = run.losses
-        torch.manual_seed(seed)
-        model = build_model(model_name, 50, targets.dim, dropout=0.0)
         nodes = torch.nonzero(run.seen).flatten()
-        plan = model.plan(nodes, *model.graph_inputs(graph), num_nodes=graph.num_nodes)
-        result["layers"] = plan_layers(model, plan)
+        plan = run.model.plan(nodes, *run.model.graph_inputs(graph), num_nodes=graph.num_nodes)
+        result["layers"] = plan_layers(run.model, plan)
     else:
         x = node_features(graph)
-        nodes, rows = align_targets(graph, targets)
-        keep = torch.tensor([graph.roles[i] == "seen" for i in nodes.tolist()])
-        order = torch.argsort(nodes[keep])
-        nodes, target = nodes[keep][order], F.normalize(rows[keep][order], dim=1)
+        nodes, target_of, _ = select_targets(graph, targets)  # the classes kgzsl's train() regresses
+        nodes = torch.sort(nodes).values
+        target = unit_targets(target_of, nodes)
         torch.manual_seed(seed)
         model = build_model(model_name, x.size(1), targets.dim, dropout=0.0)
         net = PlainDGP(model, graph) if model_name == "dgp" else PlainGCN(model, graph, symmetric=model_name == "gcnz")
-        optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=5e-4)
+        optimizer = torch.optim.Adam(net.parameters(), lr=SCHEDULES[model_name].lr, weight_decay=5e-4)  # train()'s lr
         losses, times = [], []
         for _ in range(epochs):
             start = time.perf_counter()

@@ -29,8 +29,10 @@ import torch
 import torch.nn.functional as F
 
 from kgzsl.baselines import knn_predict, ridge_predict, wordnet_neighbour_predict
+from kgzsl.evaluate import rank_metrics
 from kgzsl.graph import ClassGraph, build_wordnet_graph, load_graph
 from kgzsl.imagenet import imagenet1k_wnids, imagenet21k_unseen_wnids
+from kgzsl.recognize import ranks_of_true
 
 GNN_MODELS = ("gcnz", "sgcn", "dgp")
 BASELINES = ("ridge", "knn", "wordnet")
@@ -39,9 +41,9 @@ BASELINES = ("ridge", "knn", "wordnet")
 def metrics(pred: torch.Tensor, true: torch.Tensor, ks=(1, 2, 5, 10)) -> dict[str, float]:
     p, t = F.normalize(pred.float(), dim=1), F.normalize(true.float(), dim=1)
     sims = t @ p.T  # query: true row i; candidates: predicted rows
-    ranks = (sims >= sims.diag().view(-1, 1)).sum(dim=1)
+    ranks = ranks_of_true(sims, torch.arange(sims.shape[0]))
     out = {"cos": float((p * t).sum(dim=1).mean())}
-    out.update({f"hit@{k}": float((ranks <= k).float().mean()) for k in ks})
+    out.update({f"hit@{k}": hit for k, hit in rank_metrics(ranks, ks)["hit"].items()})
     return out
 
 
@@ -105,9 +107,9 @@ def main() -> None:
         graph = load_graph(args.graph)
     else:
         graph = build_wordnet_graph(imagenet1k_wnids(), imagenet21k_unseen_wnids())
-    from kgzsl.targets import targets_from_backbone
+    from kgzsl.targets import load_targets
 
-    lite0 = targets_from_backbone("efficientnet-lite0")  # [1000, 1281]: fc weights + bias, sorted 1k wnids
+    lite0 = load_targets("efficientnet-lite0")  # [1000, 1281]: fc weights + bias, sorted 1k wnids
     fc, wnids = lite0.weights, lite0.wnids
     index = graph.index()
     seen_nodes = np.array([index[w] for w in wnids])

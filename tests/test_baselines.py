@@ -1,4 +1,4 @@
-"""ConSE (Norouzi et al. 2014) against a direct numpy computation on hand-made inputs with known logits."""
+"""kgzsl.baselines: ConSE on hand-made cases where the answer is known (the other baselines are exercised by scripts/h1k.py)."""
 
 from __future__ import annotations
 
@@ -118,3 +118,38 @@ def test_conse_shape_errors_name_the_argument():
         conse_scores(features, weights, seen_vectors, candidates, top=0)
     with pytest.raises(KgzslError, match="all zero"):
         conse_scores(features, weights, torch.zeros_like(seen_vectors), candidates)
+
+
+# ------------------------------------------------------------------ H1K's regression baselines
+def test_ridge_interpolates_its_training_classes_when_features_outnumber_them():
+    """With more feature dimensions than training classes and a vanishing alpha, ridge fits every training row."""
+    from kgzsl.baselines import ridge_predict
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 12))
+    t = torch.as_tensor(rng.normal(size=(6, 5)), dtype=torch.float32)
+    pred = ridge_predict(x, np.arange(6), t, alpha=1e-9)
+    torch.testing.assert_close(pred[:6], torch.nn.functional.normalize(t, dim=1), atol=1e-4, rtol=1e-4)
+    assert torch.allclose(pred.norm(dim=1), torch.ones(8))
+
+
+def test_knn_averages_the_nearest_training_targets_leaving_itself_out():
+    from kgzsl.baselines import knn_predict
+
+    x = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    t = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 2.0]])
+    pred = knn_predict(x, np.array([0, 1, 2]), t[:3], k=1)
+    torch.testing.assert_close(pred[0], torch.tensor([0.0, 1.0, 0.0]))  # its own target is excluded
+    torch.testing.assert_close(pred[3], torch.tensor([0.0, 0.0, 1.0]))  # node 3 is nearest node 2
+
+
+def test_wordnet_neighbour_takes_the_nearest_trained_classes_in_the_graph():
+    """A chain 0-1-2-3 plus 4 hanging off 1: node 3's nearest trained class is 2; node 4's are 0 and 2 (two hops)."""
+    from kgzsl.baselines import wordnet_neighbour_predict
+
+    edges = np.array([[1, 2, 3, 4], [0, 1, 2, 1]])
+    t = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # targets of trained nodes 0 and 2
+    pred = wordnet_neighbour_predict(edges, 5, np.array([0, 2]), t, query=np.array([3, 4]))
+    torch.testing.assert_close(pred[3], torch.tensor([0.0, 1.0]))
+    torch.testing.assert_close(pred[4], torch.nn.functional.normalize(torch.tensor([1.0, 1.0]), dim=0))
+    assert pred[0].abs().sum() == 0  # rows outside the query stay zero

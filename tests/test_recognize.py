@@ -10,7 +10,7 @@ from kgzsl.evaluate import evaluate_split
 from kgzsl.recognize import (
     calibrate,
     class_scores,
-    evaluate_gzsl,
+    gzsl_at_gamma,
     hit_at_k,
     plot_seen_unseen,
     ranks_of_true,
@@ -55,9 +55,9 @@ def _gzsl_case(seed=0):
 
 def test_calibration_moves_accuracy_the_right_way(tmp_path):
     scores, truth, seen_columns = _gzsl_case()
-    raw = evaluate_gzsl(scores, truth, seen_columns, gamma=0.0)
+    raw = gzsl_at_gamma(scores, truth, seen_columns, gamma=0.0)
     val = calibrate(scores[::2], truth[::2], seen_columns)
-    test = evaluate_gzsl(scores[1::2], truth[1::2], seen_columns, gamma=val.gamma)
+    test = gzsl_at_gamma(scores[1::2], truth[1::2], seen_columns, gamma=val.gamma)
     assert val.gamma > 0  # the bias is toward seen classes, so a positive constant is removed
     assert test.unseen_accuracy > raw.unseen_accuracy  # unseen accuracy goes up
     assert test.seen_accuracy <= raw.seen_accuracy  # seen accuracy pays for it
@@ -68,6 +68,32 @@ def test_calibration_moves_accuracy_the_right_way(tmp_path):
     png = tmp_path / "suc.png"
     plot_seen_unseen(test, str(png))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_gzsl_split_is_calibration_on_one_half_and_accuracy_on_the_other():
+    """evaluate_gzsl_split = gzsl_scores (unseen columns, then seen) + calibrate on a seeded half + gzsl_at_gamma."""
+    import numpy as np
+
+    from kgzsl.evaluate import evaluate_gzsl_split, gzsl_scores
+
+    g = torch.Generator().manual_seed(1)
+    class_ids = ["s1", "u1", "s2", "u2", "x"]
+    weights, features = torch.randn(5, 4, generator=g), torch.randn(40, 3, generator=g)
+    labels = ["u1", "s1", "u2", "s2", "other"] * 8
+    scores, truth, seen = gzsl_scores(features, labels, class_ids, weights, ["u1", "u2"], ["s1", "s2", "u2"])
+    assert seen.tolist() == [False, False, True, True]  # u2, listed on both sides, is unseen
+    kept = [i for i, label in enumerate(labels) if label != "other"]
+    torch.testing.assert_close(scores, class_scores(features[kept], weights[[1, 3, 0, 2]]))
+    assert truth.tolist() == [["u1", "u2", "s1", "s2"].index(labels[i]) for i in kept]
+    test, chosen = evaluate_gzsl_split(features, labels, class_ids, weights, ["u1", "u2"], ["s1", "s2"], seed=3)
+    order = torch.from_numpy(np.random.default_rng(3).permutation(len(kept)))
+    cal, rest = order[:16], order[16:]
+    assert chosen == calibrate(scores[cal], truth[cal], seen)
+    assert test == gzsl_at_gamma(scores[rest], truth[rest], seen, chosen.gamma)
+    with pytest.raises(KgzslError, match="both seen and unseen"):
+        gzsl_scores(features, ["u1"] * 40, class_ids, weights, ["u1"], ["s1"])
+    with pytest.raises(KgzslError, match="no image is labelled"):
+        gzsl_scores(features, ["x"] * 40, class_ids, weights, ["u1"], ["s1"])
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

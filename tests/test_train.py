@@ -253,3 +253,61 @@ def test_model_schedules_are_the_defaults(mid_graph, lite0):
     sgcn = train(mid_graph, lite0, model="sgcn", epochs=3, seed=0, progress=False, hidden_channels=64)
     assert sgcn.config["lr"] == SCHEDULES["sgcn"].lr and sgcn.config["counts"]["val"] == 10
     assert train(mid_graph, lite0, model="dgp", epochs=2, lr=0.01, seed=0, progress=False, hidden_channels=64).config["lr"] == 0.01
+
+
+def test_select_targets_uses_the_seen_classes_with_a_real_row(small_graph, lite0, caplog):
+    """Target selection alone: seen classes with a row, minus exclusions; the counts say what was dropped."""
+    from conftest import SMALL_SEEN
+
+    from kgzsl.train import select_targets, unit_targets
+
+    index = small_graph.index()
+    with caplog.at_level("WARNING", logger="kgzsl"):
+        nodes, target_of, counts = select_targets(small_graph, lite0)
+    with_row = [w for w in SMALL_SEEN if w in lite0.wnids]  # bird (n01503061) is no ImageNet-1k class
+    assert len(with_row) == 7 and "n01503061 (bird)" in caplog.text
+    assert nodes.tolist() == sorted(index[w] for w in with_row)
+    # three ImageNet-1k classes of the graph are unseen nodes (jaguar, Indian elephant, Labrador retriever)
+    assert counts == {"targets": 1000, "in_graph": 10, "not_seen_role": 3, "excluded": 0, "seen_without_target": 1}
+    for node in nodes.tolist():
+        assert torch.equal(target_of[node], lite0.weights[lite0.wnids.index(small_graph.ids[node])])
+    rows = unit_targets(target_of, nodes)
+    torch.testing.assert_close(rows.norm(dim=1), torch.ones(len(nodes)))
+    lion = "n02129165"
+    nodes, target_of, counts = select_targets(small_graph, lite0, exclude=[lion])
+    assert index[lion] not in nodes.tolist() and index[lion] not in target_of and counts["excluded"] == 1
+    with pytest.raises(KgzslError, match="no node id or wnid"):
+        select_targets(small_graph, lite0, exclude=["n99999999"])
+    with pytest.raises(KgzslError, match="none of the 1 seen classes .* has a target row"):
+        select_targets(small_graph, lite0, exclude=with_row)  # only the bird is left
+    with pytest.raises(KgzslError, match="no targets left"):
+        select_targets(small_graph, lite0, exclude=SMALL_SEEN)
+    only_bird = Targets(["n02084071"], lite0.weights[:1], "one unseen-node row")
+    with pytest.raises(KgzslError, match="none of the 8 seen classes"):
+        select_targets(small_graph, only_bird)
+
+
+def test_fit_stands_alone_and_is_the_loop_train_runs(mid_graph, lite0):
+    """A researcher's loop: seeded model, plan, unit target rows, fit(); the same as train() without a validation slice."""
+    from kgzsl.models import build_model
+    from kgzsl.train import fit, node_features, select_targets, unit_targets
+
+    kw = dict(model="sgcn", epochs=6, seed=2, val_fraction=0.0, patience=None, progress=False, hidden_channels=64)
+    run = train(mid_graph, lite0, **kw)
+    nodes, target_of, _ = select_targets(mid_graph, lite0)
+    nodes = torch.sort(nodes).values
+    x = node_features(mid_graph)
+    torch.manual_seed(2)
+    net = build_model("sgcn", x.size(1), lite0.dim, hidden_channels=64)
+    plan = net.plan(nodes, *net.graph_inputs(mid_graph), num_nodes=mid_graph.num_nodes)
+    log = fit(net, x, plan, unit_targets(target_of, nodes), epochs=6, lr=run.config["lr"])
+    assert log.losses == run.losses and log.best_epoch == 6 and log.best_state is None and log.val_losses == []
+    assert torch.equal(predict(net, mid_graph), run.predictions)
+    val = nodes[:20]
+    torch.manual_seed(2)
+    net = build_model("sgcn", x.size(1), lite0.dim, hidden_channels=64)
+    inputs = net.graph_inputs(mid_graph)
+    log = fit(net, x, net.plan(nodes[20:], *inputs, num_nodes=mid_graph.num_nodes), unit_targets(target_of, nodes[20:]),
+              net.plan(val, *inputs, num_nodes=mid_graph.num_nodes), unit_targets(target_of, val), epochs=5, lr=1e-2, patience=2)
+    assert len(log.val_losses) == len(log.losses) <= 5 and log.val_losses[log.best_epoch - 1] == min(log.val_losses)
+    assert log.best_state is not None and set(log.best_state) == set(net.state_dict())
