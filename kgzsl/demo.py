@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kgzsl.errors import KgzslError
+from kgzsl.errors import KgzslError, check_number
+
+if TYPE_CHECKING:
+    from kgzsl.graph import ClassGraph
 
 DEFAULT_RUN = Path("runs") / "demo"
 #: the shipped graph, in the project kgzsl is installed from (not the current folder)
 DEFAULT_GRAPH = Path(__file__).resolve().parent.parent / "graphs" / "imagenet21k"
 
 
-def _graph(graph_dir: Path, progress: bool):
+def load_or_build_graph(graph_dir: Path, progress: bool = True) -> ClassGraph:
+    """The graph in ``graph_dir``; where it is absent, the default ImageNet-21k graph built and saved there."""
     from kgzsl.graph import build_wordnet_graph, load_graph
     from kgzsl.imagenet import imagenet1k_wnids, imagenet21k_unseen_wnids
 
@@ -36,27 +40,20 @@ def _graph(graph_dir: Path, progress: bool):
     return load_graph(graph_dir)
 
 
-def _trained(graph, run_dir: Path, model: str, held_out: list[str], epochs: int | None, seed: int, progress: bool, log):
-    """Predictions of a run folder made for exactly this graph, model, seed and held-out set; trained if absent."""
-    from kgzsl.io import read_json
-    from kgzsl.predictions import load_predictions
-    from kgzsl.targets import load_targets
-    from kgzsl.train import graph_fingerprint, save_run, train
+def _check_before_work(out: Path, graph_dir: Path, epochs: int | None) -> None:
+    """Refuse bad settings and check everything the demo writes before it builds or trains anything."""
+    from kgzsl.io import check_output_dir, check_output_file
 
-    want = {"model": model, "seed": seed, "exclude": sorted(held_out), "epochs": epochs,
-            "graph_fingerprint": graph_fingerprint(graph.ids, graph.edge_index)}
-    record = run_dir / "demo.json"
-    if record.is_file() and (run_dir / "predictions.safetensors").is_file() and read_json(record) == want:
-        log(f"reusing the trained {model} in {run_dir} (delete it to retrain)")
-        return load_predictions(run_dir / "predictions.safetensors"), None
-    log(f"training {model} on {graph.num_nodes} nodes with {len(held_out)} classes held out ...")
-    result = train(graph, load_targets("efficientnet-lite0"), model=model, epochs=epochs, seed=seed,
-                   exclude=held_out, progress=progress)
-    save_run(result, graph, run_dir, force=True)
-    from kgzsl.io import write_json
-
-    write_json(record, want)
-    return load_predictions(run_dir / "predictions.safetensors"), result
+    if epochs is not None:
+        check_number("epochs", epochs, at_least=1)
+    if not (graph_dir / "graph.json").is_file():
+        if graph_dir.exists() or graph_dir.is_symlink():  # else the message below would talk of --out
+            kind = "a file" if not graph_dir.is_dir() else "a folder without graph.json"
+            raise KgzslError(f"graph_dir {graph_dir} is {kind}, not a kgzsl graph folder: pass a graph folder, "
+                             "or a new folder to build the graph in", parameter="graph_dir")
+        check_output_dir(graph_dir, "graph")
+    check_output_dir(out / "run", "train", force=True)  # a stale demo run is retrained in place
+    check_output_file(out / "demo-top5.png", "demo sheet")
 
 
 def run_demo(
@@ -75,32 +72,24 @@ def run_demo(
     from kgzsl.backbones import load_backbone
     from kgzsl.features import image_list_features
     from kgzsl.recognize import candidate_scores, ranks_of_true, top_predictions
+    from kgzsl.run import reusable_run
     from kgzsl.samples import GIRAFFE_WNID, darknet_photo, foolbox_imagenet_images
     from kgzsl.wordnet import lemma_names
 
-    from kgzsl.io import check_output_dir, check_output_file
-
     start = time.perf_counter()
     out = Path(out)
-    # Everything the demo writes is checked before it builds or trains anything.
-    if not (Path(graph_dir) / "graph.json").is_file():
-        if Path(graph_dir).exists() or Path(graph_dir).is_symlink():  # else the message below would talk of --out
-            kind = "a file" if not Path(graph_dir).is_dir() else "a folder without graph.json"
-            raise KgzslError(f"demo --graph {graph_dir} is {kind}, not a kgzsl graph folder: pass a graph folder, "
-                             "or a new folder to build the graph in")
-        check_output_dir(graph_dir, "graph")
-    check_output_dir(out / "run", "train", force=True)  # a stale demo run is retrained in place
-    check_output_file(out / "demo-top5.png", "demo sheet")
+    _check_before_work(out, Path(graph_dir), epochs)
     labelled = foolbox_imagenet_images()
     try:
         labelled.append((darknet_photo("giraffe.jpg"), GIRAFFE_WNID))
     except KgzslError as exc:
         log(f"(skipping the giraffe: {exc})")
     held_out = sorted({w for _, w in labelled if w != GIRAFFE_WNID})
-    graph = _graph(Path(graph_dir), progress)
-    predictions, result = _trained(graph, out / "run", model, held_out, epochs, seed, progress, log)
+    graph = load_or_build_graph(Path(graph_dir), progress)
+    run, result = reusable_run(graph, out / "run", model, held_out, epochs, seed, progress, log)
+    predictions = run.predictions
 
-    backbone = load_backbone("efficientnet-lite0")
+    backbone = load_backbone(run.backbone)
     features, good, bad = image_list_features([p for p, _ in labelled], backbone)
     for entry in bad:
         log(f"skipped {entry['path']}: {entry['reason']}")

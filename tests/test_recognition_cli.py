@@ -130,7 +130,7 @@ def test_evaluate_hits_and_dim_mismatch(run, images, tmp_path, capsys):
 def test_gzsl_evaluation_writes_curve(run, images, tmp_path, capsys):
     """GZSL over held-out (unseen) classes plus all seen classes; features of the 20 real images."""
     from kgzsl.backbones import load_backbone
-    from kgzsl.evaluate import gzsl_evaluate
+    from kgzsl.evaluate import evaluate_gzsl_split
     from kgzsl.features import image_list_features
 
     folder, held = run
@@ -139,5 +139,5 @@ def test_gzsl_evaluation_writes_curve(run, images, tmp_path, capsys):
     labels = [w for _, w in images]
     # half of the held-out classes play the unseen side and half join the seen side, so images of both exist
     seen_ids = [i for i, s in zip(pred.ids, pred.seen.tolist()) if s]
-    test, chosen = gzsl_evaluate(features, labels, pred.ids, pred.pred, held[:10], held[10:] + seen_ids, seed=0)
+    test, chosen = evaluate_gzsl_split(features, labels, pred.ids, pred.pred, held[:10], held[10:] + seen_ids, seed=0)
     assert 0.0 <= test.harmonic_mean <= 1.0 and np.isfinite(chosen.gamma)
