@@ -333,23 +333,29 @@ def check_folder_for_files(path: str | os.PathLike, what: str = "output folder")
 
 # ------------------------------------------------------------------------------- atomic writes
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
-    """Open a temporary file beside ``path``; rename it over ``path`` only if the block succeeds."""
+def staged_file(path: str | os.PathLike, what: str = "output file") -> Iterator[Path]:
+    """Yield the path of a new temporary sibling of ``path``; rename it over ``path`` only if the block succeeds."""
     path = Path(path)
     if path.is_dir():
-        raise KgzslError(f"output file {path} is a folder: give a file name")
+        raise KgzslError(f"{what} {path} is a folder: give a file name")
     tmp: Path | None = None
     try:
         with _signals_deferred():
-            tmp = _temporary(path, what="output file")
-        with open(tmp, mode) as handle:
-            yield handle
+            tmp = _temporary(path, what=what)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         if tmp is not None:
             with _signals_deferred():
                 _remove(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
+    """Open a temporary file beside ``path``; rename it over ``path`` only if the block succeeds."""
+    with staged_file(path) as tmp, open(tmp, mode) as handle:
+        yield handle
 
 
 @contextlib.contextmanager
@@ -442,22 +448,10 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, Any], metadata: dic
         if isinstance(value, np.ndarray):
             value = torch.from_numpy(np.ascontiguousarray(value))
         as_torch[key] = value.detach().contiguous().cpu()
-    path = Path(path)
-    if path.is_dir():
-        raise KgzslError(f"output file {path} is a folder: give a file name")
-    tmp: Path | None = None
-    try:
-        with _signals_deferred():
-            tmp = _temporary(path, what="tensor file")
+    with staged_file(path, "tensor file") as tmp:
         save_file(as_torch, str(tmp), metadata=metadata)
         _sort_safetensors_metadata(tmp)
         os.chmod(tmp, 0o644)  # safetensors recreates the file, so mkstemp's 0600 would stick
-        os.replace(tmp, path)
-    except BaseException:
-        if tmp is not None:
-            with _signals_deferred():
-                _remove(tmp)
-        raise
 
 
 def _sort_safetensors_metadata(path: str | os.PathLike) -> None:
