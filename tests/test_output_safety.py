@@ -119,7 +119,9 @@ def test_home_root_and_project_are_refused(tmp_path, monkeypatch):
     for path, reason in [(home, "the home folder"), (Path("/"), "the root folder"), (ROOT, "the kgzsl project folder"),
                          (ROOT.parent, "a parent of the kgzsl project folder")]:
         for kind in ("graph", "train", "features"):
-            with pytest.raises(KgzslError, match=re.escape(f"{path} is {reason}")):
+            # a clone under /tmp shares its parent with pytest's tmp_path: then either reason is right
+            also = "|" + re.escape("a parent of the current folder") if path in Path.cwd().parents else ""
+            with pytest.raises(KgzslError, match=re.escape(f"{path} is ") + f"({re.escape(reason)}{also})"):
                 check_output_dir(path, kind, force=True)
     assert check_output_dir(home / "graph", "graph", force=True) == home / "graph"  # inside is fine
 
