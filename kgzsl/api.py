@@ -5,6 +5,7 @@
     from kgzsl import Recognizer
     rec = Recognizer.from_run("runs/dgp")     # or Recognizer.pretrained(): the demo's default, trained once
     rec.predict("photo.jpg", top=5)          # a Prediction; a list, a folder, PIL images, features: a list
+    rec.predict("photo.jpg", hedge=0.9).hedged  # after `kgzsl calibrate`: a graph node and its probability
     rec.explain("giraffe")                   # what `kgzsl inspect giraffe` prints, as data
 
 It only composes the library's stages (:mod:`kgzsl.run`, :func:`kgzsl.backbones.load_backbone`,
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
     from kgzsl.backbones import Backbone
     from kgzsl.graph import ClassGraph
+    from kgzsl.hedge import HedgedAnswer, Hedger
     from kgzsl.models import PropagationModel
     from kgzsl.targets import Targets
 
@@ -39,12 +41,13 @@ log = logging.getLogger("kgzsl")
 @dataclass(frozen=True)
 class Prediction:
     """The best candidate classes of one image, best first: graph node ids (wnids in WordNet graphs),
-    their names and scores (``[feature, 1] . classifier``)."""
+    their names and scores (``[feature, 1] . classifier``); with ``predict(hedge=...)``, the hedged answer too."""
 
     image: str
     ids: list[str]
     names: list[str]
     scores: list[float]
+    hedged: HedgedAnswer | None = None
 
 
 @dataclass(frozen=True)
@@ -208,21 +211,40 @@ class Recognizer:
             return None
 
     # ------------------------------------------------------------------------------------ the API
-    def predict(self, x: Any, top: int = 5, candidates: str | list[str] | None = None) -> Prediction | list[Prediction]:
+    def predict(self, x: Any, top: int = 5, candidates: str | list[str] | None = None,
+                hedge: float | None = None) -> Prediction | list[Prediction]:
         """The ``top`` best candidate classes of each image in ``x``: a path, a folder (its images, sorted),
         a PIL image, a list of paths / PIL images, or features of the run's backbone (``[D]`` or ``[B, D]``).
 
         One image (a path, a PIL image, ``[D]``) gives one :class:`Prediction`; anything else a list, in
         input order. Among several files, unreadable ones are skipped with a warning; a single one raises.
+        ``hedge``: a target accuracy calibrated by ``kgzsl calibrate``; each Prediction's ``hedged`` is then the
+        most specific graph node meeting it, with its probability (candidates must be ``"unseen"``).
         """
-        from kgzsl.recognize import predict_features
+        from kgzsl.recognize import candidate_scores, top_predictions
 
         if int(top) < 1:
             raise KgzslError(f"top must be at least 1, got {top}")
+        wanted = candidates or self.candidates
+        hedger = self._hedger(hedge, wanted) if hedge is not None else None
         single, features, names = self._features(x)
-        rows = predict_features(features, names, self.run.predictions, candidates=candidates or self.candidates, top=int(top))
-        found = [Prediction(r.image, [t[0] for t in r.top], [t[1] for t in r.top], [t[2] for t in r.top]) for r in rows]
+        scores, columns = candidate_scores(features, self.run.predictions, wanted)
+        rows = top_predictions(scores, columns, names, self.run.predictions, int(top))
+        hedged = hedger.predict(scores) if hedger is not None else [None] * len(rows)
+        found = [Prediction(r.image, [t[0] for t in r.top], [t[1] for t in r.top], [t[2] for t in r.top], h)
+                 for r, h in zip(rows, hedged)]
         return found[0] if single else found
+
+    def _hedger(self, target: float, candidates: str | list[str]) -> Hedger:
+        """The run's calibrated hedger for ``target`` (built once per target)."""
+        from kgzsl.hedge import HEDGE_CANDIDATES, run_hedger
+
+        if not isinstance(candidates, str) or candidates != HEDGE_CANDIDATES:
+            raise KgzslError(f"hedge is calibrated for candidates={HEDGE_CANDIDATES!r}, not {candidates!r}", parameter="hedge")
+        cache = self.__dict__.setdefault("_hedgers", {})
+        if target not in cache:
+            cache[target] = run_hedger(self.run, self.graph, target)
+        return cache[target]
 
     def explain(self, query: str, top: int = 10) -> Explanation:
         """What ``kgzsl inspect`` reports about the class ``query`` (a wnid or a name): its place in the graph,

@@ -156,6 +156,11 @@ def _add_predictions(p: argparse.ArgumentParser) -> None:
                    help="only warn when the backbone differs from the one the predictions were trained for")
 
 
+def _add_hedge(p: argparse.ArgumentParser, help: str, default: float | None = None) -> None:
+    """``--hedge``: a target accuracy calibrated by ``kgzsl calibrate``."""
+    _add_number(p, "--hedge", float, default=default, above=0, meaning=" (a target accuracy in (0, 1])", help=help)
+
+
 def _add_seen_rows(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("--seen-rows", choices=["real", "predicted"], default="real", help=help)
 
@@ -510,6 +515,9 @@ def _add_predict(sub: Any) -> None:
     _add_seen_rows(p, help="with seen candidates: score seen classes with their real classifiers (default) or the predicted ones")
     p.add_argument("--backbone", help="feature extractor (default: the one the predictions were trained for)")
     _add_arch(p, help="architecture of a ResNet state dict")
+    _add_hedge(p, help="also print the hedged answer (the most specific graph node meeting this target accuracy, "
+                       "and its probability), calibrated by `kgzsl calibrate`")
+    _add_graph(p, help="with --hedge: graph folder the predictions were trained on (default: the one the run records)")
     _add_json(p)
     p.set_defaults(func=cmd_predict)
 
@@ -517,26 +525,45 @@ def _add_predict(sub: Any) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     from kgzsl.backbones import load_backbone
     from kgzsl.features import image_list_features
-    from kgzsl.recognize import predict_features
+    from kgzsl.recognize import candidate_scores, top_predictions
     from kgzsl.run import load_run
 
     run = load_run(args.predictions)
     candidates = _candidates(args, run.predictions)
+    hedger = _predict_hedger(args, run)
     backbone = load_backbone(_backbone_name(args, run), arch=args.arch)
     _check_backbone(args, run.predictions, backbone.describe(), "--backbone is")
     features, good, bad = image_list_features(args.images, backbone)
-    rows = predict_features(features, good, run.predictions, candidates=candidates, top=args.top, gamma=args.gamma,
-                            transductive=args.transductive, seen_rows=args.seen_rows) if good else []
+    rows, hedged = [], []
+    if good:
+        scores, columns = candidate_scores(features, run.predictions, candidates, args.gamma, args.transductive, args.seen_rows)
+        rows = top_predictions(scores, columns, good, run.predictions, args.top)
+        hedged = hedger.predict(scores) if hedger is not None else []
     summary = {
         "predictions": str(args.predictions), "backbone": backbone.name, "candidates": args.candidates,
-        "gamma": args.gamma, "transductive": args.transductive,
+        "gamma": args.gamma, "transductive": args.transductive, "hedge": args.hedge,
         "images": [{"image": r.image, "top": [{"rank": k + 1, "id": i, "name": n, "score": round(v, 4)}
                                               for k, (i, n, v) in enumerate(r.top)]} for r in rows],
         "bad_files": bad,
     }
+    for entry, answer in zip(summary["images"], hedged):
+        entry["hedged"] = {**answer.as_dict(), "probability": round(answer.probability, 4), "info_gain": round(answer.info_gain, 4)}
     _emit(args, summary, _predict_text)
     if bad and not good:
         raise KgzslError(f"none of the {len(bad)} images could be read")
+
+
+def _predict_hedger(args: argparse.Namespace, run: Run) -> Any:
+    """With ``--hedge``: the run's calibrated :class:`kgzsl.hedge.Hedger` for that target (checked before any
+    image is read); None without it."""
+    from kgzsl.hedge import HEDGE_CANDIDATES, run_hedger
+
+    if args.hedge is None:
+        return None
+    if args.candidates != HEDGE_CANDIDATES or args.transductive:
+        raise KgzslError(f"--hedge is calibrated for --candidates {HEDGE_CANDIDATES} without --transductive "
+                         f"(got --candidates {args.candidates}{' --transductive' if args.transductive else ''})")
+    return run_hedger(run, run.load_graph(args.graph), args.hedge)
 
 
 def _candidates(args: argparse.Namespace, predictions: Predictions) -> str | list[str]:
@@ -569,6 +596,10 @@ def _predict_text(s: dict[str, Any]) -> str:
     for image in s["images"]:
         lines.append(image["image"])
         lines.extend(f"  {t['rank']:>2}. {t['id']}  {t['name']:<40} {t['score']:.4f}" for t in image["top"])
+        if "hedged" in image:
+            h = image["hedged"]
+            lines.append(f"  hedged at {s['hedge']:g}: {h['id']}  {h['name']:<27} probability {h['probability']:.3f} "
+                         f"(depth {h['depth']}, {h['info_gain']:.2f} bits)")
     lines.extend(f"skipped {b['path']}: {b['reason']}" for b in s["bad_files"])
     return "\n".join(lines)
 
@@ -581,6 +612,7 @@ def _add_demo(sub: Any) -> None:
     _add_model(p)
     _add_number(p, "--epochs", int, at_least=1, help="epochs (default: the model's schedule, kgzsl.train.SCHEDULES)")
     _add_seed(p)
+    _add_hedge(p, default=0.9, help="target accuracy of the hedged column, shown once the run is calibrated (`kgzsl calibrate`)")
     _add_json(p)
     p.set_defaults(func=cmd_demo)
 
@@ -590,8 +622,58 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     log = (lambda text: print(text, file=sys.stderr)) if args.json else print
     summary = run_demo(out=args.out, graph_dir=args.graph, model=args.model, epochs=args.epochs, seed=args.seed,
-                       progress=not args.json, log=log)
+                       progress=not args.json, log=log, hedge=args.hedge)
     _emit(args, summary, format_demo)
+
+
+# ------------------------------------------------------------------------------------- calibrate
+def _add_calibrate(sub: Any) -> None:
+    p = _subparser(
+        sub, "calibrate", help="fit calibrated, hedged answers (temperature + DARTS multipliers) on images of held-out classes",
+        description=(
+            "Fit the softmax temperature and, per target accuracy, the DARTS multiplier of hedged answers on labelled "
+            "features of classes whose real classifier was not used in training (the run's held-out or unseen "
+            "classes), the candidates being the run's unseen classes. Writes hedge.json into the run folder; "
+            "`kgzsl predict --hedge TARGET` uses it."
+        ),
+    )
+    p.add_argument("--features", type=Path, required=True,
+                   help="feature folder written by kgzsl features (labels = wnid folders) of held-out classes' images")
+    _add_predictions(p)
+    _add_number(p, "--targets", float, nargs="+", default=[0.5, 0.7, 0.9], above=0,
+                meaning=" (a target accuracy in (0, 1])", help="target hierarchical accuracies to calibrate")
+    _add_graph(p, help="graph folder the predictions were trained on (default: the one the run records)")
+    p.add_argument("--plot", type=Path, help="write the reliability diagram PNG (flat top-1 before/after) here")
+    _add_json(p)
+    p.set_defaults(func=cmd_calibrate)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    from kgzsl.features import load_features, read_manifest
+    from kgzsl.hedge import calibrate_run
+    from kgzsl.run import HEDGE_FILE, load_run
+
+    if args.plot:
+        _check_plot_file(args.plot)
+    run = load_run(args.predictions)
+    graph = run.load_graph(args.graph)
+    _check_backbone(args, run.predictions, read_manifest(args.features).get("backbone"), f"the features in {args.features} come from")
+    feats = load_features(args.features)
+    record = calibrate_run(run, graph, feats.features, feats.labels, args.targets, str(args.features), args.plot)
+    summary = {**record, "predictions": str(args.predictions), "out": str(run.folder / HEDGE_FILE)}
+    _emit(args, summary, _calibrate_text)
+
+
+def _calibrate_text(s: dict[str, Any]) -> str:
+    lines = [f"calibrated {s['predictions']} on {s['images']} images of {s['classes']} held-out classes "
+             f"({s['candidate_count']} {s['candidates']} candidates) -> {s['out']}",
+             f"  temperature {s['temperature']:.4g}; top-1 ECE {s['ece_before']:.3f} -> {s['ece_after']:.3f}; "
+             f"NLL {s['nll_before']:.3f} -> {s['nll_after']:.3f}"]
+    lines.extend(f"  target {t}: lambda {lam:.4g} (accuracy on these images {100 * s['calibration_accuracy'][t]:.1f}%)"
+                 for t, lam in s["lambdas"].items())
+    if "plot" in s:
+        lines.append(f"  reliability diagram: {s['plot']}")
+    return "\n".join(lines)
 
 
 # -------------------------------------------------------------------------------------- evaluate
@@ -613,6 +695,10 @@ def _add_evaluate(sub: Any) -> None:
     p.add_argument("--transductive", action="store_true", help="also report transductive label propagation over these images and its gain")
     p.add_argument("--gzsl", action="store_true", help="generalized zero-shot with calibrated stacking (needs images of seen classes too)")
     p.add_argument("--plot", type=Path, help="with --gzsl: write the seen-unseen accuracy curve PNG here")
+    p.add_argument("--hedge", action="store_true",
+                   help="also report hedged answers at each target calibrated by `kgzsl calibrate` (hierarchical accuracy, "
+                        "depth, information gain), with flat top-1 and always-root baselines; candidates: the run's unseen classes")
+    p.add_argument("--hedge-plot", type=Path, help="with --hedge: write the accuracy-specificity curve PNG here (one curve a split)")
     _add_seed(p, help="seed of the calibration/test image split for --gzsl")
     _add_json(p)
     p.set_defaults(func=cmd_evaluate)
@@ -625,6 +711,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from kgzsl.run import load_run
 
     plots = _plot_paths(args)
+    if args.hedge_plot:
+        if not args.hedge:
+            raise KgzslError("--hedge-plot draws the accuracy-specificity curve of hedged answers: it needs --hedge")
+        _check_plot_file(args.hedge_plot)
     run = load_run(args.predictions)
     graph = _evaluation_graph(args, run)
     _check_backbone(args, run.predictions, read_manifest(args.features).get("backbone"), f"the features in {args.features} come from")
@@ -637,9 +727,35 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         if plot is not None and evaluation.gzsl is not None:
             plot_seen_unseen(evaluation.gzsl, str(plot), title=f"GZSL on {entry['split']}: seen vs unseen accuracy")
             entry["gzsl"]["plot"] = str(plot)
+    if args.hedge:
+        _evaluate_hedge(args, run, feats, splits, entries)
     summary = {"features": str(args.features), "predictions": str(args.predictions), "splits": entries,
                "graph": graph.meta.get("folder") if graph is not None else None}
     _emit(args, summary, lambda s: _evaluate_text(s, evaluations))
+
+
+def _evaluate_hedge(args: argparse.Namespace, run: Run, feats: Any, splits: list[tuple[str, list[str]]],
+                    entries: list[dict[str, Any]]) -> None:
+    """``--hedge``: each split's hedged-answer table into its entry (``hedge``); ``--hedge-plot`` the curve."""
+    import torch
+
+    from kgzsl.hedge import evaluate_hedging, plot_accuracy_specificity
+
+    graph = run.load_graph(args.graph)
+    tasks = {}
+    for (name, split), entry in zip(splits, entries):
+        wanted = set(split)
+        rows = [i for i, label in enumerate(feats.labels) if label in wanted]
+        if not rows:
+            raise KgzslError(f"--features {args.features} hold no images of split {name}'s classes")
+        task, entry["hedge"] = evaluate_hedging(run, graph, feats.features[torch.tensor(rows)],
+                                                [feats.labels[i] for i in rows], name)
+        tasks[name] = [task]
+    if args.hedge_plot:
+        lambdas = {float(t): lam for t, lam in entries[0]["hedge"]["lambdas"].items()}
+        plot_accuracy_specificity(tasks, lambdas, args.hedge_plot)
+        for entry in entries:
+            entry["hedge"]["plot"] = str(args.hedge_plot)
 
 
 def _plot_paths(args: argparse.Namespace) -> list[Path | None]:
@@ -685,6 +801,7 @@ def _evaluation_graph(args: argparse.Namespace, run: Run) -> ClassGraph | None:
 
 def _evaluate_text(s: dict[str, Any], evaluations: list[SplitEvaluation]) -> str:
     from kgzsl.evaluate import format_table
+    from kgzsl.hedge import format_hedge_table
 
     results = [r for e in evaluations for r in (e.result, e.transductive) if r is not None]
     lines = [format_table(results)]
@@ -693,6 +810,11 @@ def _evaluate_text(s: dict[str, Any], evaluations: list[SplitEvaluation]) -> str
             g = entry["gzsl"]
             lines.append(f"GZSL {entry['split']}: gamma {g['gamma']:.4g}, seen {100 * g['seen_accuracy']:.1f}%, "
                          f"unseen {100 * g['unseen_accuracy']:.1f}%, H {100 * g['harmonic_mean']:.1f}%, AUSUC {g['ausuc']:.3f}")
+        if "hedge" in entry:
+            h = entry["hedge"]
+            title = (f"hedged answers, {entry['split']} (T = {h['temperature']:.4g}; acc%: hierarchical accuracy, "
+                     "conf%: mean probability of the answer)")
+            lines.append(format_hedge_table(h["rows"], title) + (f"\n  curve: {h['plot']}" if "plot" in h else ""))
     return "\n".join(lines)
 
 
@@ -760,14 +882,15 @@ def _inspect_targets(args: argparse.Namespace, predictions: Predictions) -> Targ
 
 # ------------------------------------------------------------------------------------------ main
 #: the subcommands in the order ``kgzsl --help`` lists them
-BUILDERS = (_add_build_graph, _add_splits, _add_train, _add_features, _add_predict, _add_demo, _add_evaluate, _add_inspect)
+BUILDERS = (_add_build_graph, _add_splits, _add_train, _add_features, _add_predict, _add_demo, _add_calibrate, _add_evaluate,
+            _add_inspect)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``kgzsl`` parser: one subparser a pipeline stage, each from its ``_add_<command>``."""
     parser = _Parser(
         prog="kgzsl",
-        description="Knowledge-graph zero-shot image recognition. Pipeline: build-graph -> train -> predict / evaluate -> inspect.",
+        description="Knowledge-graph zero-shot image recognition. Pipeline: build-graph -> train -> (calibrate) -> predict / evaluate -> inspect.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

@@ -6,7 +6,9 @@
 3. EfficientNet-Lite0 features of 20 real ImageNet validation images (the foolbox wheel) and of a
    giraffe photo (Debian's darknet package; giraffe is an ImageNet-21k class outside ImageNet-1k);
 4. standard zero-shot prediction over every class without a trained classifier (the ImageNet-21k
-   unseen classes plus the held-out ones): a table, Hit@1/5, and a PNG sheet of each image with its top 5.
+   unseen classes plus the held-out ones): a table, Hit@1/5, and a PNG sheet of each image with its top 5;
+   where the run has been calibrated (``kgzsl calibrate``, its ``hedge.json``), a hedged column too: the most
+   specific WordNet node meeting the target accuracy (``hedge``, default 0.9) and its probability.
 
 The numbers are honest zero-shot numbers: no image's class had a classifier during training.
 """
@@ -65,8 +67,10 @@ def run_demo(
     top: int = 5,
     progress: bool = True,
     log=print,
+    hedge: float = 0.9,
 ) -> dict[str, Any]:
-    """Run the demo; returns the summary (per-image rows, Hit@k, seconds, files written)."""
+    """Run the demo; returns the summary (per-image rows, Hit@k, seconds, files written; with a calibrated
+    run, each row's hedged answer at target accuracy ``hedge``)."""
     import torch
 
     from kgzsl.backbones import load_backbone
@@ -74,10 +78,10 @@ def run_demo(
     from kgzsl.recognize import candidate_scores, ranks_of_true, top_predictions
     from kgzsl.run import reusable_run
     from kgzsl.samples import GIRAFFE_WNID, darknet_photo, foolbox_imagenet_images
-    from kgzsl.wordnet import lemma_names
 
     start = time.perf_counter()
     out = Path(out)
+    check_number("hedge", hedge, above=0)
     _check_before_work(out, Path(graph_dir), epochs)
     labelled = foolbox_imagenet_images()
     try:
@@ -99,15 +103,8 @@ def run_demo(
     col_of = {int(c): j for j, c in enumerate(columns)}
     true_cols = torch.tensor([col_of[predictions.index[truth[g]]] for g in good])
     ranks = ranks_of_true(scores, true_cols)
-
-    table = []
-    for row, path, rank in zip(rows, good, ranks.tolist()):
-        wnid = truth[path]
-        table.append({
-            "image": Path(path).name, "true": wnid, "true_name": lemma_names(wnid)[0].replace("_", " "),
-            "top": [{"wnid": w, "name": n, "score": round(s, 3)} for w, n, s in row.top],
-            "rank": rank, "hit@1": rank <= 1, "hit@5": rank <= 5,
-        })
+    hedged = _hedged(run, graph, scores, hedge, log) if good else None
+    table = _table(rows, good, ranks.tolist(), truth, hedged)
     n = max(1, len(table))
     summary = {
         "images": len(table),
@@ -119,6 +116,7 @@ def run_demo(
         "model": predictions.meta.get("model", model),
         "rows": table,
         "bad_files": bad,
+        "hedge": hedge if hedged is not None else None,
     }
     sheet = out / "demo-top5.png"
     write_sheet([p for p in good], table, sheet)
@@ -128,17 +126,53 @@ def run_demo(
     return summary
 
 
+def _hedged(run: Any, graph: ClassGraph, scores: Any, target: float, log: Any) -> list[Any] | None:
+    """The hedged answer of each image where the run is calibrated for ``target``; None (with a note) where not."""
+    from kgzsl.hedge import run_hedger
+
+    record = run.hedging()
+    if record is None:
+        log(f"(no hedged column: run `kgzsl calibrate --predictions {run.folder} ...` on other held-out images first)")
+        return None
+    try:
+        return run_hedger(run, graph, target).predict(scores)
+    except KgzslError as exc:
+        log(f"(no hedged column: {exc})")
+        return None
+
+
+def _table(rows: list[Any], good: list[str], ranks: list[int], truth: dict[str, str], hedged: list[Any] | None) -> list[dict[str, Any]]:
+    """The demo's rows: image, true class, top predictions, rank, hits and, given ``hedged``, the hedged answer."""
+    from kgzsl.wordnet import lemma_names
+
+    table = []
+    for k, (row, path, rank) in enumerate(zip(rows, good, ranks)):
+        wnid = truth[path]
+        entry = {
+            "image": Path(path).name, "true": wnid, "true_name": lemma_names(wnid)[0].replace("_", " "),
+            "top": [{"wnid": w, "name": n, "score": round(s, 3)} for w, n, s in row.top],
+            "rank": rank, "hit@1": rank <= 1, "hit@5": rank <= 5,
+        }
+        if hedged is not None:
+            entry["hedged"] = {"wnid": hedged[k].id, "name": hedged[k].name, "probability": round(hedged[k].probability, 3)}
+        table.append(entry)
+    return table
+
+
 def format_demo(summary: dict[str, Any]) -> str:
     """The demo's table: image, true class, top-5, hit, and the Hit@k line."""
+    hedge = summary.get("hedge")
     lines = [
         f"Zero-shot over {summary['candidates']} candidate classes (ImageNet-21k unseen + "
         f"{summary['held_out_classes']} held-out ImageNet-1k classes), {summary['model']} on EfficientNet-Lite0:",
-        f"{'image':<22}{'true class':<24}{'rank':>6}  top-5 predictions",
+        f"{'image':<22}{'true class':<24}{'rank':>6}  " + (f"{f'hedged at {hedge:g}':<30}" if hedge else "") + "top-5 predictions",
     ]
     for r in summary["rows"]:
         mark = "HIT " if r["hit@1"] else ("top5" if r["hit@5"] else "    ")
         top = ", ".join(t["name"] for t in r["top"])
-        lines.append(f"{r['image']:<22}{r['true_name'][:23]:<24}{r['rank']:>6}  {mark} {top}")
+        h = r.get("hedged")
+        column = f"{h['name'][:22] + ' ' + format(h['probability'], '.2f'):<30}" if h else ""
+        lines.append(f"{r['image']:<22}{r['true_name'][:23]:<24}{r['rank']:>6}  {column}{mark} {top}")
     lines.append(
         f"Hit@1 {100 * summary['hit@1']:.1f}%   Hit@5 {100 * summary['hit@5']:.1f}%   median rank {summary['median_rank']:.0f}   "
         f"({summary['images']} images; sheet {summary['sheet']}; {summary['seconds']} s)"

@@ -356,3 +356,242 @@ class Hedger:
         """One hedged answer per image row of ``scores`` ``[images, candidates]``."""
         cols, probs = self.predict_columns(scores)
         return [self.hierarchy.answer(int(c), float(p)) for c, p in zip(cols, probs)]
+
+
+# ------------------------------------------------------------------------------------ run files
+#: ``hedge.json``'s format (the file name is :data:`kgzsl.run.HEDGE_FILE`)
+HEDGE_FORMAT = "kgzsl.hedge"
+HEDGE_VERSION = 1
+#: the candidate set hedging is calibrated for, as :func:`kgzsl.recognize.candidate_mask` names it
+HEDGE_CANDIDATES = "unseen"
+HEDGE_RULE = ("unseen: every class of the run (not a structure-only node) whose real classifier was not used "
+              "in training (the graph's unseen classes and the held-out seen classes)")
+DEFAULT_TARGETS = (0.5, 0.7, 0.9)
+
+
+def candidate_digest(ids: Sequence[str]) -> str:
+    """SHA-256 of the candidate ids in column order: which candidate set a calibration holds for."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(ids).encode("utf-8")).hexdigest()
+
+
+def _target_key(target: float) -> str:
+    return f"{float(target):g}"
+
+
+def check_calibration_labels(predictions: Any, labels: Sequence[str], where: str = "the features") -> None:
+    """Refuse labels that are not held-out candidates: unknown to the run, seen-and-trained, or not a
+    candidate class (a structure-only node). KgzslError naming ``features`` and the first offender."""
+    from kgzsl.recognize import candidate_mask
+
+    if not len(labels):
+        raise KgzslError(f"features: {where} hold no images to calibrate on", parameter="features")
+    mask = candidate_mask(predictions, HEDGE_CANDIDATES)
+    unknown = sorted({w for w in labels if w not in predictions.index})
+    if unknown:
+        raise KgzslError(f"features: {len(unknown)} labels of {where} are not classes of the run (first: {unknown[0]}): "
+                         "label images by class id (e.g. wnid folders)", parameter="features")
+    trained = sorted({w for w in labels if bool(predictions.seen[predictions.index[w]])})
+    if trained:
+        raise KgzslError(f"features: {len(trained)} classes of {where} were seen in training, their real classifier "
+                         f"used (first: {trained[0]}): calibrate on images of held-out or unseen classes only",
+                         parameter="features")
+    outside = sorted({w for w in labels if not bool(mask[predictions.index[w]])})
+    if outside:
+        raise KgzslError(f"features: {len(outside)} classes of {where} are not candidate classes (first: {outside[0]}, "
+                         "a structure-only node)", parameter="features")
+
+
+def run_candidates(predictions: Any) -> tuple[list[str], Any]:
+    """The ids of the run's hedging candidates (:data:`HEDGE_CANDIDATES`) and their prediction rows."""
+    from kgzsl.recognize import candidate_mask
+
+    columns = candidate_mask(predictions, HEDGE_CANDIDATES).nonzero().view(-1)
+    return [predictions.ids[int(c)] for c in columns], columns
+
+
+def calibrate_run(run: Any, graph: ClassGraph, features: Any, labels: Sequence[str], targets: Sequence[float] = DEFAULT_TARGETS,
+                  feature_folder: str | None = None, plot: str | Path | None = None) -> dict[str, Any]:
+    """Fit the temperature and one DARTS multiplier per target accuracy on labelled features of held-out
+    classes (candidates: :data:`HEDGE_CANDIDATES`) and write ``hedge.json`` into the run folder
+    (atomically); optionally a reliability diagram PNG at ``plot``. Returns the record written."""
+    from kgzsl.io import write_json
+    from kgzsl.run import HEDGE_FILE
+
+    for target in targets:
+        check_number("targets", target, above=0, meaning=" (an accuracy in (0, 1])")
+        if target > 1:
+            raise KgzslError(f"targets must be accuracies in (0, 1], got {target:g}", parameter="targets")
+    if not len(targets):
+        raise KgzslError("targets is empty: give target accuracies, e.g. 0.5 0.7 0.9", parameter="targets")
+    task = run_task(run, graph, features, labels, where=f"feature folder {feature_folder}" if feature_folder else "the features")
+    scores, truth, hierarchy = task.scores, task.truth, task.hierarchy
+    temperature = fit_temperature(scores, truth)
+    post = hierarchy.posteriors(softmax(scores, temperature))
+    lambdas, reached = {}, {}
+    for target in sorted(set(float(t) for t in targets)):
+        lam = fit_lambda(hierarchy, post, truth, target)
+        lambdas[_target_key(target)] = lam
+        reached[_target_key(target)] = float(hierarchy.correct(hierarchy.choose(post, lam), truth).mean())
+    record = {
+        "format": HEDGE_FORMAT, "version": HEDGE_VERSION, "temperature": temperature, "lambdas": lambdas,
+        "calibration_accuracy": reached, "candidates": HEDGE_CANDIDATES, "candidate_rule": HEDGE_RULE,
+        "candidate_count": len(hierarchy.candidate_ids), "candidate_sha256": candidate_digest(hierarchy.candidate_ids), "images": len(truth),
+        "classes": len(set(labels)), "features": feature_folder,
+        "ece_before": expected_calibration_error(softmax(scores, 1.0), truth),
+        "ece_after": expected_calibration_error(softmax(scores, temperature), truth),
+        "nll_before": nll(scores, truth, 1.0), "nll_after": nll(scores, truth, temperature),
+    }
+    if plot is not None:
+        plot_reliability({"flat top-1, T=1": top1(softmax(scores, 1.0), truth),
+                          f"flat top-1, T={temperature:.3g}": top1(softmax(scores, temperature), truth)},
+                         plot, title=f"Reliability on {len(truth)} calibration images")
+        record["plot"] = str(plot)
+    write_json(Path(run.folder) / HEDGE_FILE, record)
+    return record
+
+
+def run_hedger(run: Any, graph: ClassGraph, target: float) -> Hedger:
+    """The :class:`Hedger` of a calibrated run for accuracy ``target``: KgzslError if the run has no
+    ``hedge.json`` (run ``kgzsl calibrate``), the target was not calibrated (naming those that were), or
+    the run's candidate set is not the one calibrated."""
+    check_number("hedge", target, above=0)
+    record = run.hedging()
+    if record is None:
+        raise KgzslError(f"hedge: run {run.source} is not calibrated (no hedge.json): run `kgzsl calibrate --features "
+                         f"FEATS --predictions {run.source}` on images of its held-out classes first", parameter="hedge")
+    lambdas = record["lambdas"]
+    key = _target_key(target)
+    if key not in lambdas:
+        raise KgzslError(f"hedge: target {key} was not calibrated for run {run.source}; calibrated targets: "
+                         f"{', '.join(sorted(lambdas, key=float))} (or rerun `kgzsl calibrate --targets ...`)", parameter="hedge")
+    ids, _ = run_candidates(run.predictions)
+    if candidate_digest(ids) != record.get("candidate_sha256"):
+        raise KgzslError(f"hedge: the calibration in {run.folder} is for another candidate set than the run's: "
+                         "run `kgzsl calibrate` again", parameter="hedge")
+    return Hedger(Hierarchy(graph, ids), record["temperature"], lambdas[key], float(target))
+
+
+# ------------------------------------------------------------------------------------ evaluation
+class HedgeTask:
+    """One candidate set with labelled images: raw ``scores`` ``[images, candidates]``, true columns
+    ``truth``, the :class:`Hierarchy`; :meth:`calibrate` sets the probabilities and posteriors."""
+
+    def __init__(self, name: str, hierarchy: Hierarchy, scores: np.ndarray, truth: np.ndarray) -> None:
+        self.name, self.hierarchy, self.scores, self.truth = name, hierarchy, scores, truth
+        self.probs: np.ndarray | None = None
+        self.post: np.ndarray | None = None
+
+    def subset(self, rows: np.ndarray) -> "HedgeTask":
+        return HedgeTask(self.name, self.hierarchy, self.scores[rows], self.truth[rows])
+
+    def calibrate(self, temperature: float) -> "HedgeTask":
+        self.probs = softmax(self.scores, temperature)
+        self.post = self.hierarchy.posteriors(self.probs)
+        return self
+
+    def answers(self, lam: float) -> np.ndarray:
+        """The hedged answer column of each image for multiplier ``lam``."""
+        return self.hierarchy.choose(self.post, lam)
+
+    def flat(self) -> np.ndarray:
+        """The answer column of each image's flat top-1 candidate."""
+        return self.hierarchy.flat_answers(self.probs)
+
+    def root(self) -> np.ndarray:
+        """Always the root-like answer (every candidate)."""
+        return np.full(len(self.truth), int(np.flatnonzero(self.hierarchy.root_like)[0]), dtype=np.int64)
+
+    def stats(self, cols: np.ndarray) -> dict[str, np.ndarray]:
+        """Per image: correct, information gain, depth, root-like, and the answer's probability."""
+        h = self.hierarchy
+        return {"correct": h.correct(cols, self.truth), "gain": h.gain[cols], "depth": h.depth[cols],
+                "root": h.root_like[cols], "prob": self.post[np.arange(len(cols)), cols]}
+
+
+def pooled_stats(tasks: Sequence[HedgeTask], cols: Sequence[np.ndarray]) -> dict[str, float]:
+    """Means over the images of ``tasks`` (answers ``cols``): hierarchical accuracy ``acc``, ``depth``,
+    information ``gain`` (bits), share of ``root`` answers, mean answer probability ``prob``; and ``n``."""
+    parts = [t.stats(c) for t, c in zip(tasks, cols)]
+    cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return {"acc": float(cat["correct"].mean()), "depth": float(cat["depth"].mean()), "gain": float(cat["gain"].mean()),
+            "root": float(cat["root"].mean()), "prob": float(cat["prob"].mean()), "n": int(len(cat["correct"]))}
+
+
+def hedge_rows(tasks: Sequence[HedgeTask], lambdas: dict[float, float]) -> list[dict[str, Any]]:
+    """One row a calibrated target (``hedged T``), then the baselines ``flat top-1`` and ``always root``
+    (:func:`pooled_stats` of calibrated ``tasks``, with ``answer``, ``target`` and ``lambda``)."""
+    rows = [{"answer": f"hedged {float(t):g}", "target": float(t), "lambda": lam,
+             **pooled_stats(tasks, [task.answers(lam) for task in tasks])} for t, lam in sorted(lambdas.items())]
+    rows.append({"answer": "flat top-1", "target": None, "lambda": None, **pooled_stats(tasks, [t.flat() for t in tasks])})
+    rows.append({"answer": "always root", "target": None, "lambda": None, **pooled_stats(tasks, [t.root() for t in tasks])})
+    return rows
+
+
+HEDGE_HEADER = f"{'answer':<24}{'acc%':>7}{'conf%':>7}{'depth':>7}{'gain':>8}{'root%':>7}{'imgs':>6}"
+
+
+def format_hedge_row(row: dict[str, Any]) -> str:
+    label = row["answer"] + (f" (lam {row['lambda']:.3g})" if row.get("lambda") is not None else "")
+    return (f"{label:<24}{100 * row['acc']:>7.1f}{100 * row['prob']:>7.1f}{row['depth']:>7.2f}{row['gain']:>8.2f}"
+            f"{100 * row['root']:>7.1f}{row['n']:>6}")
+
+
+def format_hedge_table(rows: Sequence[dict[str, Any]], title: str = "") -> str:
+    """The rows of :func:`hedge_rows` as a text table (acc%: hierarchical accuracy, conf%: mean probability)."""
+    lines = ([title] if title else []) + [HEDGE_HEADER, "-" * len(HEDGE_HEADER)]
+    return "\n".join(lines + [format_hedge_row(r) for r in rows])
+
+
+def plot_accuracy_specificity(sets: dict[str, Sequence[HedgeTask]], lambdas: dict[float, float], path: str | Path,
+                              title: str = "Accuracy-specificity trade-off (dots: calibrated targets)") -> None:
+    """PNG (atomic) of hierarchical accuracy against mean information gain over a lambda sweep, per set of
+    calibrated tasks, with the calibrated targets as dots, flat top-1 as a cross and "always root"."""
+    from kgzsl.io import pyplot, save_png
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    grid = [0.0] + list(np.logspace(-3, 3, 49))
+    for k, (label, tasks) in enumerate(sets.items()):
+        color = f"C{k}"
+        pts = [pooled_stats(tasks, [t.answers(lam) for t in tasks]) for lam in grid]
+        ax.plot([p["gain"] for p in pts], [100 * p["acc"] for p in pts], color=color, label=f"DARTS, {label}")
+        for target, lam in sorted(lambdas.items()):
+            p = pooled_stats(tasks, [t.answers(lam) for t in tasks])
+            ax.plot(p["gain"], 100 * p["acc"], "o", color=color)
+            ax.annotate(f"{float(target):g}", (p["gain"], 100 * p["acc"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        flat = pooled_stats(tasks, [t.flat() for t in tasks])
+        ax.plot(flat["gain"], 100 * flat["acc"], "x", color=color, markersize=9, label=f"flat top-1, {label}")
+    ax.plot(0, 100, "s", color="black", label="always root")
+    ax.set(xlabel="mean information gain (bits)", ylabel="hierarchical accuracy (%)", ylim=(0, 102), title=title)
+    ax.legend(fontsize=7, loc="lower left")
+    save_png(fig, path)
+
+
+def run_task(run: Any, graph: ClassGraph, features: Any, labels: Sequence[str], name: str = "",
+             where: str = "the features") -> HedgeTask:
+    """A :class:`HedgeTask` of labelled features of held-out classes against the run's hedging candidates
+    (labels checked by :func:`check_calibration_labels`; ``where`` names the features in its messages)."""
+    from kgzsl.recognize import candidate_scores
+
+    check_calibration_labels(run.predictions, labels, where)
+    ids, _ = run_candidates(run.predictions)
+    column = {c: j for j, c in enumerate(ids)}
+    scores = candidate_scores(features, run.predictions, HEDGE_CANDIDATES)[0].numpy().astype(np.float64)
+    return HedgeTask(name, Hierarchy(graph, ids), scores, np.array([column[w] for w in labels], dtype=np.int64))
+
+
+def evaluate_hedging(run: Any, graph: ClassGraph, features: Any, labels: Sequence[str], name: str = "") -> tuple[HedgeTask, dict[str, Any]]:
+    """Hedged answers of a calibrated run (its ``hedge.json``) on labelled features of held-out classes, at
+    every calibrated target, with the flat top-1 and always-root baselines: the calibrated task and a
+    summary (``rows`` of :func:`hedge_rows`, ``temperature``, ``lambdas``)."""
+    record = run.hedging()
+    if record is None:
+        raise KgzslError(f"hedge: run {run.source} is not calibrated (no hedge.json): run `kgzsl calibrate` first",
+                         parameter="hedge")
+    run_hedger(run, graph, float(next(iter(record["lambdas"]))))  # the candidate set is the calibrated one
+    task = run_task(run, graph, features, labels, name).calibrate(record["temperature"])
+    lambdas = {float(t): lam for t, lam in record["lambdas"].items()}
+    return task, {"split": name, "temperature": record["temperature"], "lambdas": record["lambdas"],
+                  "calibrated_on": record.get("features"), "rows": hedge_rows([task], lambdas)}

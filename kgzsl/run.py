@@ -6,6 +6,7 @@
     train.json               the training record: configuration, seed, losses, graph folder and
                              fingerprint, targets source, backbone and its classifier fingerprint
     predictions.safetensors  every node's predicted classifier (:mod:`kgzsl.predictions`)
+    hedge.json               (after ``kgzsl calibrate``) temperature and DARTS multipliers (:mod:`kgzsl.hedge`)
 
 :func:`save_run` writes the three files atomically; :func:`load_run` reads a run folder (or a bare
 predictions file) into a :class:`Run`, which knows the graph it was trained on, the backbone whose
@@ -36,6 +37,8 @@ log = logging.getLogger("kgzsl")
 MODEL_FILE = "model.safetensors"
 RECORD_FILE = "train.json"
 PREDICTIONS_FILE = "predictions.safetensors"
+#: the calibration of hedged answers, written by ``kgzsl calibrate`` (:func:`kgzsl.hedge.calibrate_run`)
+HEDGE_FILE = "hedge.json"
 #: what a reusable run (the demo's, ``Recognizer.pretrained``'s) was trained for; named after the demo
 REUSE_FILE = "demo.json"
 FORMAT_NAME = "kgzsl.train"
@@ -235,6 +238,16 @@ class Run:
     def load_model(self, graph: ClassGraph) -> PropagationModel | None:
         """The trained model rebuilt for ``graph`` (eval mode), or None where the folder has no model."""
         return load_checkpoint(self.folder, graph)[0] if self.has_model else None
+
+    def hedging(self) -> dict[str, Any] | None:
+        """The run's ``hedge.json`` (calibration of hedged answers), format checked; None where absent."""
+        from kgzsl.hedge import HEDGE_FORMAT, HEDGE_VERSION
+        from kgzsl.io import check_format, read_json
+
+        path = self.folder / HEDGE_FILE
+        if not path.is_file():
+            return None
+        return check_format(read_json(path, "hedge calibration"), HEDGE_FORMAT, HEDGE_VERSION, path, "hedge calibration")
 
     def load_targets(self) -> Targets | None:
         """The targets the run regressed, loaded again from the recorded source (None if none is recorded)."""

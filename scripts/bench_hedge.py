@@ -33,41 +33,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_images as bi  # noqa: E402
 
 from kgzsl.graph import load_graph  # noqa: E402
-from kgzsl.hedge import (Hierarchy, calibration_error, fit_temperature, plot_reliability,  # noqa: E402
-                         search_lambda, softmax, top1)
+from kgzsl.hedge import (HedgeTask, Hierarchy, calibration_error, fit_temperature, format_hedge_table,  # noqa: E402
+                         hedge_rows, plot_accuracy_specificity, plot_reliability, pooled_stats, search_lambda, softmax,
+                         top1)
 from kgzsl.recognize import class_scores  # noqa: E402
 
 TARGETS = (0.5, 0.7, 0.9)
 
 
-class Task:
-    """One candidate set with its images: raw scores, true columns, the hierarchy."""
-
-    def __init__(self, name: str, hierarchy: Hierarchy, scores: np.ndarray, truth: np.ndarray) -> None:
-        self.name, self.hierarchy, self.scores, self.truth = name, hierarchy, scores, truth
-        self.post: np.ndarray | None = None
-
-    def subset(self, rows: np.ndarray) -> "Task":
-        return Task(self.name, self.hierarchy, self.scores[rows], self.truth[rows])
-
-    def calibrate(self, temperature: float) -> None:
-        self.probs = softmax(self.scores, temperature)
-        self.post = self.hierarchy.posteriors(self.probs)
-
-    def answers(self, lam: float) -> np.ndarray:
-        return self.hierarchy.choose(self.post, lam)
-
-    def stats(self, cols: np.ndarray) -> dict[str, np.ndarray]:
-        h = self.hierarchy
-        return {"correct": h.correct(cols, self.truth), "gain": h.gain[cols], "depth": h.depth[cols],
-                "root": h.root_like[cols], "prob": self.post[np.arange(len(cols)), cols]}
-
-
-def pooled(tasks: list[Task], cols: list[np.ndarray]) -> dict[str, float]:
-    parts = [t.stats(c) for t, c in zip(tasks, cols)]
-    cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    return {"acc": cat["correct"].mean(), "depth": cat["depth"].mean(), "gain": cat["gain"].mean(),
-            "root": cat["root"].mean(), "prob": cat["prob"].mean(), "n": len(cat["correct"])}
+Task = HedgeTask  # one candidate set with its images (kgzsl.hedge.HedgeTask)
 
 
 def task_for(graph, predictions, candidate_ids: list[str], x: torch.Tensor, labels: list[str], name: str) -> Task:
@@ -125,11 +99,6 @@ def ece(tasks: list[Task], temperature: float) -> float:
     return calibration_error(*top1_pairs(tasks, temperature))
 
 
-def row(label: str, s: dict[str, float]) -> str:
-    return (f"{label:<24}{100 * s['acc']:>7.1f}{100 * s['prob']:>7.1f}{s['depth']:>7.2f}{s['gain']:>8.2f}"
-            f"{100 * s['root']:>7.1f}{s['n']:>6}")
-
-
 def report(calib: list[Task], test: list[Task], unseen: Task, out: Path) -> None:
     t_raw = 1.0
     temperature = fit_temperature_pooled(calib)
@@ -141,19 +110,13 @@ def report(calib: list[Task], test: list[Task], unseen: Task, out: Path) -> None
         print(f"  flat top-1 ECE (15 bins) {label:<26}: before {ece(tasks, t_raw):.3f}  after {ece(tasks, temperature):.3f}")
     for t in calib + test + [unseen]:
         t.calibrate(temperature)
-    head = f"{'answer':<24}{'acc%':>7}{'conf%':>7}{'depth':>7}{'gain':>8}{'root%':>7}{'imgs':>6}"
     lambdas = {}
     for target in TARGETS:
-        lam = search_lambda(lambda l: pooled(calib, [t.answers(l) for t in calib])["acc"], target)
+        lam = search_lambda(lambda l: pooled_stats(calib, [t.answers(l) for t in calib])["acc"], target)
         lambdas[target] = lam
     for label, tasks in (("held-out test half", test), ("unseen", [unseen]), ("held-out calibration half", calib)):
-        print(f"\n{label}:\n{head}\n{'-' * len(head)}")
-        for target in TARGETS:
-            lam = lambdas[target]
-            print(row(f"hedged {target:.1f} (lam {lam:.3g})", pooled(tasks, [t.answers(lam) for t in tasks])))
-        print(row("flat top-1", pooled(tasks, [t.hierarchy.flat_answers(t.probs) for t in tasks])))
-        print(row("always root", pooled(tasks, [np.full(len(t.truth), int(np.flatnonzero(t.hierarchy.root_like)[0])) for t in tasks])))
-    plot_curve(test, unseen, lambdas, out / "accuracy-specificity.png")
+        print("\n" + format_hedge_table(hedge_rows(tasks, lambdas), f"{label}:"))
+    plot_accuracy_specificity({"held-out test half": test, "unseen": [unseen]}, lambdas, out / "accuracy-specificity.png")
     curves = {"flat top-1, T=1": top1_pairs(test, 1.0), f"flat top-1, T={temperature:.3g}": top1_pairs(test, temperature)}
     for target in TARGETS:
         cols = [t.answers(lambdas[target]) for t in test]
@@ -162,28 +125,6 @@ def report(calib: list[Task], test: list[Task], unseen: Task, out: Path) -> None
         print(f"  hedged {target:.1f} answers, held-out test half: ECE of the answer's probability {calibration_error(*curves[f'hedged {target:.1f}']):.3f}")
     plot_reliability(curves, out / "reliability.png", title="Reliability, held-out test half")
     print(f"\nwrote {out / 'accuracy-specificity.png'} and {out / 'reliability.png'}")
-
-
-def plot_curve(test: list[Task], unseen: Task, lambdas: dict[float, float], path: Path) -> None:
-    from kgzsl.io import pyplot, save_png
-
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    grid = [0.0] + list(np.logspace(-3, 3, 49))
-    for label, tasks, color in (("held-out test half", test, "C0"), ("unseen", [unseen], "C1")):
-        pts = [pooled(tasks, [t.answers(l) for t in tasks]) for l in grid]
-        ax.plot([p["gain"] for p in pts], [100 * p["acc"] for p in pts], color=color, label=f"DARTS, {label}")
-        for target, lam in lambdas.items():
-            p = pooled(tasks, [t.answers(lam) for t in tasks])
-            ax.plot(p["gain"], 100 * p["acc"], "o", color=color)
-            ax.annotate(f"{target:.1f}", (p["gain"], 100 * p["acc"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        flat = pooled(tasks, [t.hierarchy.flat_answers(t.probs) for t in tasks])
-        ax.plot(flat["gain"], 100 * flat["acc"], "x", color=color, markersize=9, label=f"flat top-1, {label}")
-    ax.plot(0, 100, "s", color="black", label="always root")
-    ax.set(xlabel="mean information gain (bits)", ylabel="hierarchical accuracy (%)", ylim=(0, 102),
-           title="Accuracy-specificity trade-off (dots: calibrated targets)")
-    ax.legend(fontsize=7, loc="lower left")
-    save_png(fig, path)
 
 
 def main() -> None:

@@ -1,0 +1,220 @@
+"""`kgzsl calibrate` and `kgzsl predict --hedge` end to end on the small real photo run: the 20 foolbox
+ImageNet photos (the run's held-out classes) calibrate, the darknet giraffe is named with a hedged answer."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from kgzsl.api import Recognizer
+from kgzsl.cli import main
+from kgzsl.errors import KgzslError
+from kgzsl.hedge import HedgedAnswer, calibrate_run
+from kgzsl.run import HEDGE_FILE, load_run
+from kgzsl.samples import darknet_photo, foolbox_imagenet_images
+
+TARGETS = ["0.5", "0.7", "0.9"]
+
+
+def _copy_run(photo_run, where):
+    """A copy of the session's photo run (calibration writes into the run folder; the original stays clean)."""
+    shutil.copytree(photo_run["run"], where)
+    return where
+
+
+def _tree(root, photos):
+    """An ImageFolder tree: each (path, label) copied into ``root/label/``."""
+    for path, label in photos:
+        (root / label).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, root / label / path.name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def feats(tmp_path_factory):
+    """EfficientNet-Lite0 features of the 20 foolbox photos, labelled by their (held-out) wnids."""
+    root = tmp_path_factory.mktemp("hedge-feats")
+    assert main(["features", str(_tree(root / "tree", foolbox_imagenet_images())), "--backbone", "efficientnet-lite0",
+                 "--out", str(root / "feats"), "--json"]) == 0
+    return root / "feats"
+
+
+@pytest.fixture(scope="module")
+def calibrated(photo_run, feats, tmp_path_factory):
+    """A copy of the photo run calibrated on those features: (run folder, reliability PNG, calibrate's JSON summary)."""
+    folder = _copy_run(photo_run, tmp_path_factory.mktemp("hedge-run") / "run")
+    plot = folder.parent / "reliability.png"
+    capture = tmp_path_factory.mktemp("hedge-out") / "summary.json"
+    from contextlib import redirect_stdout
+
+    with open(capture, "w") as handle, redirect_stdout(handle):
+        code = main(["calibrate", "--features", str(feats), "--predictions", str(folder), "--targets", *TARGETS,
+                     "--plot", str(plot), "--json"])
+    assert code == 0
+    return folder, plot, json.loads(capture.read_text())
+
+
+def test_calibrate_writes_hedge_json(calibrated, feats, photo_run, capsys):
+    folder, plot, summary = calibrated
+    record = json.loads((folder / HEDGE_FILE).read_text())
+    assert load_run(folder).hedging() == record
+    assert record["format"] == "kgzsl.hedge" and record["version"] == 1
+    assert record["temperature"] > 0 and sorted(record["lambdas"]) == TARGETS
+    assert all(lam >= 0 for lam in record["lambdas"].values())
+    assert all(record["calibration_accuracy"][t] >= float(t) for t in TARGETS)  # met on the calibration images
+    assert record["images"] == 20 and record["classes"] == len(photo_run["held"]) and record["features"] == str(feats)
+    assert record["candidates"] == "unseen" and "not used in training" in record["candidate_rule"]
+    pred = load_run(folder).predictions
+    unseen = [r == "unseen" for r in pred.meta["roles"]].count(True) + len(photo_run["held"])
+    assert record["candidate_count"] == unseen
+    assert 0 <= record["ece_after"] <= 1 and 0 <= record["ece_before"] <= 1
+    assert record["nll_after"] <= record["nll_before"] + 1e-9  # the fitted temperature minimises the NLL
+    assert plot.is_file() and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and summary["plot"] == str(plot)
+    assert summary["out"] == str(folder / HEDGE_FILE)
+    assert main(["calibrate", "--features", str(feats), "--predictions", str(folder)]) == 0  # text output
+    text = capsys.readouterr().out
+    assert "temperature" in text and "target 0.9: lambda" in text and "ECE" in text
+
+
+def test_predict_hedge_prints_a_graph_node_and_its_probability(calibrated, photo_run, capsys):
+    from kgzsl.graph import load_graph
+
+    folder = calibrated[0]
+    graph = load_graph(photo_run["graph"])
+    giraffe = str(darknet_photo("giraffe.jpg"))
+    capsys.readouterr()
+    assert main(["predict", giraffe, "--predictions", str(folder), "--hedge", "0.9"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == giraffe and len([line for line in lines if line.strip()[:2].rstrip(".").isdigit()]) == 5
+    hedged = [line for line in lines if line.strip().startswith("hedged at 0.9:")]
+    assert len(hedged) == 1
+    node_id = hedged[0].split(":", 1)[1].split()[0]
+    assert node_id in graph.index()
+    probability = float(hedged[0].split("probability")[1].split()[0])
+    assert 0 <= probability <= 1
+
+    assert main(["predict", giraffe, "--predictions", str(folder), "--hedge", "0.9", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["hedge"] == 0.9
+    image = summary["images"][0]
+    assert len(image["top"]) == 5
+    h = image["hedged"]
+    assert set(h) == {"node", "id", "name", "probability", "info_gain", "depth"}
+    assert h["id"] == node_id and graph.ids[h["node"]] == h["id"] and 0 <= h["probability"] <= 1
+    assert h["info_gain"] >= 0 and h["depth"] >= 0
+
+    answer = Recognizer.from_run(folder, progress=False).predict(giraffe, hedge=0.9)
+    assert isinstance(answer.hedged, HedgedAnswer) and answer.hedged.id == h["id"]
+    assert answer.ids == [t["id"] for t in image["top"]]
+    assert answer.hedged.probability == pytest.approx(h["probability"], abs=1e-4)
+    assert Recognizer.from_run(folder, progress=False).predict(giraffe).hedged is None
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("kgzsl: error: "), err
+    return err[0]
+
+
+def test_predict_hedge_errors(calibrated, photo_run, tmp_path, capsys):
+    folder = calibrated[0]
+    giraffe = str(darknet_photo("giraffe.jpg"))
+    bare = _copy_run(photo_run, tmp_path / "bare")
+    (bare / HEDGE_FILE).unlink(missing_ok=True)
+    capsys.readouterr()
+    assert main(["predict", giraffe, "--predictions", str(bare), "--hedge", "0.9"]) == 2
+    assert "kgzsl calibrate" in _one_error_line(capsys)
+    assert main(["predict", giraffe, "--predictions", str(folder), "--hedge", "0.8"]) == 2
+    line = _one_error_line(capsys)
+    assert "--hedge" in line and "0.8" in line and "0.5, 0.7, 0.9" in line
+    assert main(["predict", giraffe, "--predictions", str(folder), "--hedge", "0.9", "--candidates", "all"]) == 2
+    assert "--candidates unseen" in _one_error_line(capsys)
+    assert main(["predict", giraffe, "--predictions", str(folder), "--hedge", "0"]) == 2
+    assert "--hedge must be above 0" in _one_error_line(capsys)
+    with pytest.raises(KgzslError, match="not calibrated"):
+        Recognizer.from_run(bare, progress=False).predict(giraffe, hedge=0.9)
+
+
+def test_bad_calibration_input_leaves_no_file(photo_run, feats, tmp_path, capsys):
+    folder = _copy_run(photo_run, tmp_path / "run")
+    pred = load_run(folder).predictions
+    seen = next(w for w, s in zip(pred.ids, pred.seen.tolist()) if s)
+    photos = foolbox_imagenet_images()[:2]
+    bad_tree = _tree(tmp_path / "tree", [(photos[0][0], seen), (photos[1][0], photos[1][1])])
+    assert main(["features", str(bad_tree), "--backbone", "efficientnet-lite0", "--out", str(tmp_path / "bad"), "--json"]) == 0
+    capsys.readouterr()
+    assert main(["calibrate", "--features", str(tmp_path / "bad"), "--predictions", str(folder),
+                 "--plot", str(tmp_path / "r.png")]) == 2
+    line = _one_error_line(capsys)
+    assert "--features" in line and "seen in training" in line and seen in line
+    assert main(["calibrate", "--features", str(feats), "--predictions", str(folder), "--targets", "0.5", "1.5"]) == 2
+    assert "--targets" in _one_error_line(capsys)
+    assert main(["calibrate", "--features", str(feats), "--predictions", str(folder), "--targets", "0"]) == 2
+    assert "--targets must be above 0" in _one_error_line(capsys)
+    assert main(["calibrate", "--features", str(tmp_path / "nowhere"), "--predictions", str(folder)]) == 2
+    _one_error_line(capsys)
+
+    from kgzsl.features import load_features
+
+    run = load_run(folder)
+    graph = run.load_graph()
+    internal = pred.ids[pred.meta["roles"].index("internal")]
+    x = load_features(feats).features[:2]
+    with pytest.raises(KgzslError, match="not candidate classes") as err:
+        calibrate_run(run, graph, x, [internal, internal])
+    assert err.value.parameter == "features"
+    with pytest.raises(KgzslError, match="not classes of the run"):
+        calibrate_run(run, graph, x, ["n00000000", photo_run["held"][0]])
+    assert not (folder / HEDGE_FILE).exists() and not (tmp_path / "r.png").exists()
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in photo_run["run"].iterdir())
+
+
+def test_evaluate_hedge_table_and_curve(calibrated, feats, photo_run, tmp_path, capsys):
+    folder = calibrated[0]
+    split = tmp_path / "held.txt"
+    split.write_text("\n".join(photo_run["held"]) + "\n")
+    curve = tmp_path / "curve.png"
+    capsys.readouterr()
+    assert main(["evaluate", "--features", str(feats), "--predictions", str(folder), "--split", str(split),
+                 "--hedge", "--hedge-plot", str(curve), "--json"]) == 0
+    hedge = json.loads(capsys.readouterr().out)["splits"][0]["hedge"]
+    rows = {r["answer"]: r for r in hedge["rows"]}
+    assert list(rows) == ["hedged 0.5", "hedged 0.7", "hedged 0.9", "flat top-1", "always root"]
+    for target in TARGETS:  # the calibration images themselves: each target is met
+        assert rows[f"hedged {target}"]["acc"] >= float(target) and rows[f"hedged {target}"]["n"] == 20
+    assert rows["always root"]["acc"] == 1 and rows["always root"]["gain"] == 0
+    assert rows["flat top-1"]["gain"] >= rows["hedged 0.9"]["gain"]
+    assert curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and hedge["plot"] == str(curve)
+    assert main(["evaluate", "--features", str(feats), "--predictions", str(folder), "--split", str(split), "--hedge"]) == 0
+    text = capsys.readouterr().out
+    assert "hedged answers, held" in text and "always root" in text and "hedged 0.9 (lam" in text
+    assert main(["evaluate", "--features", str(feats), "--predictions", str(folder), "--split", str(split),
+                 "--hedge-plot", str(tmp_path / "c2.png")]) == 2
+    assert "needs --hedge" in _one_error_line(capsys) and not (tmp_path / "c2.png").exists()
+    bare = _copy_run(photo_run, tmp_path / "bare")
+    assert main(["evaluate", "--features", str(feats), "--predictions", str(bare), "--split", str(split), "--hedge"]) == 2
+    assert "kgzsl calibrate" in _one_error_line(capsys)
+
+
+def test_demo_gains_a_hedged_column_once_calibrated(photo_run, feats, tmp_path, capsys):
+    from kgzsl.demo import format_demo, run_demo
+
+    out = tmp_path / "demo"
+    notes = []
+    first = run_demo(out=out, graph_dir=photo_run["graph"], epochs=2, progress=False, log=notes.append)
+    assert first["hedge"] is None and "hedged" not in first["rows"][0] and any("kgzsl calibrate" in n for n in notes)
+    assert "hedged at" not in format_demo(first)
+    capsys.readouterr()
+    assert main(["calibrate", "--features", str(feats), "--predictions", str(out / "run"), "--json"]) == 0
+    again = run_demo(out=out, graph_dir=photo_run["graph"], epochs=2, progress=False, log=lambda *a: None)
+    assert not again["trained_now"] and again["hedge"] == 0.9
+    assert all(0 <= r["hedged"]["probability"] <= 1 for r in again["rows"])
+    text = format_demo(again)
+    assert "hedged at 0.9" in text and again["rows"][-1]["hedged"]["name"][:22] in text
+    notes.clear()
+    other = run_demo(out=out, graph_dir=photo_run["graph"], epochs=2, progress=False, log=notes.append, hedge=0.8)
+    assert other["hedge"] is None and any("0.5, 0.7, 0.9" in n for n in notes)  # a target not calibrated: a note, no column
+    with pytest.raises(KgzslError, match="hedge must be above 0"):
+        run_demo(out=out, graph_dir=photo_run["graph"], epochs=2, progress=False, log=lambda *a: None, hedge=0)
