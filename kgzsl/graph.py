@@ -174,6 +174,21 @@ def undirected_neighbours(edge_index: np.ndarray, num_nodes: int) -> list[list[i
     return neighbours
 
 
+def hop_distances(adjacency: Sequence[Sequence[int]], sources: Iterable[int]) -> np.ndarray:
+    """Breadth-first hop distance of every node from the nearest of ``sources`` along ``adjacency``
+    (lists of next nodes); -1 where unreachable."""
+    distance = np.full(len(adjacency), -1, dtype=np.int64)
+    queue = deque(int(s) for s in sources)
+    distance[list(queue)] = 0
+    while queue:
+        node = queue.popleft()
+        for other in adjacency[node]:
+            if distance[other] < 0:
+                distance[other] = distance[node] + 1
+                queue.append(other)
+    return distance
+
+
 def ancestor_pairs(parents: Sequence[Sequence[int]], progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Every (node, ancestor) pair with its BFS hop distance along child -> parent edges (self at 0)."""
     sources: list[int] = []

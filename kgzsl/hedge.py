@@ -19,7 +19,6 @@ node index. Depth = hops on the shortest path up to a root (a node without paren
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -29,7 +28,7 @@ import torch
 from scipy import sparse
 
 from kgzsl.errors import KgzslError, check_number
-from kgzsl.graph import ClassGraph, ancestor_pairs
+from kgzsl.graph import ClassGraph, ancestor_pairs, hop_distances
 
 # ------------------------------------------------------------------------------------ calibration
 def _scores(scores: Any, name: str = "scores") -> np.ndarray:
@@ -165,16 +164,7 @@ def node_depths(graph: ClassGraph) -> np.ndarray:
     for child, parent in np.asarray(graph.edge_index).reshape(2, -1).T.tolist():
         children[parent].append(child)
         has_parent[child] = True
-    depth = np.full(n, -1, dtype=np.int64)
-    queue = deque(np.flatnonzero(~has_parent).tolist())
-    depth[list(queue)] = 0
-    while queue:
-        node = queue.popleft()
-        for child in children[node]:
-            if depth[child] < 0:
-                depth[child] = depth[node] + 1
-                queue.append(child)
-    return depth
+    return hop_distances(children, np.flatnonzero(~has_parent).tolist())
 
 
 def subtree_matrix(graph: ClassGraph, candidate_ids: Sequence[str]) -> sparse.csc_matrix:

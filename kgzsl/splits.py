@@ -8,14 +8,13 @@ most 2 (3). Distances here are shortest undirected paths along the graph's hyper
 from __future__ import annotations
 
 import os
-from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kgzsl.graph import ClassGraph
+from kgzsl.graph import ClassGraph, hop_distances
 
 #: the file a hop split is written to (in the folder of ``kgzsl splits --out``)
 SPLIT_FILE = "split-{hops}-hops.txt"
@@ -23,17 +22,7 @@ SPLIT_FILE = "split-{hops}-hops.txt"
 
 def hops_from_seen(graph: ClassGraph) -> np.ndarray:
     """Undirected hop distance of every node to its nearest seen node (-1 where unreachable)."""
-    neighbours = graph.neighbours()
-    distance = np.full(graph.num_nodes, -1, dtype=np.int64)
-    queue = deque(np.flatnonzero(graph.mask("seen")).tolist())
-    distance[list(queue)] = 0
-    while queue:
-        node = queue.popleft()
-        for other in neighbours[node]:
-            if distance[other] < 0:
-                distance[other] = distance[node] + 1
-                queue.append(other)
-    return distance
+    return hop_distances(graph.neighbours(), np.flatnonzero(graph.mask("seen")).tolist())
 
 
 def hop_splits(graph: ClassGraph, hops: Iterable[int]) -> dict[int, list[str]]:
