@@ -179,12 +179,11 @@ class Recognizer:
     @cached_property
     def backbone(self) -> Backbone:
         """The feature extractor, loaded on first use; refused if the run was trained for another one."""
-        from kgzsl.backbones import BACKBONE_NAMES, load_backbone
-        from kgzsl.predictions import backbone_mismatch
+        from kgzsl.backbones import load_backbone
+        from kgzsl.predictions import backbone_mismatch_of
 
         network = load_backbone(self._backbone_name, device=self._device)
-        label = network.name if network.name in BACKBONE_NAMES else network.source
-        mismatch = backbone_mismatch(self.run.predictions.meta, label, network.fingerprint)
+        mismatch = backbone_mismatch_of(self.run.predictions.meta, network.describe())
         if mismatch is not None:
             raise KgzslError(f"run {self.run.source} was trained for {mismatch[0]} but backbone {mismatch[1]} was given: "
                              "leave backbone= out to use the run's")

@@ -179,14 +179,9 @@ def _graph_folder(given: Path | None) -> Path:
 
 def _check_backbone(args: argparse.Namespace, predictions: Predictions, backbone: dict[str, Any] | None, given: str) -> None:
     """Refuse (with --allow-backbone-mismatch: warn about) a backbone other than the one the predictions were trained for."""
-    from kgzsl.backbones.weights import EFFICIENTNET_LITE_VARIANTS
-    from kgzsl.predictions import backbone_mismatch
+    from kgzsl.predictions import backbone_mismatch_of
 
-    info = backbone or {}
-    name = info.get("name")
-    if name not in EFFICIENTNET_LITE_VARIANTS and info.get("source"):
-        name = info["source"]
-    mismatch = backbone_mismatch(predictions.meta, name, info.get("fingerprint"))
+    mismatch = backbone_mismatch_of(predictions.meta, backbone)
     if mismatch is None:
         return
     text = f"predictions {args.predictions} were trained for {mismatch[0]} but {given} {mismatch[1]}"
@@ -340,9 +335,7 @@ def _check_splits_out(out: Path) -> None:
     """Refuse, before any work, an ``--out`` that is a file or a folder that cannot be written."""
     from kgzsl.io import check_folder_for_files
 
-    if Path(out).exists() and not Path(out).is_dir():
-        raise KgzslError(f"splits --out {out} is a file: --out names a folder to write split-K-hops.txt files into")
-    check_folder_for_files(out, "splits --out folder")
+    check_folder_for_files(out, "splits --out folder (split-K-hops.txt files go there)")
 
 
 def _splits_text(s: dict[str, Any]) -> str:
