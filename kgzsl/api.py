@@ -218,7 +218,8 @@ class Recognizer:
         One image (a path, a PIL image, ``[D]``) gives one :class:`Prediction`; anything else a list, in
         input order. Among several files, unreadable ones are skipped with a warning; a single one raises.
         ``hedge``: a target accuracy calibrated by ``kgzsl calibrate``; each Prediction's ``hedged`` is then the
-        most specific graph node meeting it, with its probability (candidates must be ``"unseen"``).
+        most informative graph node meeting it, with its probability (candidates ``"unseen"``, or ``"all"`` where the
+        run is calibrated for the generalized setting: seen classes then carry the calibrated gamma).
         """
         from kgzsl.recognize import candidate_scores, top_predictions
 
@@ -227,7 +228,7 @@ class Recognizer:
         wanted = candidates or self.candidates
         hedger = self._hedger(hedge, wanted) if hedge is not None else None
         single, features, names = self._features(x)
-        scores, columns = candidate_scores(features, self.run.predictions, wanted)
+        scores, columns = candidate_scores(features, self.run.predictions, wanted, hedger.gamma if hedger is not None else 0.0)
         rows = top_predictions(scores, columns, names, self.run.predictions, int(top))
         hedged = hedger.predict(scores) if hedger is not None else [None] * len(rows)
         found = [Prediction(r.image, [t[0] for t in r.top], [t[1] for t in r.top], [t[2] for t in r.top], h)
@@ -236,14 +237,15 @@ class Recognizer:
 
     def _hedger(self, target: float, candidates: str | list[str]) -> Hedger:
         """The run's calibrated hedger for ``target`` (built once per target)."""
-        from kgzsl.hedge import HEDGE_CANDIDATES, run_hedger
+        from kgzsl.hedge import HEDGE_FILES, run_hedger
 
-        if not isinstance(candidates, str) or candidates != HEDGE_CANDIDATES:
-            raise KgzslError(f"hedge is calibrated for candidates={HEDGE_CANDIDATES!r}, not {candidates!r}", parameter="hedge")
+        if not isinstance(candidates, str) or candidates not in HEDGE_FILES:
+            raise KgzslError(f"hedge is calibrated for candidates {' or '.join(map(repr, HEDGE_FILES))}, not {candidates!r}",
+                             parameter="hedge")
         cache = self.__dict__.setdefault("_hedgers", {})
-        if target not in cache:
-            cache[target] = run_hedger(self.run, self.graph, target)
-        return cache[target]
+        if (target, candidates) not in cache:
+            cache[target, candidates] = run_hedger(self.run, self.graph, target, candidates)
+        return cache[target, candidates]
 
     def explain(self, query: str, top: int = 10) -> Explanation:
         """What ``kgzsl inspect`` reports about the class ``query`` (a wnid or a name): its place in the graph,

@@ -161,6 +161,13 @@ def _add_hedge(p: argparse.ArgumentParser, help: str, default: float | None = No
     _add_number(p, "--hedge", float, default=default, above=0, meaning=" (a target accuracy in (0, 1])", help=help)
 
 
+def _add_hedge_rule(p: argparse.ArgumentParser) -> None:
+    """``--hedge-rule``: threshold (default of the calibration) or darts."""
+    p.add_argument("--hedge-rule", choices=["threshold", "darts"],
+                   help="how hedged answers are chosen: threshold (the most informative node at least as probable as the "
+                        "calibrated threshold; the default) or darts (Deng et al.'s multiplier)")
+
+
 def _add_seen_rows(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("--seen-rows", choices=["real", "predicted"], default="real", help=help)
 
@@ -503,13 +510,15 @@ def _add_predict(sub: Any) -> None:
     _add_predictions(p)
     p.add_argument("--candidates", default="unseen", help="unseen, all, or a file of candidate wnids")
     _add_number(p, "--top", int, default=5, at_least=1, help="how many classes to print per image")
-    _add_number(p, "--gamma", float, default=0.0, help="calibrated stacking: subtracted from seen classes' scores")
+    _add_number(p, "--gamma", float, help="calibrated stacking: subtracted from seen classes' scores "
+                "(default 0; with --hedge and --candidates all, the calibrated one)")
     p.add_argument("--transductive", action="store_true", help="refine the images' scores together by label propagation over their nearest neighbours")
     _add_seen_rows(p, help="with seen candidates: score seen classes with their real classifiers (default) or the predicted ones")
     p.add_argument("--backbone", help="feature extractor (default: the one the predictions were trained for)")
     _add_arch(p, help="architecture of a ResNet state dict")
     _add_hedge(p, help="also print the hedged answer (the most specific graph node meeting this target accuracy, "
                        "and its probability), calibrated by `kgzsl calibrate`")
+    _add_hedge_rule(p)
     _add_graph(p, help="with --hedge: graph folder the predictions were trained on (default: the one the run records)")
     _add_json(p)
     p.set_defaults(func=cmd_predict)
@@ -528,13 +537,15 @@ def cmd_predict(args: argparse.Namespace) -> None:
     _check_backbone(args, run.predictions, backbone.describe(), "--backbone is")
     features, good, bad = image_list_features(args.images, backbone)
     rows, hedged = [], []
+    gamma = hedger.gamma if hedger is not None else (args.gamma or 0.0)
     if good:
-        scores, columns = candidate_scores(features, run.predictions, candidates, args.gamma, args.transductive, args.seen_rows)
+        scores, columns = candidate_scores(features, run.predictions, candidates, gamma, args.transductive, args.seen_rows)
         rows = top_predictions(scores, columns, good, run.predictions, args.top)
         hedged = hedger.predict(scores) if hedger is not None else []
     summary = {
         "predictions": str(args.predictions), "backbone": backbone.name, "candidates": args.candidates,
-        "gamma": args.gamma, "transductive": args.transductive, "hedge": args.hedge,
+        "gamma": gamma, "transductive": args.transductive, "hedge": args.hedge,
+        "hedge_rule": hedger.rule if hedger is not None else None,
         "images": [{"image": r.image, "top": [{"rank": k + 1, "id": i, "name": n, "score": round(v, 4)}
                                               for k, (i, n, v) in enumerate(r.top)]} for r in rows],
         "bad_files": bad,
@@ -547,16 +558,22 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def _predict_hedger(args: argparse.Namespace, run: Run) -> Any:
-    """With ``--hedge``: the run's calibrated :class:`kgzsl.hedge.Hedger` for that target (checked before any
-    image is read); None without it."""
-    from kgzsl.hedge import HEDGE_CANDIDATES, run_hedger
+    """With ``--hedge``: the run's calibrated :class:`kgzsl.hedge.Hedger` for that target and candidate set
+    (checked before any image is read); None without it."""
+    from kgzsl.hedge import HEDGE_FILES, run_hedger
 
     if args.hedge is None:
+        if args.hedge_rule is not None:
+            raise KgzslError("--hedge-rule chooses how --hedge answers: give --hedge TARGET too")
         return None
-    if args.candidates != HEDGE_CANDIDATES or args.transductive:
-        raise KgzslError(f"--hedge is calibrated for --candidates {HEDGE_CANDIDATES} without --transductive "
+    if args.candidates not in HEDGE_FILES or args.transductive:
+        raise KgzslError(f"--hedge is calibrated for --candidates {' or '.join(HEDGE_FILES)} without --transductive "
                          f"(got --candidates {args.candidates}{' --transductive' if args.transductive else ''})")
-    return run_hedger(run, run.load_graph(args.graph), args.hedge)
+    hedger = run_hedger(run, run.load_graph(args.graph), args.hedge, args.candidates, args.hedge_rule)
+    if args.gamma is not None and args.gamma != hedger.gamma:
+        raise KgzslError(f"--gamma {args.gamma:g} differs from the gamma {hedger.gamma:.4g} the run's hedging was calibrated "
+                         "with: leave --gamma out (it is taken from the calibration)")
+    return hedger
 
 
 def _candidates(args: argparse.Namespace, predictions: Predictions) -> str | list[str]:
@@ -591,7 +608,7 @@ def _predict_text(s: dict[str, Any]) -> str:
         lines.extend(f"  {t['rank']:>2}. {t['id']}  {t['name']:<40} {t['score']:.4f}" for t in image["top"])
         if "hedged" in image:
             h = image["hedged"]
-            lines.append(f"  hedged at {s['hedge']:g}: {h['id']}  {h['name']:<27} probability {h['probability']:.3f} "
+            lines.append(f"  hedged at {s['hedge']:g} ({s['hedge_rule']}): {h['id']}  {h['name']:<27} probability {h['probability']:.3f} "
                          f"(depth {h['depth']}, {h['info_gain']:.2f} bits)")
     lines.extend(f"skipped {b['path']}: {b['reason']}" for b in s["bad_files"])
     return "\n".join(lines)
@@ -622,12 +639,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------------------------- calibrate
 def _add_calibrate(sub: Any) -> None:
     p = _subparser(
-        sub, "calibrate", help="fit calibrated, hedged answers (temperature + DARTS multipliers) on images of held-out classes",
+        sub, "calibrate", help="fit calibrated, hedged answers (temperature + thresholds / DARTS multipliers) on labelled images",
         description=(
-            "Fit the softmax temperature and, per target accuracy, the DARTS multiplier of hedged answers on labelled "
-            "features of classes whose real classifier was not used in training (the run's held-out or unseen "
-            "classes), the candidates being the run's unseen classes. Writes hedge.json into the run folder; "
-            "`kgzsl predict --hedge TARGET` uses it."
+            "Fit the softmax temperature and, per target accuracy, the threshold (default rule) and the DARTS multiplier "
+            "of hedged answers on labelled features. --candidates unseen (default): images of classes whose real "
+            "classifier was not used in training (the run's held-out or unseen classes); writes hedge.json. --candidates "
+            "all (generalized zero-shot): images of seen and unseen classes, with the calibrated-stacking gamma fitted "
+            "first; writes hedge-all.json. `kgzsl predict --hedge TARGET` uses them."
         ),
     )
     p.add_argument("--features", type=Path, required=True,
@@ -635,6 +653,11 @@ def _add_calibrate(sub: Any) -> None:
     _add_predictions(p)
     _add_number(p, "--targets", float, nargs="+", default=[0.5, 0.7, 0.9], above=0,
                 meaning=" (a target accuracy in (0, 1])", help="target hierarchical accuracies to calibrate")
+    p.add_argument("--candidates", choices=["unseen", "all"], default="unseen",
+                   help="unseen (default; writes hedge.json): calibrate on images of held-out or unseen classes; all "
+                        "(generalized zero-shot; writes hedge-all.json): seen classes too, with calibrated stacking")
+    _add_number(p, "--gamma", float, help="with --candidates all: the calibrated-stacking gamma (default: fitted on "
+                "these images, which then must show seen and unseen classes)")
     _add_graph(p, help="graph folder the predictions were trained on (default: the one the run records)")
     p.add_argument("--plot", type=Path, help="write the reliability diagram PNG (flat top-1 before/after) here")
     _add_json(p)
@@ -643,27 +666,33 @@ def _add_calibrate(sub: Any) -> None:
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
     from kgzsl.features import load_features, read_manifest
-    from kgzsl.hedge import calibrate_run
-    from kgzsl.run import HEDGE_FILE, load_run
+    from kgzsl.hedge import calibrate_run, hedge_file
+    from kgzsl.run import load_run
 
+    if args.gamma is not None and args.candidates != "all":
+        raise KgzslError("--gamma offsets seen candidates' scores: it needs --candidates all")
     if args.plot:
         _check_plot_file(args.plot)
     run = load_run(args.predictions)
     graph = run.load_graph(args.graph)
     _check_backbone(args, run.predictions, read_manifest(args.features).get("backbone"), f"the features in {args.features} come from")
     feats = load_features(args.features)
-    record = calibrate_run(run, graph, feats.features, feats.labels, args.targets, str(args.features), args.plot)
-    summary = {**record, "predictions": str(args.predictions), "out": str(run.folder / HEDGE_FILE)}
+    record = calibrate_run(run, graph, feats.features, feats.labels, args.targets, str(args.features), args.plot,
+                           args.candidates, args.gamma)
+    summary = {**record, "predictions": str(args.predictions), "out": str(run.folder / hedge_file(args.candidates))}
     _emit(args, summary, _calibrate_text)
 
 
 def _calibrate_text(s: dict[str, Any]) -> str:
-    lines = [f"calibrated {s['predictions']} on {s['images']} images of {s['classes']} held-out classes "
-             f"({s['candidate_count']} {s['candidates']} candidates) -> {s['out']}",
+    stacking = f", gamma {s['gamma']:.4g}" if s["candidates"] == "all" else ""
+    lines = [f"calibrated {s['predictions']} on {s['images']} images of {s['classes']} classes "
+             f"({s['candidate_count']} {s['candidates']} candidates{stacking}) -> {s['out']}",
              f"  temperature {s['temperature']:.4g}; top-1 ECE {s['ece_before']:.3f} -> {s['ece_after']:.3f}; "
              f"NLL {s['nll_before']:.3f} -> {s['nll_after']:.3f}"]
-    lines.extend(f"  target {t}: lambda {lam:.4g} (accuracy on these images {100 * s['calibration_accuracy'][t]:.1f}%)"
-                 for t, lam in s["lambdas"].items())
+    names = {"threshold": "threshold", "darts": "lambda"}
+    for rule, values in s["rules"].items():
+        lines.extend(f"  {rule} target {t}: {names[rule]} {v:.4g} (accuracy on these images "
+                     f"{100 * s['calibration_accuracy'][rule][t]:.1f}%)" for t, v in values.items())
     if "plot" in s:
         lines.append(f"  reliability diagram: {s['plot']}")
     return "\n".join(lines)
@@ -691,6 +720,8 @@ def _add_evaluate(sub: Any) -> None:
     p.add_argument("--hedge", action="store_true",
                    help="also report hedged answers at each target calibrated by `kgzsl calibrate` (hierarchical accuracy, "
                         "depth, information gain), with flat top-1 and always-root baselines; candidates: the run's unseen classes")
+    p.add_argument("--hedge-candidates", choices=["unseen", "all"], default="unseen",
+                   help="with --hedge: the candidate set whose calibration to use (all: generalized, seen classes too)")
     p.add_argument("--hedge-plot", type=Path, help="with --hedge: write the accuracy-specificity curve PNG here (one curve a split)")
     _add_seed(p, help="seed of the calibration/test image split for --gzsl")
     _add_json(p)
@@ -742,11 +773,10 @@ def _evaluate_hedge(args: argparse.Namespace, run: Run, feats: Any, splits: list
         if not rows:
             raise KgzslError(f"--features {args.features} hold no images of split {name}'s classes")
         task, entry["hedge"] = evaluate_hedging(run, graph, feats.features[torch.tensor(rows)],
-                                                [feats.labels[i] for i in rows], name)
+                                                [feats.labels[i] for i in rows], name, args.hedge_candidates)
         tasks[name] = [task]
     if args.hedge_plot:
-        lambdas = {float(t): lam for t, lam in entries[0]["hedge"]["lambdas"].items()}
-        plot_accuracy_specificity(tasks, lambdas, args.hedge_plot)
+        plot_accuracy_specificity(tasks, entries[0]["hedge"]["rules"], args.hedge_plot)
         for entry in entries:
             entry["hedge"]["plot"] = str(args.hedge_plot)
 

@@ -5,11 +5,20 @@
 2. Hierarchical posteriors: ``P(v) = sum of p(c) over the candidates c in the subtree of v`` (v
    itself included), for every node v of a :class:`kgzsl.graph.ClassGraph` (``edge_index`` holds the
    ``child -> parent`` edges; a DAG is fine: a candidate counts once under each of its ancestors).
-3. Hedging (DARTS): the reward of node v is its information gain
+3. Hedging. Every node v has a reward, its information gain
    ``r(v) = log2(#candidates) - log2(#candidates in the subtree of v)`` (0 at the root, the most at a
-   leaf candidate). For a multiplier ``lambda >= 0`` the answer is ``argmax_v (r(v) + lambda) * P(v)``;
-   ``lambda`` is the smallest one (binary search) whose hierarchical accuracy on calibration images
-   reaches the target ``1 - eps``. An answer v is correct iff the true class is in its subtree.
+   leaf candidate). Two rules pick the answer; an answer v is correct iff the true class is in its subtree.
+
+   * ``threshold`` (default): the most informative node whose posterior is at least a threshold ``t``;
+     ``t`` is the lowest threshold (bisection) whose hierarchical accuracy on calibration images
+     reaches the target ``1 - eps``. Each answer states its own probability, at least ``t``.
+   * ``darts`` (Deng et al.'s DARTS): ``argmax_v (r(v) + lambda) * P(v)`` with the smallest
+     ``lambda >= 0`` (binary search) reaching the target. It maximises the mean information gain at
+     that accuracy, by falling back to the root on the images it is least sure of.
+
+4. Generalized setting: with seen classes among the candidates (scored by their real classifiers),
+   the calibrated-stacking offset ``gamma`` is subtracted from their scores before the softmax;
+   ``gamma`` is fitted first (harmonic mean of seen and unseen accuracy), then ``T``, then the rules.
 
 Ties: nodes whose subtrees hold the same candidates are one answer (the deepest of them, then the
 lowest node index, represents them); remaining ties in reward go to the deeper node, then the lower
@@ -29,6 +38,14 @@ from scipy import sparse
 
 from kgzsl.errors import KgzslError, check_number
 from kgzsl.graph import ClassGraph, ancestor_pairs, hop_distances
+
+#: hedging rules (see the module docstring); the threshold rule is the default: every answer then carries
+#: its own calibrated probability, and it never falls back to the root where some node is likely enough
+RULES = ("threshold", "darts")
+DEFAULT_RULE = "threshold"
+#: float slack when comparing a subtree's summed probability with a threshold (the root's sums to 1 +- 1e-15)
+PROBABILITY_SLACK = 1e-9
+
 
 # ------------------------------------------------------------------------------------ calibration
 def _scores(scores: Any, name: str = "scores") -> np.ndarray:
@@ -257,9 +274,21 @@ class Hierarchy:
         return p
 
     def choose(self, posteriors: np.ndarray, lam: float) -> np.ndarray:
-        """Answer column per image: ``argmax_v (gain(v) + lambda) * P(v)`` (first maximum = preferred)."""
+        """DARTS: answer column per image ``argmax_v (gain(v) + lambda) * P(v)`` (first maximum = preferred)."""
         check_number("lam", lam, at_least=0)
         return np.argmax((self.gain[None, :] + lam) * posteriors, axis=1)
+
+    def choose_above(self, posteriors: np.ndarray, threshold: float) -> np.ndarray:
+        """Threshold rule: per image, the most informative answer column whose posterior is at least
+        ``threshold`` (ties: the preferred, i.e. deeper, column). The root-like column (P = 1) always qualifies."""
+        check_number("threshold", threshold, at_least=0)
+        qualifies = posteriors >= threshold - PROBABILITY_SLACK
+        qualifies[:, self.root_like] = True
+        return np.argmax(np.where(qualifies, self.gain[None, :], -np.inf), axis=1)
+
+    def answers(self, posteriors: np.ndarray, rule: str, parameter: float) -> np.ndarray:
+        """Answer columns under ``rule``: ``"threshold"`` (:meth:`choose_above`) or ``"darts"`` (:meth:`choose`)."""
+        return self.choose_above(posteriors, parameter) if _rule(rule) == "threshold" else self.choose(posteriors, parameter)
 
     def correct(self, answers: np.ndarray, truth: Any) -> np.ndarray:
         """Whether each answer column's subtree holds the image's true candidate column."""
@@ -290,9 +319,7 @@ class Hierarchy:
 def search_lambda(accuracy: Callable[[float], float], target: float, steps: int = 60) -> float:
     """The smallest ``lambda >= 0`` with ``accuracy(lambda) >= target`` (= 1 - eps): 0 if it already
     holds, else double an upper bound from 1, then ``steps`` bisections (DARTS' binary search)."""
-    check_number("target", target, above=0)
-    if target > 1:
-        raise KgzslError(f"target must be at most 1 (an accuracy), got {target:g}", parameter="target")
+    _check_target(target)
     if accuracy(0.0) >= target:
         return 0.0
     high = 1.0
@@ -312,34 +339,84 @@ def search_lambda(accuracy: Callable[[float], float], target: float, steps: int 
 
 def fit_lambda(hierarchy: Hierarchy, posteriors: np.ndarray, truth: Any, target: float, steps: int = 60) -> float:
     """:func:`search_lambda` for the hierarchical accuracy of ``hierarchy.choose`` on calibration images."""
-    if len(posteriors) == 0:
-        raise KgzslError("no calibration images to fit lambda on", parameter="posteriors")
-    y = _truth(truth, len(posteriors), len(hierarchy.candidate_ids))
+    y = _calibration_truth(hierarchy, posteriors, truth)
     return search_lambda(lambda lam: float(hierarchy.correct(hierarchy.choose(posteriors, lam), y).mean()), target, steps)
 
 
-class Hedger:
-    """Calibrated, hedged recognition over one candidate set: ``fit`` the temperature and the DARTS
-    multiplier on labelled calibration images, then ``predict`` one :class:`HedgedAnswer` per image."""
+def search_threshold(accuracy: Callable[[float], float], target: float, steps: int = 50) -> float:
+    """The lowest posterior threshold in ``[0, 1]`` with ``accuracy(threshold) >= target``, by bisection
+    (accuracy rises as the threshold pushes answers up the tree; at 1 only near-certain answers remain)."""
+    _check_target(target)
+    if accuracy(0.0) >= target:
+        return 0.0
+    if accuracy(1.0) < target:
+        raise KgzslError(f"target {target:g} is out of reach on these calibration images", parameter="target")
+    low, high = 0.0, 1.0
+    for _ in range(steps):
+        mid = (low + high) / 2
+        if accuracy(mid) >= target:
+            high = mid
+        else:
+            low = mid
+    return float(high)
 
-    def __init__(self, hierarchy: Hierarchy, temperature: float = 1.0, lam: float = 0.0, target: float | None = None) -> None:
+
+def fit_threshold(hierarchy: Hierarchy, posteriors: np.ndarray, truth: Any, target: float, steps: int = 50) -> float:
+    """:func:`search_threshold` for the hierarchical accuracy of ``hierarchy.choose_above`` on calibration images."""
+    y = _calibration_truth(hierarchy, posteriors, truth)
+    return search_threshold(lambda t: float(hierarchy.correct(hierarchy.choose_above(posteriors, t), y).mean()), target, steps)
+
+
+def fit_rule(hierarchy: Hierarchy, posteriors: np.ndarray, truth: Any, target: float, rule: str) -> float:
+    """The parameter of ``rule`` (a threshold or DARTS' lambda) that meets ``target`` on calibration images."""
+    fit = fit_threshold if _rule(rule) == "threshold" else fit_lambda
+    return fit(hierarchy, posteriors, truth, target)
+
+
+def _calibration_truth(hierarchy: Hierarchy, posteriors: np.ndarray, truth: Any) -> np.ndarray:
+    if len(posteriors) == 0:
+        raise KgzslError("no calibration images to fit on", parameter="posteriors")
+    return _truth(truth, len(posteriors), len(hierarchy.candidate_ids))
+
+
+def _check_target(target: float) -> None:
+    check_number("target", target, above=0)
+    if target > 1:
+        raise KgzslError(f"target must be at most 1 (an accuracy), got {target:g}", parameter="target")
+
+
+def _rule(rule: str) -> str:
+    if rule not in RULES:
+        raise KgzslError(f"rule must be one of {', '.join(RULES)}, got {rule!r}", parameter="rule")
+    return rule
+
+
+class Hedger:
+    """Calibrated, hedged recognition over one candidate set: ``fit`` the temperature and the rule's
+    parameter (threshold or DARTS multiplier) on labelled calibration images, then ``predict`` one
+    :class:`HedgedAnswer` per image. ``gamma``: the calibrated-stacking offset the scores must carry
+    (generalized setting); recorded here so callers score with the one calibrated."""
+
+    def __init__(self, hierarchy: Hierarchy, temperature: float = 1.0, parameter: float = 0.0, target: float | None = None,
+                 rule: str = DEFAULT_RULE, gamma: float = 0.0) -> None:
         check_number("temperature", temperature, above=0)
-        check_number("lam", lam, at_least=0)
-        self.hierarchy, self.temperature, self.lam, self.target = hierarchy, float(temperature), float(lam), target
+        check_number("parameter", parameter, at_least=0)
+        self.hierarchy, self.temperature, self.parameter, self.target = hierarchy, float(temperature), float(parameter), target
+        self.rule, self.gamma = _rule(rule), float(gamma)
 
     def fit(self, scores: Any, truth: Any, target: float, calibrate: bool = True) -> "Hedger":
-        """Fit ``T`` (if ``calibrate``) by NLL, then ``lambda`` for hierarchical accuracy ``>= target``."""
+        """Fit ``T`` (if ``calibrate``) by NLL, then the rule's parameter for hierarchical accuracy ``>= target``."""
         if calibrate:
             self.temperature = fit_temperature(scores, truth)
         post = self.hierarchy.posteriors(softmax(scores, self.temperature))
-        self.lam = fit_lambda(self.hierarchy, post, truth, target)
+        self.parameter = fit_rule(self.hierarchy, post, truth, target, self.rule)
         self.target = float(target)
         return self
 
     def predict_columns(self, scores: Any) -> tuple[np.ndarray, np.ndarray]:
         """Answer columns and their posteriors, per image."""
         post = self.hierarchy.posteriors(softmax(scores, self.temperature))
-        cols = self.hierarchy.choose(post, self.lam)
+        cols = self.hierarchy.answers(post, self.rule, self.parameter)
         return cols, post[np.arange(len(cols)), cols]
 
     def predict(self, scores: Any) -> list[HedgedAnswer]:
@@ -349,14 +426,41 @@ class Hedger:
 
 
 # ------------------------------------------------------------------------------------ run files
-#: ``hedge.json``'s format (the file name is :data:`kgzsl.run.HEDGE_FILE`)
+#: a run's hedge calibration file format (version 1: DARTS multipliers only, unseen candidates; still read)
 HEDGE_FORMAT = "kgzsl.hedge"
-HEDGE_VERSION = 1
-#: the candidate set hedging is calibrated for, as :func:`kgzsl.recognize.candidate_mask` names it
+HEDGE_VERSION = 2
+#: the candidate set calibrated by default, as :func:`kgzsl.recognize.candidate_mask` names it
 HEDGE_CANDIDATES = "unseen"
-HEDGE_RULE = ("unseen: every class of the run (not a structure-only node) whose real classifier was not used "
-              "in training (the graph's unseen classes and the held-out seen classes)")
+#: the file in a run folder holding the calibration of each candidate set
+HEDGE_FILES = {"unseen": "hedge.json", "all": "hedge-all.json"}
+HEDGE_RULE_TEXT = {
+    "unseen": ("unseen: every class of the run (not a structure-only node) whose real classifier was not used "
+               "in training (the graph's unseen classes and the held-out seen classes)"),
+    "all": ("all: every class of the run (not a structure-only node), seen ones scored by their real classifiers "
+            "minus the calibrated-stacking gamma (generalized zero-shot)"),
+}
 DEFAULT_TARGETS = (0.5, 0.7, 0.9)
+
+
+def hedge_file(candidates: str) -> str:
+    """The file name of the calibration for ``candidates`` (``"unseen"`` or ``"all"``) in a run folder."""
+    if not isinstance(candidates, str) or candidates not in HEDGE_FILES:
+        raise KgzslError(f"hedging is calibrated for candidates {' or '.join(HEDGE_FILES)}, not {candidates!r}",
+                         parameter="candidates")
+    return HEDGE_FILES[candidates]
+
+
+def read_hedge_record(path: str | Path) -> dict[str, Any]:
+    """A calibration file, format checked, version 1 brought to version 2's fields (``rules``, ``gamma``)."""
+    from kgzsl.io import check_format, read_json
+
+    record = check_format(read_json(path, "hedge calibration"), HEDGE_FORMAT, None, path, "hedge calibration")
+    if record.get("version") == 1:
+        record = {**record, "version": 2, "rules": {"darts": record["lambdas"]}, "default_rule": "darts", "gamma": 0.0,
+                  "calibration_accuracy": {"darts": record.get("calibration_accuracy", {})}}
+    if record.get("version") != HEDGE_VERSION:
+        raise KgzslError(f"{path} is hedge calibration version {record.get('version')}; this kgzsl reads 1 and {HEDGE_VERSION}")
+    return record
 
 
 def candidate_digest(ids: Sequence[str]) -> str:
@@ -370,97 +474,138 @@ def _target_key(target: float) -> str:
     return f"{float(target):g}"
 
 
-def check_calibration_labels(predictions: Any, labels: Sequence[str], where: str = "the features") -> None:
-    """Refuse labels that are not held-out candidates: unknown to the run, seen-and-trained, or not a
-    candidate class (a structure-only node). KgzslError naming ``features`` and the first offender."""
+def check_calibration_labels(predictions: Any, labels: Sequence[str], where: str = "the features",
+                             candidates: str = HEDGE_CANDIDATES) -> None:
+    """Refuse labels that are not candidates: unknown to the run, not a candidate class (a structure-only node)
+    or, for ``"unseen"``, seen-and-trained. KgzslError naming ``features`` and the first offender."""
     from kgzsl.recognize import candidate_mask
 
     if not len(labels):
         raise KgzslError(f"features: {where} hold no images to calibrate on", parameter="features")
-    mask = candidate_mask(predictions, HEDGE_CANDIDATES)
+    hedge_file(candidates)  # a calibratable candidate set
+    mask = candidate_mask(predictions, candidates)
     unknown = sorted({w for w in labels if w not in predictions.index})
     if unknown:
         raise KgzslError(f"features: {len(unknown)} labels of {where} are not classes of the run (first: {unknown[0]}): "
                          "label images by class id (e.g. wnid folders)", parameter="features")
     trained = sorted({w for w in labels if bool(predictions.seen[predictions.index[w]])})
-    if trained:
+    if trained and candidates == "unseen":
         raise KgzslError(f"features: {len(trained)} classes of {where} were seen in training, their real classifier "
-                         f"used (first: {trained[0]}): calibrate on images of held-out or unseen classes only",
-                         parameter="features")
+                         f"used (first: {trained[0]}): calibrate on images of held-out or unseen classes only "
+                         "(or calibrate the generalized setting, candidates all)", parameter="features")
     outside = sorted({w for w in labels if not bool(mask[predictions.index[w]])})
     if outside:
         raise KgzslError(f"features: {len(outside)} classes of {where} are not candidate classes (first: {outside[0]}, "
                          "a structure-only node)", parameter="features")
 
 
-def run_candidates(predictions: Any) -> tuple[list[str], Any]:
-    """The ids of the run's hedging candidates (:data:`HEDGE_CANDIDATES`) and their prediction rows."""
+def run_candidates(predictions: Any, candidates: str = HEDGE_CANDIDATES) -> tuple[list[str], Any]:
+    """The ids of the run's candidates for hedging (``"unseen"`` or ``"all"``) and their prediction rows."""
     from kgzsl.recognize import candidate_mask
 
-    columns = candidate_mask(predictions, HEDGE_CANDIDATES).nonzero().view(-1)
+    hedge_file(candidates)  # a calibratable candidate set
+    columns = candidate_mask(predictions, candidates).nonzero().view(-1)
     return [predictions.ids[int(c)] for c in columns], columns
 
 
-def calibrate_run(run: Any, graph: ClassGraph, features: Any, labels: Sequence[str], targets: Sequence[float] = DEFAULT_TARGETS,
-                  feature_folder: str | None = None, plot: str | Path | None = None) -> dict[str, Any]:
-    """Fit the temperature and one DARTS multiplier per target accuracy on labelled features of held-out
-    classes (candidates: :data:`HEDGE_CANDIDATES`) and write ``hedge.json`` into the run folder
-    (atomically); optionally a reliability diagram PNG at ``plot``. Returns the record written."""
-    from kgzsl.io import write_json
-    from kgzsl.run import HEDGE_FILE
-
+def _check_targets(targets: Sequence[float]) -> list[float]:
     for target in targets:
         check_number("targets", target, above=0, meaning=" (an accuracy in (0, 1])")
         if target > 1:
             raise KgzslError(f"targets must be accuracies in (0, 1], got {target:g}", parameter="targets")
     if not len(targets):
         raise KgzslError("targets is empty: give target accuracies, e.g. 0.5 0.7 0.9", parameter="targets")
-    task = run_task(run, graph, features, labels, where=f"feature folder {feature_folder}" if feature_folder else "the features")
-    scores, truth, hierarchy = task.scores, task.truth, task.hierarchy
-    temperature = fit_temperature(scores, truth)
-    post = hierarchy.posteriors(softmax(scores, temperature))
-    lambdas, reached = {}, {}
-    for target in sorted(set(float(t) for t in targets)):
-        lam = fit_lambda(hierarchy, post, truth, target)
-        lambdas[_target_key(target)] = lam
-        reached[_target_key(target)] = float(hierarchy.correct(hierarchy.choose(post, lam), truth).mean())
+    return sorted(set(float(t) for t in targets))
+
+
+def fit_gamma(task: HedgeTask, seen: np.ndarray) -> float:
+    """Calibrated stacking: the ``gamma`` maximising the harmonic mean of seen and unseen top-1 accuracy on the
+    calibration images (:func:`kgzsl.recognize.calibrate`); they must show both seen and unseen classes."""
+    from kgzsl.recognize import calibrate
+
+    of_seen = seen[task.truth]
+    if of_seen.all() or not of_seen.any():
+        kind = "seen" if of_seen.all() else "unseen"
+        raise KgzslError(f"features: every calibration image is of a {kind} class: fitting the generalized setting's gamma "
+                         "needs images of both seen (trained) and unseen classes (or give gamma)", parameter="features")
+    return float(calibrate(torch.from_numpy(task.scores), torch.from_numpy(task.truth), torch.from_numpy(seen)).gamma)
+
+
+def _fit_rules(task: HedgeTask, targets: list[float]) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Per rule and target: the fitted parameter and the accuracy it reaches on the calibration images."""
+    params: dict[str, dict[str, float]] = {}
+    reached: dict[str, dict[str, float]] = {}
+    for rule in RULES:
+        params[rule], reached[rule] = {}, {}
+        for target in targets:
+            value = fit_rule(task.hierarchy, task.post, task.truth, target, rule)
+            params[rule][_target_key(target)] = value
+            reached[rule][_target_key(target)] = float(task.stats(task.answers(value, rule))["correct"].mean())
+    return params, reached
+
+
+def calibrate_run(run: Any, graph: ClassGraph, features: Any, labels: Sequence[str], targets: Sequence[float] = DEFAULT_TARGETS,
+                  feature_folder: str | None = None, plot: str | Path | None = None, candidates: str = HEDGE_CANDIDATES,
+                  gamma: float | None = None) -> dict[str, Any]:
+    """Fit, on labelled features, the temperature and each rule's parameter per target accuracy (and, for
+    candidates ``"all"``, the calibrated-stacking ``gamma`` unless given) and write the run's calibration file
+    (:func:`hedge_file`, atomically); optionally a reliability diagram PNG at ``plot``. Returns the record."""
+    from kgzsl.io import write_json
+
+    wanted = _check_targets(targets)
+    where = f"feature folder {feature_folder}" if feature_folder else "the features"
+    task = run_task(run, graph, features, labels, where=where, candidates=candidates)
+    if candidates == "all":
+        seen = run.predictions.seen[run_candidates(run.predictions, "all")[1]].numpy()
+        if gamma is not None:
+            check_number("gamma", gamma)
+        gamma = fit_gamma(task, seen) if gamma is None else float(gamma)
+        task = HedgeTask(task.name, task.hierarchy, task.scores - gamma * seen[None, :], task.truth)
+    raw = task.scores
+    temperature = fit_temperature(raw, task.truth)
+    params, reached = _fit_rules(task.calibrate(temperature), wanted)
     record = {
-        "format": HEDGE_FORMAT, "version": HEDGE_VERSION, "temperature": temperature, "lambdas": lambdas,
-        "calibration_accuracy": reached, "candidates": HEDGE_CANDIDATES, "candidate_rule": HEDGE_RULE,
-        "candidate_count": len(hierarchy.candidate_ids), "candidate_sha256": candidate_digest(hierarchy.candidate_ids), "images": len(truth),
+        "format": HEDGE_FORMAT, "version": HEDGE_VERSION, "temperature": temperature, "gamma": float(gamma or 0.0),
+        "rules": params, "default_rule": DEFAULT_RULE, "calibration_accuracy": reached, "candidates": candidates,
+        "candidate_rule": HEDGE_RULE_TEXT[candidates], "candidate_count": len(task.hierarchy.candidate_ids),
+        "candidate_sha256": candidate_digest(task.hierarchy.candidate_ids), "images": len(task.truth),
         "classes": len(set(labels)), "features": feature_folder,
-        "ece_before": expected_calibration_error(softmax(scores, 1.0), truth),
-        "ece_after": expected_calibration_error(softmax(scores, temperature), truth),
-        "nll_before": nll(scores, truth, 1.0), "nll_after": nll(scores, truth, temperature),
+        "ece_before": expected_calibration_error(softmax(raw, 1.0), task.truth),
+        "ece_after": expected_calibration_error(softmax(raw, temperature), task.truth),
+        "nll_before": nll(raw, task.truth, 1.0), "nll_after": nll(raw, task.truth, temperature),
     }
     if plot is not None:
-        plot_reliability({"flat top-1, T=1": top1(softmax(scores, 1.0), truth),
-                          f"flat top-1, T={temperature:.3g}": top1(softmax(scores, temperature), truth)},
-                         plot, title=f"Reliability on {len(truth)} calibration images")
+        plot_reliability({"flat top-1, T=1": top1(softmax(raw, 1.0), task.truth),
+                          f"flat top-1, T={temperature:.3g}": top1(task.probs, task.truth)},
+                         plot, title=f"Reliability on {len(task.truth)} calibration images")
         record["plot"] = str(plot)
-    write_json(Path(run.folder) / HEDGE_FILE, record)
+    write_json(Path(run.folder) / hedge_file(candidates), record)
     return record
 
 
-def run_hedger(run: Any, graph: ClassGraph, target: float) -> Hedger:
-    """The :class:`Hedger` of a calibrated run for accuracy ``target``: KgzslError if the run has no
-    ``hedge.json`` (run ``kgzsl calibrate``), the target was not calibrated (naming those that were), or
-    the run's candidate set is not the one calibrated."""
+def run_hedger(run: Any, graph: ClassGraph, target: float, candidates: str = HEDGE_CANDIDATES, rule: str | None = None) -> Hedger:
+    """The :class:`Hedger` of a calibrated run for accuracy ``target`` over ``candidates`` (``rule``: default the
+    calibration's): KgzslError if the run has no calibration for them (run ``kgzsl calibrate``), the target
+    was not calibrated (naming those that were), or the run's candidate set is not the one calibrated."""
     check_number("hedge", target, above=0)
-    record = run.hedging()
+    record = run.hedging(candidates)
     if record is None:
-        raise KgzslError(f"hedge: run {run.source} is not calibrated (no hedge.json): run `kgzsl calibrate --features "
-                         f"FEATS --predictions {run.source}` on images of its held-out classes first", parameter="hedge")
-    lambdas = record["lambdas"]
-    key = _target_key(target)
-    if key not in lambdas:
+        flag = "" if candidates == HEDGE_CANDIDATES else f" --candidates {candidates}"
+        raise KgzslError(f"hedge: run {run.source} is not calibrated for candidates {candidates} (no {hedge_file(candidates)}): "
+                         f"run `kgzsl calibrate --features FEATS --predictions {run.source}{flag}` first", parameter="hedge")
+    rule = _rule(rule or record["default_rule"])
+    if rule not in record["rules"]:
+        raise KgzslError(f"hedge: rule {rule} was not calibrated for run {run.source} (calibrated: "
+                         f"{', '.join(record['rules'])}): run `kgzsl calibrate` again", parameter="hedge")
+    values, key = record["rules"][rule], _target_key(target)
+    if key not in values:
         raise KgzslError(f"hedge: target {key} was not calibrated for run {run.source}; calibrated targets: "
-                         f"{', '.join(sorted(lambdas, key=float))} (or rerun `kgzsl calibrate --targets ...`)", parameter="hedge")
-    ids, _ = run_candidates(run.predictions)
+                         f"{', '.join(sorted(values, key=float))} (or rerun `kgzsl calibrate --targets ...`)", parameter="hedge")
+    ids, _ = run_candidates(run.predictions, candidates)
     if candidate_digest(ids) != record.get("candidate_sha256"):
         raise KgzslError(f"hedge: the calibration in {run.folder} is for another candidate set than the run's: "
                          "run `kgzsl calibrate` again", parameter="hedge")
-    return Hedger(Hierarchy(graph, ids), record["temperature"], lambdas[key], float(target))
+    return Hedger(Hierarchy(graph, ids), record["temperature"], values[key], float(target), rule, record.get("gamma", 0.0))
 
 
 # ------------------------------------------------------------------------------------ evaluation
@@ -481,9 +626,9 @@ class HedgeTask:
         self.post = self.hierarchy.posteriors(self.probs)
         return self
 
-    def answers(self, lam: float) -> np.ndarray:
-        """The hedged answer column of each image for multiplier ``lam``."""
-        return self.hierarchy.choose(self.post, lam)
+    def answers(self, parameter: float, rule: str) -> np.ndarray:
+        """The hedged answer column of each image under ``rule`` with its ``parameter`` (threshold or lambda)."""
+        return self.hierarchy.answers(self.post, rule, parameter)
 
     def flat(self) -> np.ndarray:
         """The answer column of each image's flat top-1 candidate."""
@@ -509,22 +654,26 @@ def pooled_stats(tasks: Sequence[HedgeTask], cols: Sequence[np.ndarray]) -> dict
             "root": float(cat["root"].mean()), "prob": float(cat["prob"].mean()), "n": int(len(cat["correct"]))}
 
 
-def hedge_rows(tasks: Sequence[HedgeTask], lambdas: dict[float, float]) -> list[dict[str, Any]]:
-    """One row a calibrated target (``hedged T``), then the baselines ``flat top-1`` and ``always root``
-    (:func:`pooled_stats` of calibrated ``tasks``, with ``answer``, ``target`` and ``lambda``)."""
-    rows = [{"answer": f"hedged {float(t):g}", "target": float(t), "lambda": lam,
-             **pooled_stats(tasks, [task.answers(lam) for task in tasks])} for t, lam in sorted(lambdas.items())]
-    rows.append({"answer": "flat top-1", "target": None, "lambda": None, **pooled_stats(tasks, [t.flat() for t in tasks])})
-    rows.append({"answer": "always root", "target": None, "lambda": None, **pooled_stats(tasks, [t.root() for t in tasks])})
+def hedge_rows(tasks: Sequence[HedgeTask], rules: dict[str, dict[Any, float]]) -> list[dict[str, Any]]:
+    """One row a rule and calibrated target (``threshold 0.9``: ``rules[rule][target]`` is its parameter),
+    then the baselines ``flat top-1`` and ``always root`` (:func:`pooled_stats` of calibrated ``tasks``, with
+    ``answer``, ``rule``, ``target`` and ``parameter``)."""
+    rows = [{"answer": f"{rule} {float(t):g}", "rule": rule, "target": float(t), "parameter": value,
+             **pooled_stats(tasks, [task.answers(value, rule) for task in tasks])}
+            for rule, values in rules.items() for t, value in sorted(values.items(), key=lambda kv: float(kv[0]))]
+    for label, answers in (("flat top-1", lambda t: t.flat()), ("always root", lambda t: t.root())):
+        rows.append({"answer": label, "rule": None, "target": None, "parameter": None,
+                     **pooled_stats(tasks, [answers(t) for t in tasks])})
     return rows
 
 
-HEDGE_HEADER = f"{'answer':<24}{'acc%':>7}{'conf%':>7}{'depth':>7}{'gain':>8}{'root%':>7}{'imgs':>6}"
+HEDGE_HEADER = f"{'answer':<28}{'acc%':>7}{'conf%':>7}{'depth':>7}{'gain':>8}{'root%':>7}{'imgs':>6}"
 
 
 def format_hedge_row(row: dict[str, Any]) -> str:
-    label = row["answer"] + (f" (lam {row['lambda']:.3g})" if row.get("lambda") is not None else "")
-    return (f"{label:<24}{100 * row['acc']:>7.1f}{100 * row['prob']:>7.1f}{row['depth']:>7.2f}{row['gain']:>8.2f}"
+    short = {"threshold": "t", "darts": "lam"}.get(row.get("rule"), "")
+    label = row["answer"] + (f" ({short} {row['parameter']:.3g})" if row.get("parameter") is not None else "")
+    return (f"{label:<28}{100 * row['acc']:>7.1f}{100 * row['prob']:>7.1f}{row['depth']:>7.2f}{row['gain']:>8.2f}"
             f"{100 * row['root']:>7.1f}{row['n']:>6}")
 
 
@@ -534,25 +683,29 @@ def format_hedge_table(rows: Sequence[dict[str, Any]], title: str = "") -> str:
     return "\n".join(lines + [format_hedge_row(r) for r in rows])
 
 
-def plot_accuracy_specificity(sets: dict[str, Sequence[HedgeTask]], lambdas: dict[float, float], path: str | Path,
+#: the parameter sweep of each rule drawn by :func:`plot_accuracy_specificity`
+SWEEPS = {"threshold": [0.0] + list(np.linspace(0.02, 1.0, 50)), "darts": [0.0] + list(np.logspace(-3, 3, 49))}
+
+
+def plot_accuracy_specificity(sets: dict[str, Sequence[HedgeTask]], rules: dict[str, dict[Any, float]], path: str | Path,
                               title: str = "Accuracy-specificity trade-off (dots: calibrated targets)") -> None:
-    """PNG (atomic) of hierarchical accuracy against mean information gain over a lambda sweep, per set of
-    calibrated tasks, with the calibrated targets as dots, flat top-1 as a cross and "always root"."""
+    """PNG (atomic) of hierarchical accuracy against mean information gain over each rule's parameter sweep,
+    per set of calibrated tasks, with the calibrated targets as dots, flat top-1 as a cross and "always root"."""
     from kgzsl.io import pyplot, save_png
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    grid = [0.0] + list(np.logspace(-3, 3, 49))
     for k, (label, tasks) in enumerate(sets.items()):
-        color = f"C{k}"
-        pts = [pooled_stats(tasks, [t.answers(lam) for t in tasks]) for lam in grid]
-        ax.plot([p["gain"] for p in pts], [100 * p["acc"] for p in pts], color=color, label=f"DARTS, {label}")
-        for target, lam in sorted(lambdas.items()):
-            p = pooled_stats(tasks, [t.answers(lam) for t in tasks])
-            ax.plot(p["gain"], 100 * p["acc"], "o", color=color)
-            ax.annotate(f"{float(target):g}", (p["gain"], 100 * p["acc"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        for rule, values in rules.items():
+            color, style = f"C{k}", "-" if rule == DEFAULT_RULE else ":"
+            pts = [pooled_stats(tasks, [t.answers(x, rule) for t in tasks]) for x in SWEEPS[rule]]
+            ax.plot([p["gain"] for p in pts], [100 * p["acc"] for p in pts], style, color=color, label=f"{rule}, {label}")
+            for target, value in sorted(values.items(), key=lambda kv: float(kv[0])):
+                p = pooled_stats(tasks, [t.answers(value, rule) for t in tasks])
+                ax.plot(p["gain"], 100 * p["acc"], "o", color=color, fillstyle="full" if rule == DEFAULT_RULE else "none")
+                ax.annotate(f"{float(target):g}", (p["gain"], 100 * p["acc"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
         flat = pooled_stats(tasks, [t.flat() for t in tasks])
-        ax.plot(flat["gain"], 100 * flat["acc"], "x", color=color, markersize=9, label=f"flat top-1, {label}")
+        ax.plot(flat["gain"], 100 * flat["acc"], "x", color=f"C{k}", markersize=9, label=f"flat top-1, {label}")
     ax.plot(0, 100, "s", color="black", label="always root")
     ax.set(xlabel="mean information gain (bits)", ylabel="hierarchical accuracy (%)", ylim=(0, 102), title=title)
     ax.legend(fontsize=7, loc="lower left")
@@ -560,28 +713,64 @@ def plot_accuracy_specificity(sets: dict[str, Sequence[HedgeTask]], lambdas: dic
 
 
 def run_task(run: Any, graph: ClassGraph, features: Any, labels: Sequence[str], name: str = "",
-             where: str = "the features") -> HedgeTask:
-    """A :class:`HedgeTask` of labelled features of held-out classes against the run's hedging candidates
-    (labels checked by :func:`check_calibration_labels`; ``where`` names the features in its messages)."""
+             where: str = "the features", candidates: str = HEDGE_CANDIDATES, gamma: float = 0.0) -> HedgeTask:
+    """A :class:`HedgeTask` of labelled features against the run's candidates for hedging (labels checked by
+    :func:`check_calibration_labels`; ``where`` names the features in its messages; ``gamma`` subtracted
+    from seen candidates' scores)."""
     from kgzsl.recognize import candidate_scores
 
-    check_calibration_labels(run.predictions, labels, where)
-    ids, _ = run_candidates(run.predictions)
+    check_calibration_labels(run.predictions, labels, where, candidates)
+    ids, _ = run_candidates(run.predictions, candidates)
     column = {c: j for j, c in enumerate(ids)}
-    scores = candidate_scores(features, run.predictions, HEDGE_CANDIDATES)[0].numpy().astype(np.float64)
+    scores = candidate_scores(features, run.predictions, candidates, gamma)[0].numpy().astype(np.float64)
     return HedgeTask(name, Hierarchy(graph, ids), scores, np.array([column[w] for w in labels], dtype=np.int64))
 
 
-def evaluate_hedging(run: Any, graph: ClassGraph, features: Any, labels: Sequence[str], name: str = "") -> tuple[HedgeTask, dict[str, Any]]:
-    """Hedged answers of a calibrated run (its ``hedge.json``) on labelled features of held-out classes, at
-    every calibrated target, with the flat top-1 and always-root baselines: the calibrated task and a
-    summary (``rows`` of :func:`hedge_rows`, ``temperature``, ``lambdas``)."""
-    record = run.hedging()
+def evaluate_hedging(run: Any, graph: ClassGraph, features: Any, labels: Sequence[str], name: str = "",
+                     candidates: str = HEDGE_CANDIDATES) -> tuple[HedgeTask, dict[str, Any]]:
+    """Hedged answers of a calibrated run (its calibration for ``candidates``) on labelled features, for every
+    calibrated rule and target, with the flat top-1 and always-root baselines: the calibrated task and a
+    summary (``rows`` of :func:`hedge_rows`, ``temperature``, ``gamma``, ``rules``)."""
+    record = run.hedging(candidates)
     if record is None:
-        raise KgzslError(f"hedge: run {run.source} is not calibrated (no hedge.json): run `kgzsl calibrate` first",
-                         parameter="hedge")
-    run_hedger(run, graph, float(next(iter(record["lambdas"]))))  # the candidate set is the calibrated one
-    task = run_task(run, graph, features, labels, name).calibrate(record["temperature"])
-    lambdas = {float(t): lam for t, lam in record["lambdas"].items()}
-    return task, {"split": name, "temperature": record["temperature"], "lambdas": record["lambdas"],
-                  "calibrated_on": record.get("features"), "rows": hedge_rows([task], lambdas)}
+        raise KgzslError(f"hedge: run {run.source} is not calibrated for candidates {candidates} (no "
+                         f"{hedge_file(candidates)}): run `kgzsl calibrate` first", parameter="hedge")
+    run_hedger(run, graph, float(next(iter(record["rules"][record["default_rule"]]))), candidates)  # same candidate set
+    task = run_task(run, graph, features, labels, name, candidates=candidates, gamma=record["gamma"])
+    task.calibrate(record["temperature"])
+    return task, {"split": name, "candidates": candidates, "temperature": record["temperature"], "gamma": record["gamma"],
+                  "rules": record["rules"], "default_rule": record["default_rule"], "calibrated_on": record.get("features"),
+                  "rows": hedge_rows([task], record["rules"])}
+
+
+# ------------------------------------------------------------------------------------ shipped calibrations
+#: calibrations shipped for the default runs (the demo's, ``Recognizer.pretrained``'s), written by
+#: ``scripts/calibrate_default.py``; each file names the run it holds for (:func:`kgzsl.run.reuse_key`)
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "data" / "calibration"
+SHIPPED_FORMAT = "kgzsl.shipped-hedge"
+
+
+def shipped_calibration(run_key: dict[str, Any], where: Path = SHIPPED_DIR) -> dict[str, Any] | None:
+    """The shipped calibration file content whose ``run`` is ``run_key``, or None."""
+    from kgzsl.io import read_json
+
+    for path in sorted(where.glob("*.json")) if where.is_dir() else []:
+        shipped = read_json(path, "shipped calibration")
+        if isinstance(shipped, dict) and shipped.get("format") == SHIPPED_FORMAT and shipped.get("run") == run_key:
+            return {**shipped, "path": str(path)}
+    return None
+
+
+def install_shipped_calibration(folder: str | Path, run_key: dict[str, Any], where: Path = SHIPPED_DIR) -> list[str]:
+    """Write the shipped calibrations for the run ``run_key`` into ``folder`` where it has none of its own;
+    the names of the files written (none where nothing is shipped for that run)."""
+    from kgzsl.io import write_json
+
+    shipped = shipped_calibration(run_key, where)
+    written = []
+    for candidates, record in (shipped or {}).get("calibrations", {}).items():
+        path = Path(folder) / hedge_file(candidates)
+        if not path.exists():
+            write_json(path, {**record, "shipped": Path(shipped["path"]).name})
+            written.append(path.name)
+    return written

@@ -38,7 +38,7 @@ MODEL_FILE = "model.safetensors"
 RECORD_FILE = "train.json"
 PREDICTIONS_FILE = "predictions.safetensors"
 #: the calibration of hedged answers, written by ``kgzsl calibrate`` (:func:`kgzsl.hedge.calibrate_run`)
-HEDGE_FILE = "hedge.json"
+HEDGE_FILE = "hedge.json"  # the unseen candidates' one; kgzsl.hedge.HEDGE_FILES names both
 #: what a reusable run (the demo's, ``Recognizer.pretrained``'s) was trained for; named after the demo
 REUSE_FILE = "demo.json"
 FORMAT_NAME = "kgzsl.train"
@@ -239,15 +239,13 @@ class Run:
         """The trained model rebuilt for ``graph`` (eval mode), or None where the folder has no model."""
         return load_checkpoint(self.folder, graph)[0] if self.has_model else None
 
-    def hedging(self) -> dict[str, Any] | None:
-        """The run's ``hedge.json`` (calibration of hedged answers), format checked; None where absent."""
-        from kgzsl.hedge import HEDGE_FORMAT, HEDGE_VERSION
-        from kgzsl.io import check_format, read_json
+    def hedging(self, candidates: str = "unseen") -> dict[str, Any] | None:
+        """The run's calibration of hedged answers over ``candidates`` (``hedge.json`` for unseen,
+        ``hedge-all.json`` for all), format checked; None where absent."""
+        from kgzsl.hedge import hedge_file, read_hedge_record
 
-        path = self.folder / HEDGE_FILE
-        if not path.is_file():
-            return None
-        return check_format(read_json(path, "hedge calibration"), HEDGE_FORMAT, HEDGE_VERSION, path, "hedge calibration")
+        path = self.folder / hedge_file(candidates)
+        return read_hedge_record(path) if path.is_file() else None
 
     def load_targets(self) -> Targets | None:
         """The targets the run regressed, loaded again from the recorded source (None if none is recorded)."""
@@ -278,22 +276,34 @@ def reusable_run(
 ) -> tuple[Run, TrainResult | None]:
     """The run in ``folder`` if it was trained for exactly this graph, model, seed, epochs and held-out
     set (its ``demo.json`` says); else ``model`` trained now on EfficientNet-Lite0's classifiers and
-    saved there. Returns the run and the training result (None when reused)."""
+    saved there. A calibration of hedged answers shipped for exactly this run (``data/calibration``) is
+    installed where the folder has none. Returns the run and the training result (None when reused)."""
+    from kgzsl.hedge import install_shipped_calibration
     from kgzsl.io import read_json, write_json
     from kgzsl.targets import load_targets
-    from kgzsl.train import graph_fingerprint, train
+    from kgzsl.train import train
 
     folder = Path(folder)
-    held_out = sorted(exclude)
-    want = {"model": model, "seed": seed, "exclude": held_out, "epochs": epochs,
-            "graph_fingerprint": graph_fingerprint(graph.ids, graph.edge_index)}
+    want = reuse_key(graph, model, exclude, epochs, seed)
     record = folder / REUSE_FILE
+    result = None
     if record.is_file() and (folder / PREDICTIONS_FILE).is_file() and read_json(record) == want:
         log(f"reusing the trained {model} in {folder} (delete it to retrain)")
-        return load_run(folder), None
-    log(f"training {model} on {graph.num_nodes} nodes with {len(held_out)} classes held out ...")
-    result = train(graph, load_targets("efficientnet-lite0"), model=model, epochs=epochs, seed=seed,
-                   exclude=held_out, progress=progress)
-    save_run(result, graph, folder, force=True)
-    write_json(record, want)
+    else:
+        log(f"training {model} on {graph.num_nodes} nodes with {len(want['exclude'])} classes held out ...")
+        result = train(graph, load_targets("efficientnet-lite0"), model=model, epochs=epochs, seed=seed,
+                       exclude=want["exclude"], progress=progress)
+        save_run(result, graph, folder, force=True)
+        write_json(record, want)
+    for name in install_shipped_calibration(folder, want):
+        log(f"installed the shipped hedging calibration {name} into {folder}")
     return load_run(folder), result
+
+
+def reuse_key(graph: ClassGraph, model: str = "dgp", exclude: Iterable[str] = (), epochs: int | None = None,
+              seed: int = 0) -> dict[str, Any]:
+    """What a reusable run is trained for (its ``demo.json``): model, seed, held-out classes, epochs, graph."""
+    from kgzsl.train import graph_fingerprint
+
+    return {"model": model, "seed": seed, "exclude": sorted(exclude), "epochs": epochs,
+            "graph_fingerprint": graph_fingerprint(graph.ids, graph.edge_index)}

@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_images as bi  # noqa: E402
 
 from kgzsl.graph import load_graph  # noqa: E402
-from kgzsl.hedge import (HedgeTask, Hierarchy, calibration_error, fit_temperature, format_hedge_table,  # noqa: E402
-                         hedge_rows, plot_accuracy_specificity, plot_reliability, pooled_stats, search_lambda, softmax,
+from kgzsl.hedge import (DEFAULT_RULE, RULES, HedgeTask, Hierarchy, calibration_error, fit_temperature, format_hedge_table,  # noqa: E402
+                         hedge_rows, plot_accuracy_specificity, plot_reliability, pooled_stats, search_lambda, search_threshold, softmax,
                          top1)
 from kgzsl.recognize import class_scores  # noqa: E402
 
@@ -110,19 +110,20 @@ def report(calib: list[Task], test: list[Task], unseen: Task, out: Path) -> None
         print(f"  flat top-1 ECE (15 bins) {label:<26}: before {ece(tasks, t_raw):.3f}  after {ece(tasks, temperature):.3f}")
     for t in calib + test + [unseen]:
         t.calibrate(temperature)
-    lambdas = {}
-    for target in TARGETS:
-        lam = search_lambda(lambda l: pooled_stats(calib, [t.answers(l) for t in calib])["acc"], target)
-        lambdas[target] = lam
+    rules = {}
+    for rule in RULES:
+        rules[rule] = {target: (search_threshold if rule == "threshold" else search_lambda)(
+            lambda x: pooled_stats(calib, [t.answers(x, rule) for t in calib])["acc"], target) for target in TARGETS}
     for label, tasks in (("held-out test half", test), ("unseen", [unseen]), ("held-out calibration half", calib)):
-        print("\n" + format_hedge_table(hedge_rows(tasks, lambdas), f"{label}:"))
-    plot_accuracy_specificity({"held-out test half": test, "unseen": [unseen]}, lambdas, out / "accuracy-specificity.png")
+        print("\n" + format_hedge_table(hedge_rows(tasks, rules), f"{label}:"))
+    plot_accuracy_specificity({"held-out test half": test, "unseen": [unseen]}, rules, out / "accuracy-specificity.png")
     curves = {"flat top-1, T=1": top1_pairs(test, 1.0), f"flat top-1, T={temperature:.3g}": top1_pairs(test, temperature)}
     for target in TARGETS:
-        cols = [t.answers(lambdas[target]) for t in test]
+        cols = [t.answers(rules[DEFAULT_RULE][target], DEFAULT_RULE) for t in test]
         stats = [t.stats(c) for t, c in zip(test, cols)]
         curves[f"hedged {target:.1f}"] = (np.concatenate([x["prob"] for x in stats]), np.concatenate([x["correct"] for x in stats]))
-        print(f"  hedged {target:.1f} answers, held-out test half: ECE of the answer's probability {calibration_error(*curves[f'hedged {target:.1f}']):.3f}")
+        print(f"  {DEFAULT_RULE} {target:.1f} answers, held-out test half: ECE of the answer's probability "
+              f"{calibration_error(*curves[f'hedged {target:.1f}']):.3f}")
     plot_reliability(curves, out / "reliability.png", title="Reliability, held-out test half")
     print(f"\nwrote {out / 'accuracy-specificity.png'} and {out / 'reliability.png'}")
 

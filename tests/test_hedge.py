@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -197,3 +198,150 @@ def test_flat_answer_of_a_candidate_with_candidate_descendants_is_its_own_node()
     assert NAMES[h.nodes[h.flat_answers(p)[0]]] == "dog"
     assert h.gain[h.flat_answers(p)[0]] == pytest.approx(math.log2(6) - math.log2(3))
     assert h.node_posteriors(p)[0][NAMES.index("dog")] == pytest.approx(0.7)
+
+
+# ------------------------------------------------------------------------------------ threshold rule
+def above_name(h: Hierarchy, p: np.ndarray, threshold: float) -> str:
+    return NAMES[h.nodes[h.choose_above(h.posteriors(p), threshold)[0]]]
+
+
+def test_threshold_rule_gives_the_deepest_node_meeting_the_threshold():
+    h = Hierarchy(tree(), CANDIDATES)
+    p = probs(beagle=0.45, poodle=0.25, cat=0.1, car=0.15, bus=0.05)
+    # posteriors: beagle .45, dog .70, animal .80, entity 1, vehicle .20
+    assert above_name(h, p, 0.4) == "beagle"
+    assert above_name(h, p, 0.5) == "dog"
+    assert above_name(h, p, 0.7) == "dog"  # exactly at the threshold qualifies
+    assert above_name(h, p, 0.75) == "animal"
+    assert above_name(h, p, 0.9) == "entity"
+    assert above_name(h, p, 1.0) == "entity"
+    assert above_name(h, p, 0.0) == "beagle"  # every node qualifies: the most informative candidate
+
+
+def test_threshold_rule_ties_go_to_the_deeper_node_then_the_lower_index():
+    h = Hierarchy(tree(), CANDIDATES)
+    # beagle and car both 0.4: equal gain, equal depth? beagle is deeper (4) than car (2): beagle
+    assert above_name(h, probs(beagle=0.4, car=0.4, poodle=0.1, cat=0.05, bus=0.05), 0.4) == "beagle"
+    # cat (6) and car (8) both 0.4 at depth 2: the lower node index, cat, in either order of the columns
+    assert above_name(h, probs(cat=0.4, car=0.4, beagle=0.1, poodle=0.05, bus=0.05), 0.4) == "cat"
+    assert above_name(h, probs(car=0.4, cat=0.4, bus=0.1, poodle=0.05, beagle=0.05), 0.4) == "cat"
+
+
+def test_fit_threshold_meets_the_target_with_the_lowest_threshold():
+    from kgzsl.hedge import fit_rule, fit_threshold
+
+    h = Hierarchy(tree(), CANDIDATES)
+    rng = np.random.default_rng(1)
+    p = rng.dirichlet(np.full(5, 0.6), size=300)
+    truth = np.array([rng.choice(5, p=row) for row in p])
+    post = h.posteriors(p)
+    for target in (0.5, 0.8, 0.95):
+        t = fit_threshold(h, post, truth, target)
+        assert fit_rule(h, post, truth, target, "threshold") == t
+        assert h.correct(h.choose_above(post, t), truth).mean() >= target
+        if t > 1e-6:
+            assert h.correct(h.choose_above(post, t - 1e-6), truth).mean() < target
+    with pytest.raises(KgzslError) as err:
+        fit_rule(h, post, truth, 0.9, "deepest")
+    assert err.value.parameter == "rule"
+
+
+def test_hedger_rules_and_gamma_are_kept():
+    h = Hierarchy(tree(), CANDIDATES)
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(200, 5)) * 2
+    truth = np.array([rng.choice(5, p=row) for row in softmax(z)])
+    for rule in ("threshold", "darts"):
+        hedger = Hedger(h, rule=rule, gamma=0.5).fit(z, truth, target=0.8)
+        cols, prob = hedger.predict_columns(z)
+        assert hedger.rule == rule and hedger.gamma == 0.5 and h.correct(cols, truth).mean() >= 0.8
+        if rule == "threshold":  # every answer is at least as probable as the threshold
+            assert (prob >= hedger.parameter - 1e-9).all()
+
+
+def test_version_1_calibration_files_are_read_as_darts(tmp_path):
+    import json
+
+    from kgzsl.hedge import read_hedge_record
+
+    path = tmp_path / "hedge.json"
+    path.write_text(json.dumps({"format": "kgzsl.hedge", "version": 1, "temperature": 0.5, "lambdas": {"0.9": 2.0},
+                                "calibration_accuracy": {"0.9": 0.91}}))
+    record = read_hedge_record(path)
+    assert record["rules"] == {"darts": {"0.9": 2.0}} and record["default_rule"] == "darts" and record["gamma"] == 0.0
+    path.write_text(json.dumps({"format": "kgzsl.hedge", "version": 7}))
+    with pytest.raises(KgzslError, match="version 7"):
+        read_hedge_record(path)
+
+
+# ------------------------------------------------------------------------------------ shipped calibrations
+def test_shipped_calibration_is_installed_only_for_its_run_and_never_over_a_users(tmp_path):
+    import json
+
+    from kgzsl.hedge import SHIPPED_FORMAT, install_shipped_calibration
+
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    key = {"model": "dgp", "seed": 0, "exclude": [], "epochs": None, "graph_fingerprint": "abc"}
+    record = {"format": "kgzsl.hedge", "version": 2, "temperature": 0.4}
+    (shipped / "dgp-x.json").write_text(json.dumps({"format": SHIPPED_FORMAT, "run": key,
+                                                    "calibrations": {"unseen": record, "all": {**record, "gamma": 1.0}}}))
+    run = tmp_path / "run"
+    run.mkdir()
+    assert install_shipped_calibration(run, {**key, "seed": 1}, shipped) == []  # another run: nothing
+    assert not any(run.iterdir())
+    (run / "hedge.json").write_text('{"mine": 1}')
+    assert install_shipped_calibration(run, key, shipped) == ["hedge-all.json"]
+    assert json.loads((run / "hedge.json").read_text()) == {"mine": 1}  # the user's own calibration stays
+    assert json.loads((run / "hedge-all.json").read_text()) == {**record, "gamma": 1.0, "shipped": "dgp-x.json"}
+
+
+def test_shipped_calibrations_hold_for_the_shipped_graph():
+    """Each file of data/calibration names a run on the shipped graph, and its candidate sets are that run's:
+    a rebuilt graph or a changed candidate rule makes this fail (rerun scripts/calibrate_default.py)."""
+    from kgzsl.demo import DEFAULT_GRAPH
+    from kgzsl.graph import load_graph
+    from kgzsl.hedge import SHIPPED_DIR, candidate_digest
+    from kgzsl.io import read_json
+    from kgzsl.train import graph_fingerprint
+
+    files = sorted(SHIPPED_DIR.glob("*.json"))
+    assert {f.name for f in files} >= {"dgp-pretrained.json", "dgp-demo.json"}
+    graph = load_graph(DEFAULT_GRAPH)
+    for path in files:
+        shipped = read_json(path)
+        key = shipped["run"]
+        assert key["graph_fingerprint"] == graph_fingerprint(graph.ids, graph.edge_index), path.name
+        held = set(key["exclude"])
+        unseen = [i for i, r in zip(graph.ids, graph.roles) if r == "unseen" or (r == "seen" and i in held)]
+        classes = [i for i, r in zip(graph.ids, graph.roles) if r != "internal"]
+        for candidates, ids in (("unseen", unseen), ("all", classes)):
+            record = shipped["calibrations"][candidates]
+            assert record["candidate_sha256"] == candidate_digest(ids), (path.name, candidates)
+            assert record["temperature"] > 0 and set(record["rules"]) == {"threshold", "darts"}
+        for rule, per_target in shipped["cross_validation_unseen"].items():  # the stored check met its targets
+            for target, s in per_target.items():
+                assert s["accuracy"] >= float(target) - 0.05, (path.name, rule, target)
+
+
+def test_hedging_on_a_user_taxonomy(glove):
+    """The shipped bird taxonomy (free and pinned names, no WordNet ids for some nodes): posteriors, answers."""
+    from kgzsl.io import read_id_list
+    from kgzsl.taxonomy import build_taxonomy_graph, load_taxonomy
+
+    folder = Path(__file__).resolve().parent.parent / "data" / "taxonomies"
+    graph = build_taxonomy_graph(load_taxonomy(folder / "birds.csv"), seen=list(read_id_list(folder / "birds-seen.txt")),
+                                 vectors=glove)
+    name_of = {i: names[0] for i, names in zip(graph.ids, graph.names)}
+    unseen = [i for i, r in zip(graph.ids, graph.roles) if r == "unseen"]
+    assert {name_of[i] for i in unseen} >= {"golden eagle", "barn owl", "wood duck", "house finch"}
+    h = Hierarchy(graph, unseen)
+    p = np.full((1, len(unseen)), 0.0)
+    share = {"golden eagle": 0.5, "barn owl": 0.35, "wood duck": 0.15}
+    for j, i in enumerate(unseen):
+        p[0, j] = share.get(name_of[i], 0.0)
+    post = h.node_posteriors(p)[0]
+    node = {name_of[i]: v for v, i in enumerate(graph.ids)}
+    assert post[node["raptor"]] == pytest.approx(0.85) and post[node["bird"]] == pytest.approx(1.0)
+    answer = lambda t: h.answer(int(h.choose_above(h.posteriors(p), t)[0]), 0.0).name  # noqa: E731
+    assert answer(0.5) == "golden eagle" and answer(0.8) == "raptor" and answer(0.95) == "bird"

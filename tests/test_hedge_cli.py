@@ -60,10 +60,12 @@ def test_calibrate_writes_hedge_json(calibrated, feats, photo_run, capsys):
     folder, plot, summary = calibrated
     record = json.loads((folder / HEDGE_FILE).read_text())
     assert load_run(folder).hedging() == record
-    assert record["format"] == "kgzsl.hedge" and record["version"] == 1
-    assert record["temperature"] > 0 and sorted(record["lambdas"]) == TARGETS
-    assert all(lam >= 0 for lam in record["lambdas"].values())
-    assert all(record["calibration_accuracy"][t] >= float(t) for t in TARGETS)  # met on the calibration images
+    assert record["format"] == "kgzsl.hedge" and record["version"] == 2 and record["default_rule"] == "threshold"
+    assert record["temperature"] > 0 and record["gamma"] == 0 and sorted(record["rules"]) == ["darts", "threshold"]
+    assert all(sorted(values) == TARGETS and all(v >= 0 for v in values.values()) for values in record["rules"].values())
+    assert all(v <= 1 for v in record["rules"]["threshold"].values())
+    for rule in ("darts", "threshold"):  # met on the calibration images
+        assert all(record["calibration_accuracy"][rule][t] >= float(t) for t in TARGETS)
     assert record["images"] == 20 and record["classes"] == len(photo_run["held"]) and record["features"] == str(feats)
     assert record["candidates"] == "unseen" and "not used in training" in record["candidate_rule"]
     pred = load_run(folder).predictions
@@ -75,7 +77,7 @@ def test_calibrate_writes_hedge_json(calibrated, feats, photo_run, capsys):
     assert summary["out"] == str(folder / HEDGE_FILE)
     assert main(["calibrate", "--features", str(feats), "--predictions", str(folder)]) == 0  # text output
     text = capsys.readouterr().out
-    assert "temperature" in text and "target 0.9: lambda" in text and "ECE" in text
+    assert "temperature" in text and "darts target 0.9: lambda" in text and "threshold target 0.9: threshold" in text and "ECE" in text
 
 
 def test_predict_hedge_prints_a_graph_node_and_its_probability(calibrated, photo_run, capsys):
@@ -88,7 +90,7 @@ def test_predict_hedge_prints_a_graph_node_and_its_probability(calibrated, photo
     assert main(["predict", giraffe, "--predictions", str(folder), "--hedge", "0.9"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == giraffe and len([line for line in lines if line.strip()[:2].rstrip(".").isdigit()]) == 5
-    hedged = [line for line in lines if line.strip().startswith("hedged at 0.9:")]
+    hedged = [line for line in lines if line.strip().startswith("hedged at 0.9 (threshold):")]
     assert len(hedged) == 1
     node_id = hedged[0].split(":", 1)[1].split()[0]
     assert node_id in graph.index()
@@ -97,7 +99,7 @@ def test_predict_hedge_prints_a_graph_node_and_its_probability(calibrated, photo
 
     assert main(["predict", giraffe, "--predictions", str(folder), "--hedge", "0.9", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["hedge"] == 0.9
+    assert summary["hedge"] == 0.9 and summary["hedge_rule"] == "threshold"
     image = summary["images"][0]
     assert len(image["top"]) == 5
     h = image["hedged"]
@@ -130,7 +132,11 @@ def test_predict_hedge_errors(calibrated, photo_run, tmp_path, capsys):
     line = _one_error_line(capsys)
     assert "--hedge" in line and "0.8" in line and "0.5, 0.7, 0.9" in line
     assert main(["predict", giraffe, "--predictions", str(folder), "--hedge", "0.9", "--candidates", "all"]) == 2
-    assert "--candidates unseen" in _one_error_line(capsys)
+    assert "not calibrated for candidates all" in _one_error_line(capsys)
+    assert main(["predict", giraffe, "--predictions", str(folder), "--hedge-rule", "darts"]) == 2
+    assert "give --hedge" in _one_error_line(capsys)
+    assert main(["predict", giraffe, "--predictions", str(folder), "--hedge", "0.9", "--transductive"]) == 2
+    assert "--transductive" in _one_error_line(capsys)
     assert main(["predict", giraffe, "--predictions", str(folder), "--hedge", "0"]) == 2
     assert "--hedge must be above 0" in _one_error_line(capsys)
     with pytest.raises(KgzslError, match="not calibrated"):
@@ -181,15 +187,16 @@ def test_evaluate_hedge_table_and_curve(calibrated, feats, photo_run, tmp_path, 
                  "--hedge", "--hedge-plot", str(curve), "--json"]) == 0
     hedge = json.loads(capsys.readouterr().out)["splits"][0]["hedge"]
     rows = {r["answer"]: r for r in hedge["rows"]}
-    assert list(rows) == ["hedged 0.5", "hedged 0.7", "hedged 0.9", "flat top-1", "always root"]
-    for target in TARGETS:  # the calibration images themselves: each target is met
-        assert rows[f"hedged {target}"]["acc"] >= float(target) and rows[f"hedged {target}"]["n"] == 20
+    assert list(rows) == [f"{rule} {t}" for rule in ("threshold", "darts") for t in TARGETS] + ["flat top-1", "always root"]
+    for rule in ("threshold", "darts"):  # the calibration images themselves: each target is met
+        for target in TARGETS:
+            assert rows[f"{rule} {target}"]["acc"] >= float(target) and rows[f"{rule} {target}"]["n"] == 20
     assert rows["always root"]["acc"] == 1 and rows["always root"]["gain"] == 0
-    assert rows["flat top-1"]["gain"] >= rows["hedged 0.9"]["gain"]
+    assert rows["flat top-1"]["gain"] >= rows["threshold 0.9"]["gain"]
     assert curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and hedge["plot"] == str(curve)
     assert main(["evaluate", "--features", str(feats), "--predictions", str(folder), "--split", str(split), "--hedge"]) == 0
     text = capsys.readouterr().out
-    assert "hedged answers, held" in text and "always root" in text and "hedged 0.9 (lam" in text
+    assert "hedged answers, held" in text and "always root" in text and "darts 0.9 (lam" in text and "threshold 0.9 (t " in text
     assert main(["evaluate", "--features", str(feats), "--predictions", str(folder), "--split", str(split),
                  "--hedge-plot", str(tmp_path / "c2.png")]) == 2
     assert "needs --hedge" in _one_error_line(capsys) and not (tmp_path / "c2.png").exists()
@@ -218,3 +225,75 @@ def test_demo_gains_a_hedged_column_once_calibrated(photo_run, feats, tmp_path, 
     assert other["hedge"] is None and any("0.5, 0.7, 0.9" in n for n in notes)  # a target not calibrated: a note, no column
     with pytest.raises(KgzslError, match="hedge must be above 0"):
         run_demo(out=out, graph_dir=photo_run["graph"], epochs=2, progress=False, log=lambda *a: None, hedge=0)
+
+
+# ------------------------------------------------------------------------------ generalized setting
+@pytest.fixture(scope="module")
+def gzsl_run(photo_run, tmp_path_factory):
+    """The photo run's graph trained again with only half of the foolbox classes held out: the other half are
+    seen, their real classifiers used, so the 20 photos show seen and unseen classes (generalized setting)."""
+    from kgzsl.graph import load_graph
+    from kgzsl.run import save_run
+    from kgzsl.targets import load_targets
+    from kgzsl.train import train
+
+    graph = load_graph(photo_run["graph"])
+    held = photo_run["held"][::2]
+    result = train(graph, load_targets(), model="dgp", epochs=8, seed=0, exclude=held, progress=False, hidden_channels=256)
+    folder = tmp_path_factory.mktemp("gzsl-run") / "run"
+    save_run(result, graph, folder)
+    return folder, held
+
+
+def test_calibrate_and_predict_in_the_generalized_setting(gzsl_run, feats, photo_run, tmp_path, capsys):
+    from kgzsl.hedge import HEDGE_FILES
+
+    folder, held = gzsl_run
+    capsys.readouterr()
+    assert main(["calibrate", "--features", str(feats), "--predictions", str(folder), "--candidates", "unseen"]) == 2
+    assert "seen in training" in _one_error_line(capsys)  # half the photos are of seen classes
+    assert main(["calibrate", "--features", str(feats), "--predictions", str(folder), "--candidates", "all", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    record = load_run(folder).hedging("all")
+    assert summary["out"] == str(folder / HEDGE_FILES["all"]) and record["candidates"] == "all"
+    assert not (folder / HEDGE_FILE).exists()  # the unseen candidates' calibration is another file
+    pred = load_run(folder).predictions
+    classes = [r != "internal" for r in pred.meta["roles"]].count(True)
+    assert record["candidate_count"] == classes and record["gamma"] == summary["gamma"]
+    for rule in ("darts", "threshold"):
+        assert all(record["calibration_accuracy"][rule][t] >= float(t) for t in TARGETS)
+
+    giraffe = str(darknet_photo("giraffe.jpg"))
+    assert main(["predict", giraffe, "--predictions", str(folder), "--hedge", "0.9", "--candidates", "all", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["gamma"] == pytest.approx(record["gamma"]) and out["images"][0]["hedged"]["id"] in pred.index
+    api = Recognizer.from_run(folder, progress=False).predict(giraffe, hedge=0.9, candidates="all")
+    assert api.hedged.id == out["images"][0]["hedged"]["id"] and api.ids == [t["id"] for t in out["images"][0]["top"]]
+    assert main(["predict", giraffe, "--predictions", str(folder), "--hedge", "0.9", "--candidates", "all",
+                 "--gamma", str(record["gamma"] + 1)]) == 2
+    assert "leave --gamma out" in _one_error_line(capsys)
+    assert main(["predict", giraffe, "--predictions", str(folder), "--hedge", "0.9", "--candidates", "all",
+                 "--hedge-rule", "darts", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["hedge_rule"] == "darts"
+
+    split = tmp_path / "photos.txt"
+    split.write_text("\n".join(photo_run["held"]) + "\n")
+    assert main(["evaluate", "--features", str(feats), "--predictions", str(folder), "--split", str(split), "--with-seen",
+                 "--hedge", "--hedge-candidates", "all", "--json"]) == 0
+    hedge = json.loads(capsys.readouterr().out)["splits"][0]["hedge"]
+    rows = {r["answer"]: r for r in hedge["rows"]}
+    assert hedge["candidates"] == "all" and rows["threshold 0.9"]["acc"] >= 0.9 and rows["threshold 0.9"]["n"] == 20
+
+
+def test_generalized_calibration_errors(gzsl_run, photo_run, tmp_path, capsys):
+    folder = gzsl_run[0]
+    unseen_only = _tree(tmp_path / "tree", [(p, w) for p, w in foolbox_imagenet_images() if w in gzsl_run[1]])
+    assert main(["features", str(unseen_only), "--backbone", "efficientnet-lite0", "--out", str(tmp_path / "f"), "--json"]) == 0
+    capsys.readouterr()
+    assert main(["calibrate", "--features", str(tmp_path / "f"), "--predictions", str(folder), "--candidates", "all"]) == 2
+    assert "both seen" in _one_error_line(capsys)
+    assert main(["calibrate", "--features", str(tmp_path / "f"), "--predictions", str(folder), "--candidates", "all",
+                 "--gamma", "0.1", "--json"]) == 0  # a given gamma needs no seen images
+    assert json.loads(capsys.readouterr().out)["gamma"] == 0.1
+    assert main(["calibrate", "--features", str(tmp_path / "f"), "--predictions", str(folder), "--gamma", "0.1"]) == 2
+    assert "--candidates all" in _one_error_line(capsys)
