@@ -370,9 +370,11 @@ def _add_train(sub: Any) -> None:
     _add_graph(p)
     _add_model(p, help="propagation model")
     p.add_argument(
-        "--backbone", default=DEFAULT_BACKBONE,
-        help="targets: efficientnet-lite0/1/2, a state-dict file (.pth/.pt/.safetensors, e.g. torchvision ResNet) or a matrix (.npy/.safetensors)",
+        "--backbone",
+        help="targets: efficientnet-lite0/1/2, a state-dict file (.pth/.pt/.safetensors, e.g. torchvision ResNet) or a matrix "
+             f"(.npy/.safetensors); default {DEFAULT_BACKBONE} unless --targets",
     )
+    _add_train_targets(p)
     p.add_argument("--wnids", type=Path, help="wnid of each target row, one a line (needed for a matrix; default ImageNet-1k order)")
     bias = p.add_mutually_exclusive_group()
     bias.add_argument("--no-bias", dest="bias", action="store_const", const=False, default=None,
@@ -402,13 +404,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     from kgzsl.graph import load_graph, read_id_list
     from kgzsl.io import check_output_dir
     from kgzsl.run import save_run
-    from kgzsl.targets import load_targets
     from kgzsl.train import train
 
     out = check_output_dir(args.out, "train", args.force)  # before training: never lose minutes of it
     args.graph = _graph_folder(args.graph)
     graph = load_graph(args.graph)
-    targets = load_targets(args.backbone, args.wnids, bias=args.bias)
+    targets = _train_targets(args)
     exclude = read_id_list(args.exclude, "exclude") if args.exclude else None
     stopping = {} if args.patience is None else {"patience": args.patience}
     result = train(
@@ -428,6 +429,74 @@ def _train_text(s: dict[str, Any]) -> str:
         f"seen loss {s['seen_loss']}, val loss {val} ({s['train_classes']} train / {s['val_classes']} val classes "
         f"from {s['targets']}), {s['seconds']} s" + (f"\n  targets: {s['targets_assumed']}" if s["targets_assumed"] else "")
     )
+
+
+# --------------------------------------------------------------------------------------- targets
+def _add_targets(sub: Any) -> None:
+    p = _subparser(
+        sub, "targets", help="fit the seen classes' classifiers (targets for train) from labelled images of a new domain",
+        description=(
+            "Fit one classifier (weights + bias, in the feature space predict scores in) a class folder by class-balanced "
+            "multinomial logistic regression (scikit-learn, lbfgs), C chosen by cross-validation on the images. Folder "
+            "names are mapped to graph nodes by id, wnid or name. Writes a targets file for `kgzsl train --targets`."
+        ),
+    )
+    p.add_argument("images", type=Path, metavar="IMAGES",
+                   help="ImageFolder tree (one sub-folder a class, named by node id, wnid or name), or a `kgzsl features` folder")
+    _add_graph(p)
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE, metavar="NAME-or-FILE",
+                   help="feature extractor: efficientnet-lite0|1|2 or a torchvision ResNet state dict (a features folder must be of it)")
+    _add_arch(p, help="architecture of a ResNet state dict; omitted: told from its keys")
+    p.add_argument("--out", type=Path, required=True, help="targets file to write (.safetensors)")
+    _add_number(p, "--min-images", int, default=3, at_least=1, help="warn about classes with fewer images")
+    _add_number(p, "--folds", int, default=5, at_least=2, help="cross-validation folds (fewer when a class has fewer images)")
+    _add_seed(p, help="seed of the cross-validation folds")
+    _add_device(p, "cpu", help="where features are extracted: cpu or cuda[:N]")
+    _add_force(p, help="replace an existing targets file")
+    _add_json(p)
+    p.set_defaults(func=cmd_targets)
+
+
+def cmd_targets(args: argparse.Namespace) -> None:
+    from kgzsl.classifiers import check_targets_out, save_fitted_targets, targets_from_images
+    from kgzsl.graph import load_graph
+
+    out = check_targets_out(args.out, args.force)  # before any work: never after minutes of extraction
+    args.graph = _graph_folder(args.graph)
+    graph = load_graph(args.graph)
+    fitted = targets_from_images(args.images, graph, args.backbone, arch=args.arch, device=args.device, seed=args.seed,
+                                 folds=args.folds, min_images=args.min_images, progress=not args.json)
+    save_fitted_targets(fitted, out, force=args.force)
+    summary = {**fitted.summary(), "out": str(out), "source": str(args.images), "graph": str(args.graph)}
+    _emit(args, summary, _targets_text)
+
+
+def _targets_text(s: dict[str, Any]) -> str:
+    from kgzsl.classifiers import format_fitted
+
+    return f"targets {s['out']} from {s['source']} (graph {s['graph']}):\n" + format_fitted(s)
+
+
+def _add_train_targets(p: argparse.ArgumentParser) -> None:
+    """train's ``--targets``: a targets file of ``kgzsl targets`` instead of a backbone's classifier or a matrix."""
+    p.add_argument("--targets", type=Path, metavar="FILE",
+                   help="targets file written by `kgzsl targets` (classifiers fitted on your images); "
+                        "instead of --backbone/--wnids/--no-bias/--bias-column")
+
+
+def _train_targets(args: argparse.Namespace) -> Targets:
+    """train's targets: the ``--targets`` file, else ``--backbone`` (default Lite0) with ``--wnids`` and the bias flags."""
+    from kgzsl.targets import load_targets
+
+    if args.targets is None:
+        return load_targets(args.backbone or DEFAULT_BACKBONE, args.wnids, bias=args.bias)
+    given = [flag for flag, value in (("--backbone", args.backbone), ("--wnids", args.wnids),
+                                      ("--no-bias/--bias-column", args.bias)) if value is not None]
+    if given:
+        raise KgzslError(f"--targets {args.targets} names its classes, bias and backbone itself: drop {', '.join(given)}")
+    from kgzsl.classifiers import load_fitted_targets
+
+    return load_fitted_targets(args.targets)
 
 
 # -------------------------------------------------------------------------------------- features
@@ -903,17 +972,53 @@ def _inspect_targets(args: argparse.Namespace, predictions: Predictions) -> Targ
     return targets
 
 
+# ------------------------------------------------------------------------------------- propagate
+def _add_propagate(sub: Any) -> None:
+    p = _subparser(
+        sub, "propagate", help="a trained run's model on a grown graph (new classes) -> a run with classifiers for every node, no retraining",
+        description=(
+            "Run the trained model of --run on another graph built with the same --vectors (the run's graph plus new "
+            "classes, say): every node gets a predicted classifier, new ones included; the classes the run trained on "
+            f"keep their real classifiers. Writes a run folder ({MODEL_FILE}, {RECORD_FILE} saying where it was "
+            f"propagated from, {PREDICTIONS_FILE}) that predict, evaluate, inspect and calibrate take."
+        ),
+    )
+    p.add_argument("--run", type=Path, required=True, help="run folder written by kgzsl train (it must hold the model)")
+    _add_graph(p, help="the graph to propagate onto (default: the shipped graphs/imagenet21k of the kgzsl project)")
+    p.add_argument("--out", type=Path, required=True, help="run folder to write")
+    _add_force(p)
+    _add_json(p)
+    p.set_defaults(func=cmd_propagate)
+
+
+def cmd_propagate(args: argparse.Namespace) -> None:
+    from kgzsl.propagate import propagate
+
+    result = propagate(args.run, _graph_folder(args.graph), out=args.out, force=args.force)  # checks --out first
+    _emit(args, result.summary(), _propagate_text)
+
+
+def _propagate_text(s: dict[str, Any]) -> str:
+    new = ", ".join(n["name"] for n in s["new"][:20]) + (f" and {s['new_count'] - 20} more" if s["new_count"] > 20 else "")
+    lines = [f"propagated {s['model']} of {s['run']} onto {s['graph']} -> {s['out']}: {s['nodes']} nodes "
+             f"({s['run_nodes']} in the run's graph), {s['new_count']} new" + (f": {new}" if new else "")
+             + f"; {s['seen']} trained classes keep their real classifiers, {s['seconds']} s"]
+    if s["removed_count"]:
+        lines.append(f"  {s['removed_count']} nodes of the run's graph are not in this graph")
+    return "\n".join(lines)  # the notes went to stderr as warnings already
+
+
 # ------------------------------------------------------------------------------------------ main
 #: the subcommands in the order ``kgzsl --help`` lists them
-BUILDERS = (_add_build_graph, _add_splits, _add_train, _add_features, _add_predict, _add_demo, _add_calibrate, _add_evaluate,
-            _add_inspect)
+BUILDERS = (_add_build_graph, _add_splits, _add_train, _add_targets, _add_features, _add_predict, _add_demo, _add_calibrate, _add_evaluate,
+            _add_inspect, _add_propagate)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``kgzsl`` parser: one subparser a pipeline stage, each from its ``_add_<command>``."""
     parser = _Parser(
         prog="kgzsl",
-        description="Knowledge-graph zero-shot image recognition. Pipeline: build-graph -> train -> (calibrate) -> predict / evaluate -> inspect.",
+        description="Knowledge-graph zero-shot image recognition. Pipeline: build-graph -> (targets) -> train -> (calibrate) -> predict / evaluate -> inspect; propagate grows a graph.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

@@ -8,6 +8,9 @@
     predictions.safetensors  every node's predicted classifier (:mod:`kgzsl.predictions`)
     hedge.json               (after ``kgzsl calibrate``) temperature and DARTS multipliers (:mod:`kgzsl.hedge`)
 
+``kgzsl propagate`` (:mod:`kgzsl.propagate`) writes the same folder for a trained model run on another
+graph: ``train.json`` then names that graph and says, under ``propagated``, where it came from.
+
 :func:`save_run` writes the three files atomically; :func:`load_run` reads a run folder (or a bare
 predictions file) into a :class:`Run`, which knows the graph it was trained on, the backbone whose
 features it needs and, where the folder has it, the model. Everything but the predictions is read
@@ -71,8 +74,10 @@ def save_checkpoint(result: TrainResult, folder: str | Path) -> Path:
     return folder
 
 
-def save_run(result: TrainResult, graph: ClassGraph, out: str | Path, force: bool = False) -> Path:
-    """Write a whole run folder atomically: checkpoint + ``predictions.safetensors`` for every node."""
+def save_run(result: TrainResult, graph: ClassGraph, out: str | Path, force: bool = False,
+             meta: dict[str, Any] | None = None) -> Path:
+    """Write a whole run folder atomically: checkpoint + ``predictions.safetensors`` for every node
+    (``meta``: more metadata for the predictions file, e.g. where a propagated run came from)."""
     from kgzsl.io import atomic_dir
     from kgzsl.predictions import save_predictions
 
@@ -84,20 +89,25 @@ def save_run(result: TrainResult, graph: ClassGraph, out: str | Path, force: boo
             result.predictions,
             result.seen,
             seen_true=result.seen_targets,
-            meta={
-                "model": result.model_name,
-                "targets": result.config["targets"],
-                "graph_fingerprint": result.config["graph_fingerprint"],
-                "graph": result.config["graph"],
-                "best_epoch": result.best_epoch,
-                "seed": result.config["seed"],
-                "backbone": result.config.get("backbone"),
-                "backbone_fingerprint": result.config.get("backbone_fingerprint"),
-                "roles": list(graph.roles),  # recognition excludes structure-only nodes from the candidates
-                "names": [names[0] if names else node_id for names, node_id in zip(graph.names, graph.ids)],
-            },
+            meta={**predictions_meta(result, graph), **(meta or {})},
         )
     return Path(out)
+
+
+def predictions_meta(result: TrainResult, graph: ClassGraph) -> dict[str, Any]:
+    """The metadata :func:`save_run` gives a run's predictions: where they come from, and each node's role and name."""
+    return {
+        "model": result.model_name,
+        "targets": result.config["targets"],
+        "graph_fingerprint": result.config["graph_fingerprint"],
+        "graph": result.config["graph"],
+        "best_epoch": result.best_epoch,
+        "seed": result.config["seed"],
+        "backbone": result.config.get("backbone"),
+        "backbone_fingerprint": result.config.get("backbone_fingerprint"),
+        "roles": list(graph.roles),  # recognition excludes structure-only nodes from the candidates
+        "names": [names[0] if names else node_id for names, node_id in zip(graph.names, graph.ids)],
+    }
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -109,11 +119,13 @@ def read_record(folder: str | Path) -> dict[str, Any]:
     return check_format(read_json(path, "training record"), FORMAT_NAME, FORMAT_VERSION, path, "training record")
 
 
-def load_checkpoint(folder: str | Path, graph: ClassGraph, targets: Targets | None = None) -> tuple[PropagationModel, dict[str, Any]]:
+def load_checkpoint(folder: str | Path, graph: ClassGraph, targets: Targets | None = None,
+                    same_graph: bool = True) -> tuple[PropagationModel, dict[str, Any]]:
     """Rebuild the trained model of a checkpoint folder for ``graph`` (eval mode) and its ``train.json``.
 
-    Refused with a KgzslError: a checkpoint trained on another graph (fingerprint mismatch), feature
-    or ``targets`` widths that do not match the model, a damaged state dict.
+    Refused with a KgzslError: a checkpoint trained on another graph (fingerprint mismatch; not checked
+    with ``same_graph=False``, as :mod:`kgzsl.propagate` runs a model on a grown graph), feature or
+    ``targets`` widths that do not match the model, a damaged state dict.
     """
     import numpy as np
 
@@ -124,7 +136,7 @@ def load_checkpoint(folder: str | Path, graph: ClassGraph, targets: Targets | No
     folder = Path(folder)
     info = read_record(folder)
     fingerprint = graph_fingerprint(graph.ids, graph.edge_index)
-    if info.get("graph_fingerprint") != fingerprint:
+    if same_graph and info.get("graph_fingerprint") != fingerprint:
         where = getattr(graph, "meta", {}).get("folder", "the given graph")
         raise KgzslError(
             f"checkpoint {folder} was trained on another graph ({info.get('graph', '?')}, fingerprint "

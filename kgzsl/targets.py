@@ -14,6 +14,9 @@ column (``[C, D + 1]``, as DGP's ``fc-weights.json``), keyed by wnid. Sources:
   its width: the feature size of a supported backbone (:data:`FEATURE_DIMS`, e.g. 1280) means no bias
   column (a zero one is appended), that size + 1 means one; any other width is taken to end with a
   bias. ``bias=True/False`` says it instead. What was assumed is kept in :attr:`Targets.assumed`.
+* a targets file of ``kgzsl targets`` (``.safetensors`` with format ``kgzsl.targets`` in its metadata):
+  classifiers fitted on a new domain's images (:mod:`kgzsl.classifiers`); it names its classes (node
+  ids), holds its bias column and records the backbone whose features the rows take.
 
 Targets from a backbone name or a state-dict file record it (:attr:`Targets.backbone`) with the
 classifier's :attr:`Targets.fingerprint`, the same hash :attr:`kgzsl.backbones.Backbone.fingerprint`
@@ -51,8 +54,10 @@ FEATURE_DIMS = {1280: "efficientnet-lite0/1/2", 2048: "resnet50/101/152"}
 class Targets:
     """Classifier rows for ``wnids``: ``weights[i]`` = ``[w_i, b_i]`` of class ``wnids[i]``.
 
-    ``backbone``: the backbone name or state-dict file the rows are the classifier of (None for a bare
-    matrix); ``assumed``: what the loader assumed about the rows (e.g. no bias column), "" if nothing.
+    ``backbone``: the backbone name or state-dict file the rows are the classifier of, or take the features
+    of (None for a bare matrix); ``assumed``: what the loader assumed about the rows (e.g. no bias column),
+    "" if nothing; ``backbone_fingerprint``: that backbone's classifier hash where the rows are not its own
+    classifier (rows fitted on its features, :mod:`kgzsl.classifiers`), else None.
     """
 
     wnids: list[str]
@@ -60,6 +65,7 @@ class Targets:
     source: str
     backbone: str | None = None
     assumed: str = ""
+    backbone_fingerprint: str | None = None
 
     def __post_init__(self) -> None:
         weights = torch.as_tensor(self.weights)
@@ -83,8 +89,9 @@ class Targets:
 
     @property
     def fingerprint(self) -> str:
-        """sha256 prefix of the rows' weights and bias, as :attr:`kgzsl.backbones.Backbone.fingerprint` of their checkpoint."""
-        return classifier_fingerprint(self.weights[:, :-1], self.weights[:, -1])
+        """The backbone's classifier hash, :attr:`kgzsl.backbones.Backbone.fingerprint`: ``backbone_fingerprint``
+        where recorded, else the sha256 prefix of the rows' own weights and bias (the rows are that classifier)."""
+        return self.backbone_fingerprint or classifier_fingerprint(self.weights[:, :-1], self.weights[:, -1])
 
 
 def classifier_fingerprint(weight: torch.Tensor, bias: torch.Tensor) -> str:
@@ -215,7 +222,9 @@ def load_targets(
         elif path.suffix == ".safetensors":
             from kgzsl.io import load_tensors
 
-            tensors, _ = load_tensors(path, "checkpoint")
+            tensors, metadata = load_tensors(path, "checkpoint")
+            if _is_fitted(metadata):
+                return _fitted_targets(tensors, metadata, path, wnids, bias)
             has_fc = any(f"{k}.weight" in tensors or f"module.{k}.weight" in tensors for k in CLASSIFIER_KEYS)
             weights = classifier_from_state_dict(tensors, f"checkpoint {path}") if has_fc else None
         elif path.suffix in STATE_DICT_SUFFIXES:
@@ -242,6 +251,22 @@ def load_targets(
             f"{label}: the wnid list{where_wnids} has {len(wnid_list)} entries but the matrix has {weights.size(0)} rows"
         )
     return Targets(wnids=wnid_list, weights=weights, source=label + where_wnids, backbone=backbone, assumed=assumed)
+
+
+def _is_fitted(metadata: dict[str, str]) -> bool:
+    from kgzsl.classifiers import is_targets_metadata
+
+    return is_targets_metadata(metadata)
+
+
+def _fitted_targets(tensors: dict[str, Any], metadata: dict[str, str], path: Path, wnids: Any, bias: bool | None) -> Targets:
+    """A targets file of ``kgzsl targets`` (:mod:`kgzsl.classifiers`): it names its classes, bias and backbone itself."""
+    from kgzsl.classifiers import targets_from_file
+
+    if wnids is not None or bias is not None:
+        raise KgzslError(f"{path} is a kgzsl targets file: it names its classes and holds its bias column; "
+                         "drop --wnids / --no-bias / --bias-column")
+    return targets_from_file(tensors, metadata, path)
 
 
 def align_targets(graph: ClassGraph, targets: Targets, report_missing: bool = True) -> tuple[torch.Tensor, torch.Tensor]:

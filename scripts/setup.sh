@@ -16,7 +16,7 @@ fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=".venv/bin/python -m pip"
-if ! .venv/bin/python -c "import kgzsl, torch, torch_geometric, gensim, nltk, pytest, transformers" 2>/dev/null; then
+if ! .venv/bin/python -c "import kgzsl, torch, torch_geometric, gensim, nltk, pytest, transformers, sklearn" 2>/dev/null; then
   # torch pinned to the CPU build: an unpinned torch pulls a multi-GB CUDA build. Pillow (its JPEG decoder)
   # and transformers/tokenizers (the node-feature encoder) pinned too: they decide the demo's figures.
   $PIP install -q --disable-pip-version-check torch==2.13.0 pillow==13.0.0 transformers==5.24.0 tokenizers==0.23.3
