@@ -46,10 +46,24 @@ class _Deferral:
     pending: type[BaseException] | None = None
 
 
+def _in_finalizer(frame: Any) -> bool:
+    """Whether ``frame`` runs inside a ``__del__``, where Python prints and drops a raised exception."""
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _on_signal(signum: int, frame: Any) -> None:
     exc = Terminated if signum == signal.SIGTERM else KeyboardInterrupt
     if _Deferral.depth:
         _Deferral.pending = _Deferral.pending or exc
+        return
+    if _in_finalizer(frame):  # raised here it would be lost (the run would go on): deliver it again just after
+        retry = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+        retry.daemon = True
+        retry.start()
         return
     if signum == signal.SIGTERM:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short

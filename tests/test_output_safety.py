@@ -416,3 +416,25 @@ def test_stale_temporaries_of_a_file_writer(tmp_path):
         handle.write("n02084071\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, other.name])
     assert target.read_text() == "n02084071\n"
+
+
+def test_sigterm_inside_a_finalizer_is_not_lost(tmp_path):
+    """A SIGTERM handled while a ``__del__`` runs (garbage collection) would be printed and dropped by Python,
+    and the run would go on to the end; it is delivered again right after, so the run still stops cleanly."""
+    script = tmp_path / "finalizer.py"
+    script.write_text(
+        "import signal, time\n"
+        "from kgzsl.io import Terminated, raise_on_sigterm\n"
+        "class Collected:\n"
+        "    def __del__(self):\n"
+        "        signal.raise_signal(signal.SIGTERM)\n"
+        "with raise_on_sigterm():\n"
+        "    try:\n"
+        "        item = Collected(); del item\n"
+        "        for _ in range(300): time.sleep(0.01)\n"
+        "        print('ran to the end')\n"
+        "    except Terminated:\n"
+        "        print('terminated')\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "terminated" and "Traceback" not in done.stderr, done.stderr
