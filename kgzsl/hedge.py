@@ -316,6 +316,17 @@ class Hierarchy:
                             float(self.gain[column]), int(self.depth[column]))
 
 
+def _bisect(accuracy: Callable[[float], float], target: float, low: float, high: float, steps: int) -> float:
+    """The lowest value found in ``[low, high]`` (``accuracy(high)`` meets ``target``) that still meets it."""
+    for _ in range(steps):
+        mid = (low + high) / 2
+        if accuracy(mid) >= target:
+            high = mid
+        else:
+            low = mid
+    return float(high)
+
+
 def search_lambda(accuracy: Callable[[float], float], target: float, steps: int = 60) -> float:
     """The smallest ``lambda >= 0`` with ``accuracy(lambda) >= target`` (= 1 - eps): 0 if it already
     holds, else double an upper bound from 1, then ``steps`` bisections (DARTS' binary search)."""
@@ -327,14 +338,7 @@ def search_lambda(accuracy: Callable[[float], float], target: float, steps: int 
         high *= 2
         if high > 1e12:
             raise KgzslError(f"target {target:g} is out of reach on these calibration images", parameter="target")
-    low = 0.0
-    for _ in range(steps):
-        mid = (low + high) / 2
-        if accuracy(mid) >= target:
-            high = mid
-        else:
-            low = mid
-    return float(high)
+    return _bisect(accuracy, target, 0.0, high, steps)
 
 
 def fit_lambda(hierarchy: Hierarchy, posteriors: np.ndarray, truth: Any, target: float, steps: int = 60) -> float:
@@ -351,14 +355,7 @@ def search_threshold(accuracy: Callable[[float], float], target: float, steps: i
         return 0.0
     if accuracy(1.0) < target:
         raise KgzslError(f"target {target:g} is out of reach on these calibration images", parameter="target")
-    low, high = 0.0, 1.0
-    for _ in range(steps):
-        mid = (low + high) / 2
-        if accuracy(mid) >= target:
-            high = mid
-        else:
-            low = mid
-    return float(high)
+    return _bisect(accuracy, target, 0.0, 1.0, steps)
 
 
 def fit_threshold(hierarchy: Hierarchy, posteriors: np.ndarray, truth: Any, target: float, steps: int = 50) -> float:
