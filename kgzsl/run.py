@@ -6,7 +6,8 @@
     train.json               the training record: configuration, seed, losses, graph folder and
                              fingerprint, targets source, backbone and its classifier fingerprint
     predictions.safetensors  every node's predicted classifier (:mod:`kgzsl.predictions`)
-    hedge.json               (after ``kgzsl calibrate``) temperature and DARTS multipliers (:mod:`kgzsl.hedge`)
+    hedge.json               (after ``kgzsl calibrate``) temperature, thresholds and DARTS multipliers (:mod:`kgzsl.hedge`)
+    hedge-all.json           the same for the generalized setting (``--candidates all``), with its gamma
 
 ``kgzsl propagate`` (:mod:`kgzsl.propagate`) writes the same folder for a trained model run on another
 graph: ``train.json`` then names that graph and says, under ``propagated``, where it came from.

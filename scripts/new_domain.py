@@ -336,6 +336,22 @@ def grow_unseen(domain: Domain, split_: tuple[list[str], list[str]], graph: Path
     return ranks(model_scores(out, unseen, images[0]), images[1], unseen)
 
 
+def hedge_check(run: Path, unseen: list[str], features: FeatureSet, seed: int) -> dict[str, dict[str, float]]:
+    """Hedged answers over the user's taxonomy (kgzsl.hedge): temperature and parameters calibrated on the
+    photos of a seeded half of the unseen classes, answers on the other half's photos, per rule and target."""
+    from kgzsl.hedge import calibrate_run, evaluate_hedging
+    from kgzsl.run import load_run
+
+    loaded = load_run(run)
+    graph = loaded.load_graph()
+    order = np.random.default_rng(seed).permutation(len(unseen))
+    calibration = sorted(unseen[i] for i in order[: len(unseen) // 2])
+    test = [name for name in unseen if name not in set(calibration)]
+    calibrate_run(loaded, graph, *image_rows(features, calibration))
+    _, summary = evaluate_hedging(load_run(run), graph, *image_rows(features, test), name="other half")
+    return {row["answer"]: {k: row[k] for k in ("acc", "prob", "depth", "gain", "root", "n")} for row in summary["rows"]}
+
+
 def run_split(domain: Domain, features: FeatureSet, seed: int, args: argparse.Namespace) -> dict:
     """Every step for one seeded split; the figures of every method, and the propagation."""
     folder = args.work / (f"seed-{seed}" + ("-names-only" if args.names_only else ""))
@@ -356,7 +372,9 @@ def run_split(domain: Domain, features: FeatureSet, seed: int, args: argparse.Na
     grown = grow(main_run, bigger, folder / f"propagated-{args.models[0]}", args.left_out, unseen, features, domain)
     if seed == args.seeds[0]:
         grown["predict"] = show_predict(folder / f"propagated-{args.models[0]}", args.left_out, unseen + [args.left_out], args.work)
+    hedged = hedge_check(main_run, unseen, features, seed) if args.hedge else None
     return {
+        "hedge": hedged,
         "seed": seed, "seen": len(seen), "unseen": len(unseen), "candidates": len(unseen),
         "unseen_by_group": {g: sum(domain.group[n] == g for n in unseen) for g in GROUPS},
         "targets": {k: v for k, v in fitted.items() if k in ("images", "C", "folds", "cv_scores", "notes")},
@@ -417,6 +435,22 @@ def print_growth(splits: list[dict], args: argparse.Namespace) -> None:
             print(f"    kgzsl predict {p['image']}: {', '.join(p['top'])}")
 
 
+def print_hedging(splits: list[dict], args: argparse.Namespace) -> None:
+    """Hedged answers over the taxonomy, per rule and target: mean over the splits."""
+    if not args.hedge:
+        return
+    print(f"hedged answers ({args.models[0]}, calibrated on half the unseen classes' photos, answering the other half's; "
+          "acc: the true class is in the answer's subtree):")
+    print(f"  {'answer':<16}{'acc %':<14}{'mean P %':<14}{'depth':<12}{'gain (bits)':<14}{'root %':<12}")
+    for answer in splits[0]["hedge"]:
+        cells = []
+        for key, scale, width in (("acc", 100, 14), ("prob", 100, 14), ("depth", 1, 12), ("gain", 1, 14), ("root", 100, 12)):
+            values = [scale * s["hedge"][answer][key] for s in splits]
+            text = f"{statistics.fmean(values):.1f}" + (f"±{statistics.stdev(values):.1f}" if len(values) > 1 else "")
+            cells.append(f"{text:<{width}}")
+        print(f"  {answer:<16}" + "".join(cells))
+
+
 def print_commands_and_times(total: float) -> None:
     """The exact commands run, and where the time went."""
     print("commands run:")
@@ -439,6 +473,8 @@ def main() -> None:
                         help="skip training without the unseen classes and adding them all by propagate")
     parser.add_argument("--names-only", action="store_true",
                         help="build the graphs from the taxonomy without its synset pins (names alone; the pins still find the photos)")
+    parser.add_argument("--hedge", action="store_true",
+                        help="also calibrate hedged answers over the taxonomy on half the unseen classes and test on the others")
     parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args()
     root = images_root(args.images)
@@ -460,6 +496,7 @@ def main() -> None:
         args.json.write_text(json.dumps({"splits": splits, "commands": COMMANDS, "seconds": TIMES}, indent=1))
     print_table(splits, domain, args)
     print_growth(splits, args)
+    print_hedging(splits, args)
     print_commands_and_times(time.perf_counter() - start)
 
 
