@@ -208,6 +208,22 @@ def match_class_folders(folder_names: Iterable[str], graph: ClassGraph, where: s
     return mapping
 
 
+def labels_as_node_ids(labels: Sequence[str], graph: ClassGraph, where: str = "", strict: bool = True) -> list[str]:
+    """Image labels (class folder names) as the graph's node ids: unchanged where each already is one; else
+    matched as :func:`match_class_folders` does (wnid folders against a taxonomy whose ids are class names,
+    or names against wnids). ``strict=False`` leaves a label that names no class as it is (an evaluation
+    keeps only its splits' classes) instead of refusing it."""
+    known = set(graph.ids)
+    if all(label in known for label in labels):
+        return list(labels)
+    folders = sorted(set(labels))
+    if not strict:
+        index = _NodeIndex(graph)
+        folders = [f for f in folders if len([i for i in index.candidates(f) if not index.structural(i)]) == 1]
+    mapping = match_class_folders(folders, graph, where)
+    return [mapping.get(label, label) for label in labels]
+
+
 # ------------------------------------------------------------------------------------- fitting
 def _check_fit_inputs(features: Any, labels: Sequence[str], folds: int, Cs: Sequence[float],
                       min_images: int) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -735,6 +735,7 @@ def _add_calibrate(sub: Any) -> None:
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
     from kgzsl.features import load_features, read_manifest
+    from kgzsl.classifiers import labels_as_node_ids
     from kgzsl.hedge import calibrate_run, hedge_file
     from kgzsl.run import load_run
 
@@ -746,7 +747,8 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     graph = run.load_graph(args.graph)
     _check_backbone(args, run.predictions, read_manifest(args.features).get("backbone"), f"the features in {args.features} come from")
     feats = load_features(args.features)
-    record = calibrate_run(run, graph, feats.features, feats.labels, args.targets, str(args.features), args.plot,
+    labels = labels_as_node_ids(feats.labels, graph, f"feature folder {args.features}")
+    record = calibrate_run(run, graph, feats.features, labels, args.targets, str(args.features), args.plot,
                            args.candidates, args.gamma)
     summary = {**record, "predictions": str(args.predictions), "out": str(run.folder / hedge_file(args.candidates))}
     _emit(args, summary, _calibrate_text)
@@ -798,6 +800,7 @@ def _add_evaluate(sub: Any) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    from kgzsl.classifiers import labels_as_node_ids
     from kgzsl.evaluate import evaluate_splits
     from kgzsl.features import load_features, read_manifest
     from kgzsl.recognize import plot_seen_unseen
@@ -812,6 +815,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     graph = _evaluation_graph(args, run)
     _check_backbone(args, run.predictions, read_manifest(args.features).get("backbone"), f"the features in {args.features} come from")
     feats = load_features(args.features)
+    if graph is not None:  # wnid folders against a taxonomy named by class, say
+        feats = feats._replace(labels=labels_as_node_ids(feats.labels, graph, f"feature folder {args.features}", strict=False))
     splits = _read_splits(args, run.predictions)
     evaluations = evaluate_splits(feats.features, feats.labels, run.predictions, splits, with_seen=args.with_seen, graph=graph,
                                   seen_rows=args.seen_rows, transductive=args.transductive, gzsl=args.gzsl, seed=args.seed)

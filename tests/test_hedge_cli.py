@@ -297,3 +297,40 @@ def test_generalized_calibration_errors(gzsl_run, photo_run, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["gamma"] == 0.1
     assert main(["calibrate", "--features", str(tmp_path / "f"), "--predictions", str(folder), "--gamma", "0.1"]) == 2
     assert "--candidates all" in _one_error_line(capsys)
+
+
+def test_calibrate_and_evaluate_a_taxonomy_run_on_wnid_folders(glove, tmp_path, capsys):
+    """A taxonomy graph names its classes (ids are names); photos in wnid folders still calibrate and evaluate
+    it, each folder matched to the class pinned to that wnid (kgzsl.classifiers.labels_as_node_ids)."""
+    from kgzsl.classifiers import labels_as_node_ids
+    from kgzsl.graph import load_graph
+    from kgzsl.run import save_run
+    from kgzsl.targets import load_targets
+    from kgzsl.taxonomy import build_taxonomy_graph, load_taxonomy
+    from kgzsl.train import train
+
+    (tmp_path / "t.csv").write_text(
+        "animal,,animal.n.01\nbird,animal,bird.n.01\nbald eagle,bird,n01614925\ngoose,bird,n01855672\n"
+        "spoonbill,bird,n02006656\ndog,animal,dog.n.01\nbull mastiff,dog,n02108422\ndalmatian,dog,n02110341\n"
+        "golden retriever,dog,n02099601\n")
+    graph = build_taxonomy_graph(load_taxonomy(tmp_path / "t.csv"), seen=["spoonbill", "golden retriever"], vectors=glove)
+    graph = load_graph(graph.save(tmp_path / "graph"))  # a run records the folder of a saved graph
+    save_run(train(graph, load_targets(), epochs=5, seed=0), graph, tmp_path / "run")
+    wanted = {"n01614925", "n01855672", "n02108422", "n02110341"}
+    tree = _tree(tmp_path / "tree", [(p, w) for p, w in foolbox_imagenet_images() if w in wanted])
+    assert main(["features", str(tree), "--backbone", "efficientnet-lite0", "--out", str(tmp_path / "f"), "--json"]) == 0
+    labels = ["n01614925", "n02110341", "goose", "n01614925"]
+    assert labels_as_node_ids(labels, graph) == ["bald eagle", "dalmatian", "goose", "bald eagle"]
+    with pytest.raises(KgzslError, match="n09999999"):
+        labels_as_node_ids(["n09999999", "goose"], graph)
+    assert labels_as_node_ids(["n09999999", "n01855672"], graph, strict=False) == ["n09999999", "goose"]
+    capsys.readouterr()
+    assert main(["calibrate", "--features", str(tmp_path / "f"), "--predictions", str(tmp_path / "run"), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["images"] == 4 and record["classes"] == 4
+    split = tmp_path / "unseen.txt"
+    split.write_text("bald eagle\ngoose\nbull mastiff\ndalmatian\n")
+    assert main(["evaluate", "--features", str(tmp_path / "f"), "--predictions", str(tmp_path / "run"), "--split", str(split),
+                 "--hedge", "--json"]) == 0
+    rows = {r["answer"]: r for r in json.loads(capsys.readouterr().out)["splits"][0]["hedge"]["rows"]}
+    assert rows["threshold 0.9"]["n"] == 4 and rows["threshold 0.9"]["acc"] >= 0.9
