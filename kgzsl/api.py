@@ -162,7 +162,8 @@ class Recognizer:
     ) -> Recognizer:
         """The demo's default: ``model`` trained on the shipped ImageNet-21k graph (or ``graph``) with its default
         schedule on EfficientNet-Lite0's real classifiers, no class held out. Trained once (minutes, with a
-        progress bar) into ``folder`` (default ``<kgzsl cache>/pretrained/<model>``), reused after."""
+        progress bar) into ``folder`` (default ``<kgzsl cache>/pretrained/<model>``), reused after. The default DGP
+        run comes with the hedging calibration shipped for it (``data/calibration``), so ``predict(hedge=0.9)`` works."""
         from kgzsl.demo import DEFAULT_GRAPH, load_or_build_graph
         from kgzsl.resources import cache_dir
         from kgzsl.run import reusable_run
