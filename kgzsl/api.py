@@ -238,11 +238,9 @@ class Recognizer:
 
     def _hedger(self, target: float, candidates: str | list[str]) -> Hedger:
         """The run's calibrated hedger for ``target`` (built once per target)."""
-        from kgzsl.hedge import HEDGE_FILES, run_hedger
+        from kgzsl.hedge import hedge_file, run_hedger
 
-        if not isinstance(candidates, str) or candidates not in HEDGE_FILES:
-            raise KgzslError(f"hedge is calibrated for candidates {' or '.join(map(repr, HEDGE_FILES))}, not {candidates!r}",
-                             parameter="hedge")
+        hedge_file(candidates)  # a candidate set hedging is calibrated for, before it keys the cache
         cache = self.__dict__.setdefault("_hedgers", {})
         if (target, candidates) not in cache:
             cache[target, candidates] = run_hedger(self.run, self.graph, target, candidates)

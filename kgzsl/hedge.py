@@ -343,8 +343,7 @@ def search_lambda(accuracy: Callable[[float], float], target: float, steps: int 
 
 def fit_lambda(hierarchy: Hierarchy, posteriors: np.ndarray, truth: Any, target: float, steps: int = 60) -> float:
     """:func:`search_lambda` for the hierarchical accuracy of ``hierarchy.choose`` on calibration images."""
-    y = _calibration_truth(hierarchy, posteriors, truth)
-    return search_lambda(lambda lam: float(hierarchy.correct(hierarchy.choose(posteriors, lam), y).mean()), target, steps)
+    return fit_rule(hierarchy, posteriors, truth, target, "darts", steps)
 
 
 def search_threshold(accuracy: Callable[[float], float], target: float, steps: int = 50) -> float:
@@ -360,14 +359,21 @@ def search_threshold(accuracy: Callable[[float], float], target: float, steps: i
 
 def fit_threshold(hierarchy: Hierarchy, posteriors: np.ndarray, truth: Any, target: float, steps: int = 50) -> float:
     """:func:`search_threshold` for the hierarchical accuracy of ``hierarchy.choose_above`` on calibration images."""
+    return fit_rule(hierarchy, posteriors, truth, target, "threshold", steps)
+
+
+#: each rule's search for its parameter, given the accuracy a parameter value reaches
+SEARCHES: dict[str, Callable[..., float]] = {"threshold": search_threshold, "darts": search_lambda}
+
+
+def fit_rule(hierarchy: Hierarchy, posteriors: np.ndarray, truth: Any, target: float, rule: str,
+             steps: int | None = None) -> float:
+    """The parameter of ``rule`` (a threshold or DARTS' lambda) that meets ``target`` on calibration images
+    (:data:`SEARCHES`; ``steps``: its bisection steps, default the search's own)."""
+    search = SEARCHES[_rule(rule)]
     y = _calibration_truth(hierarchy, posteriors, truth)
-    return search_threshold(lambda t: float(hierarchy.correct(hierarchy.choose_above(posteriors, t), y).mean()), target, steps)
-
-
-def fit_rule(hierarchy: Hierarchy, posteriors: np.ndarray, truth: Any, target: float, rule: str) -> float:
-    """The parameter of ``rule`` (a threshold or DARTS' lambda) that meets ``target`` on calibration images."""
-    fit = fit_threshold if _rule(rule) == "threshold" else fit_lambda
-    return fit(hierarchy, posteriors, truth, target)
+    accuracy = lambda value: float(hierarchy.correct(hierarchy.answers(posteriors, rule, value), y).mean())  # noqa: E731
+    return search(accuracy, target) if steps is None else search(accuracy, target, steps)
 
 
 def _calibration_truth(hierarchy: Hierarchy, posteriors: np.ndarray, truth: Any) -> np.ndarray:
@@ -528,17 +534,31 @@ def fit_gamma(task: HedgeTask, seen: np.ndarray) -> float:
     return float(calibrate(torch.from_numpy(task.scores), torch.from_numpy(task.truth), torch.from_numpy(seen)).gamma)
 
 
-def _fit_rules(task: HedgeTask, targets: list[float]) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
-    """Per rule and target: the fitted parameter and the accuracy it reaches on the calibration images."""
-    params: dict[str, dict[str, float]] = {}
+def fit_hedging(task: HedgeTask, targets: Sequence[float] = DEFAULT_TARGETS, seen: np.ndarray | None = None,
+                gamma: float | None = None) -> tuple[HedgeTask, dict[str, Any]]:
+    """Fit hedged answers on a calibration task: with ``seen`` (which candidate columns are seen classes: the
+    generalized setting) first the calibrated-stacking ``gamma`` (:func:`fit_gamma`, unless given), then the
+    temperature, then each rule's parameter per target. Returns the task stacked and calibrated, and
+    ``gamma``, ``temperature``, ``rules`` (rule -> target -> parameter) and ``reached`` (their accuracy there)."""
+    wanted = _check_targets(targets)
+    if seen is None:
+        gamma = 0.0
+    else:
+        if gamma is not None:
+            check_number("gamma", gamma)
+        gamma = fit_gamma(task, seen) if gamma is None else float(gamma)
+        task = task.stacked(gamma, seen)
+    temperature = fit_temperature(task.scores, task.truth)
+    task.calibrate(temperature)
+    rules: dict[str, dict[str, float]] = {}
     reached: dict[str, dict[str, float]] = {}
     for rule in RULES:
-        params[rule], reached[rule] = {}, {}
-        for target in targets:
+        rules[rule], reached[rule] = {}, {}
+        for target in wanted:
             value = fit_rule(task.hierarchy, task.post, task.truth, target, rule)
-            params[rule][_target_key(target)] = value
+            rules[rule][_target_key(target)] = value
             reached[rule][_target_key(target)] = float(task.stats(task.answers(value, rule))["correct"].mean())
-    return params, reached
+    return task, {"gamma": float(gamma), "temperature": temperature, "rules": rules, "reached": reached}
 
 
 def calibrate_run(run: Any, graph: ClassGraph, features: Any, labels: Sequence[str], targets: Sequence[float] = DEFAULT_TARGETS,
@@ -549,20 +569,14 @@ def calibrate_run(run: Any, graph: ClassGraph, features: Any, labels: Sequence[s
     (:func:`hedge_file`, atomically); optionally a reliability diagram PNG at ``plot``. Returns the record."""
     from kgzsl.io import write_json
 
-    wanted = _check_targets(targets)
+    _check_targets(targets)  # before any scoring
     where = f"feature folder {feature_folder}" if feature_folder else "the features"
     task = run_task(run, graph, features, labels, where=where, candidates=candidates)
-    if candidates == "all":
-        seen = run.predictions.seen[run_candidates(run.predictions, "all")[1]].numpy()
-        if gamma is not None:
-            check_number("gamma", gamma)
-        gamma = fit_gamma(task, seen) if gamma is None else float(gamma)
-        task = HedgeTask(task.name, task.hierarchy, task.scores - gamma * seen[None, :], task.truth)
-    raw = task.scores
-    temperature = fit_temperature(raw, task.truth)
-    params, reached = _fit_rules(task.calibrate(temperature), wanted)
+    seen = run.predictions.seen[run_candidates(run.predictions, "all")[1]].numpy() if candidates == "all" else None
+    task, fitted = fit_hedging(task, targets, seen, gamma)
+    raw, temperature, params, reached = task.scores, fitted["temperature"], fitted["rules"], fitted["reached"]
     record = {
-        "format": HEDGE_FORMAT, "version": HEDGE_VERSION, "temperature": temperature, "gamma": float(gamma or 0.0),
+        "format": HEDGE_FORMAT, "version": HEDGE_VERSION, "temperature": temperature, "gamma": fitted["gamma"],
         "rules": params, "default_rule": DEFAULT_RULE, "calibration_accuracy": reached, "candidates": candidates,
         "candidate_rule": HEDGE_RULE_TEXT[candidates], "candidate_count": len(task.hierarchy.candidate_ids),
         "candidate_sha256": candidate_digest(task.hierarchy.candidate_ids), "images": len(task.truth),
@@ -617,6 +631,10 @@ class HedgeTask:
 
     def subset(self, rows: np.ndarray) -> "HedgeTask":
         return HedgeTask(self.name, self.hierarchy, self.scores[rows], self.truth[rows])
+
+    def stacked(self, gamma: float, seen: np.ndarray) -> "HedgeTask":
+        """Calibrated stacking: ``gamma`` subtracted from the scores of the seen candidate columns (``seen``)."""
+        return HedgeTask(self.name, self.hierarchy, self.scores - gamma * np.asarray(seen, dtype=np.float64)[None, :], self.truth)
 
     def calibrate(self, temperature: float) -> "HedgeTask":
         self.probs = softmax(self.scores, temperature)

@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_images as bi  # noqa: E402
 
 from kgzsl.graph import load_graph  # noqa: E402
-from kgzsl.hedge import (DEFAULT_RULE, RULES, HedgeTask, Hierarchy, calibration_error, fit_temperature, format_hedge_table,  # noqa: E402
-                         hedge_rows, plot_accuracy_specificity, plot_reliability, pooled_stats, search_lambda, search_threshold, softmax,
+from kgzsl.hedge import (DEFAULT_RULE, RULES, SEARCHES, HedgeTask, Hierarchy, calibration_error, fit_temperature, format_hedge_table,  # noqa: E402
+                         hedge_rows, plot_accuracy_specificity, plot_reliability, pooled_stats, softmax,
                          top1)
 from kgzsl.recognize import class_scores  # noqa: E402
 
@@ -112,8 +112,8 @@ def report(calib: list[Task], test: list[Task], unseen: Task, out: Path) -> None
         t.calibrate(temperature)
     rules = {}
     for rule in RULES:
-        rules[rule] = {target: (search_threshold if rule == "threshold" else search_lambda)(
-            lambda x: pooled_stats(calib, [t.answers(x, rule) for t in calib])["acc"], target) for target in TARGETS}
+        rules[rule] = {target: SEARCHES[rule](lambda x: pooled_stats(calib, [t.answers(x, rule) for t in calib])["acc"], target)
+                       for target in TARGETS}
     for label, tasks in (("held-out test half", test), ("unseen", [unseen]), ("held-out calibration half", calib)):
         print("\n" + format_hedge_table(hedge_rows(tasks, rules), f"{label}:"))
     plot_accuracy_specificity({"held-out test half": test, "unseen": [unseen]}, rules, out / "accuracy-specificity.png")

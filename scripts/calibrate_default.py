@@ -31,17 +31,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_images as bi  # noqa: E402
 
-from kgzsl.hedge import (DEFAULT_TARGETS, RULES, SHIPPED_DIR, SHIPPED_FORMAT, HedgeTask, calibrate_run,  # noqa: E402
-                         fit_gamma, fit_rule, fit_temperature, hedge_file, run_candidates, run_task)
+from kgzsl.hedge import (DEFAULT_TARGETS, RULES, SHIPPED_DIR, SHIPPED_FORMAT, calibrate_run, fit_hedging,  # noqa: E402
+                         hedge_file, run_candidates, run_task)
 from kgzsl.io import write_json  # noqa: E402
 
 
 def cross_validated(run, graph, feats, candidates: str = "unseen", folds: int = 5, seed: int = 0
                     ) -> dict[str, dict[str, dict[str, float]]]:
     """Class-wise k-fold check of a calibration: per rule and target, the accuracy, mean depth and root share
-    of the answers on the held-out fold's photos (gamma for ``all``, temperature and parameters from the others)."""
+    of the answers on the held-out fold's photos (gamma for ``all``, temperature and parameters fitted on the
+    others by :func:`kgzsl.hedge.fit_hedging`, as ``kgzsl calibrate`` fits them)."""
     task = run_task(run, graph, feats.features, feats.labels, candidates=candidates)
-    seen = run.predictions.seen[run_candidates(run.predictions, candidates)[1]].numpy().astype(float)
+    seen = run.predictions.seen[run_candidates(run.predictions, candidates)[1]].numpy()
     classes = sorted(set(feats.labels))
     order = np.random.default_rng(seed).permutation(len(classes))
     stats: dict[str, dict[str, list]] = {rule: {f"{t:g}": [] for t in DEFAULT_TARGETS} for rule in RULES}
@@ -49,15 +50,13 @@ def cross_validated(run, graph, feats, candidates: str = "unseen", folds: int = 
         test_classes = {classes[i] for i in order[k::folds]}
         in_test = np.array([label in test_classes for label in feats.labels])
         calib, test = task.subset(np.flatnonzero(~in_test)), task.subset(np.flatnonzero(in_test))
+        _, fitted = fit_hedging(calib, DEFAULT_TARGETS, seen if candidates == "all" else None)
         if candidates == "all":
-            gamma = fit_gamma(calib, seen.astype(bool))
-            calib, test = (HedgeTask(t.name, t.hierarchy, t.scores - gamma * seen[None, :], t.truth) for t in (calib, test))
-        temperature = fit_temperature(calib.scores, calib.truth)
-        calib.calibrate(temperature), test.calibrate(temperature)
-        for rule in RULES:
-            for target in DEFAULT_TARGETS:
-                value = fit_rule(calib.hierarchy, calib.post, calib.truth, target, rule)
-                stats[rule][f"{target:g}"].append(test.stats(test.answers(value, rule)))
+            test = test.stacked(fitted["gamma"], seen)
+        test.calibrate(fitted["temperature"])
+        for rule, values in fitted["rules"].items():
+            for target, value in values.items():
+                stats[rule][target].append(test.stats(test.answers(value, rule)))
     out: dict[str, dict[str, dict[str, float]]] = {}
     for rule, per_target in stats.items():
         out[rule] = {}
