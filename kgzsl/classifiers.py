@@ -364,16 +364,12 @@ def fit_classifiers(
 
 def backbone_record(backbone: Backbone | dict[str, Any] | None) -> tuple[str | None, str | None]:
     """``(name, classifier fingerprint)`` a run records for ``backbone`` (a Backbone or its ``describe()``
-    record): an EfficientNet-Lite by its name, a state-dict file by its path, as ``kgzsl train`` does."""
-    from kgzsl.backbones.weights import EFFICIENTNET_LITE_VARIANTS
+    record): :func:`kgzsl.predictions.backbone_identity`, the one the backbone checks compare."""
+    from kgzsl.predictions import backbone_identity
 
     if backbone is None:
         return None, None
-    info = backbone if isinstance(backbone, dict) else backbone.describe()
-    name = info.get("name")
-    if name not in EFFICIENTNET_LITE_VARIANTS and info.get("source"):
-        name = info["source"]
-    return name, info.get("fingerprint")
+    return backbone_identity(backbone if isinstance(backbone, dict) else backbone.describe())
 
 
 # ------------------------------------------------------------------------------------- the file

@@ -154,13 +154,18 @@ def backbone_mismatch(meta: dict[str, Any], name: str | None, fingerprint: str |
     return _backbone_label(recorded, recorded_print), _backbone_label(name, fingerprint)
 
 
-def backbone_mismatch_of(meta: dict[str, Any], description: dict[str, Any] | None) -> tuple[str, str] | None:
-    """:func:`backbone_mismatch` for a backbone's ``describe()`` record (as feature folders store it): an
-    EfficientNet-Lite goes by its name, a state-dict file by its source path."""
+def backbone_identity(description: dict[str, Any] | None) -> tuple[str | None, str | None]:
+    """``(name, classifier fingerprint)`` a run records for a backbone's ``describe()`` record (as feature folders
+    store it): an EfficientNet-Lite goes by its name, a state-dict file by its source path."""
     from kgzsl.backbones.weights import EFFICIENTNET_LITE_VARIANTS
 
     info = description or {}
     name = info.get("name")
     if name not in EFFICIENTNET_LITE_VARIANTS and info.get("source"):
         name = info["source"]
-    return backbone_mismatch(meta, name, info.get("fingerprint"))
+    return name, info.get("fingerprint")
+
+
+def backbone_mismatch_of(meta: dict[str, Any], description: dict[str, Any] | None) -> tuple[str, str] | None:
+    """:func:`backbone_mismatch` for a backbone's ``describe()`` record (:func:`backbone_identity`)."""
+    return backbone_mismatch(meta, *backbone_identity(description))
