@@ -196,10 +196,11 @@ def _record(run: Run, graph: ClassGraph, info: dict[str, Any], new_nodes: list[i
 
     config = {k: v for k, v in info.items() if k not in _LOOP_FIELDS}
     earlier = info.get("propagated") or {}
+    fingerprint = graph_fingerprint(graph.ids, graph.edge_index)
     config.update(
         graph=_graph_folder(graph),
         graph_nodes=len(graph.ids),
-        graph_fingerprint=graph_fingerprint(graph.ids, graph.edge_index),
+        graph_fingerprint=fingerprint,
         propagated={
             "from_run": str(run.folder.resolve()),
             "from_graph": info.get("graph"),
@@ -207,7 +208,7 @@ def _record(run: Run, graph: ClassGraph, info: dict[str, Any], new_nodes: list[i
             "trained_graph": earlier.get("trained_graph", info.get("graph")),
             "trained_graph_fingerprint": earlier.get("trained_graph_fingerprint", info.get("graph_fingerprint")),
             "graph": _where(graph),
-            "graph_fingerprint": graph_fingerprint(graph.ids, graph.edge_index),
+            "graph_fingerprint": fingerprint,
             "vectors": graph.meta.get("vectors"),
             "new_nodes": [graph.ids[i] for i in new_nodes],
             "removed_nodes": removed,
