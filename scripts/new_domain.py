@@ -50,7 +50,6 @@ from kgzsl.recognize import class_scores, ranks_of_true
 if TYPE_CHECKING:
     from kgzsl.feature_folder import FeatureSet
     from kgzsl.predictions import Predictions
-    from kgzsl.targets import Targets
 
 ROOT = Path(__file__).resolve().parent.parent
 TAXONOMY = ROOT / "data" / "taxonomies" / "imagenet-photos.csv"
@@ -213,19 +212,13 @@ def summarise(rank: torch.Tensor, labels: list[str], domain: Domain) -> dict[str
     return out
 
 
-def fitted_targets(path: Path) -> Targets:
-    """The classifiers ``kgzsl targets`` fitted (a :class:`kgzsl.targets.Targets`: one row per seen class name)."""
-    from kgzsl.classifiers import load_fitted_targets
-
-    return load_fitted_targets(path)
-
-
 def baseline_scores(graph_dir: Path, targets_file: Path, unseen: list[str], x: torch.Tensor) -> dict[str, torch.Tensor]:
     """ConSE and nearest-name scores of ``x`` against ``unseen``, from the fitted seen classifiers and the node features."""
     from kgzsl.baselines import conse_scores, knn_predict
+    from kgzsl.classifiers import load_fitted_targets
     from kgzsl.graph import load_graph
 
-    graph, targets = load_graph(graph_dir), fitted_targets(targets_file)
+    graph, targets = load_graph(graph_dir), load_fitted_targets(targets_file)
     index = graph.index()
     seen_nodes = [index[name] for name in targets.wnids]
     unseen_nodes = [index[name] for name in unseen]
@@ -246,14 +239,13 @@ def model_scores(run: Path, unseen: list[str], x: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------ growing
 def nearest_classifiers(predictions: Predictions, name: str, most: int = 5) -> list[tuple[str, str, float]]:
-    """The classes whose classifiers are nearest (cosine) to ``name``'s: (name, role, cosine), best first."""
+    """The classes whose classifiers are nearest (cosine) to ``name``'s: (name, role, cosine), best first
+    (:func:`kgzsl.explain.nearest_by_weight` over the classes, structure-only nodes left out)."""
+    from kgzsl.explain import nearest_by_weight
+
     roles = predictions.meta["roles"]
-    rows = torch.nn.functional.normalize(predictions.classifiers("predicted"), dim=1)
-    mine = rows[predictions.index[name]]
-    order = (rows @ mine).argsort(descending=True).tolist()
-    found = [(predictions.ids[i], roles[i], float(rows[i] @ mine)) for i in order
-             if predictions.ids[i] != name and roles[i] != "internal"]
-    return found[:most]
+    classes = np.flatnonzero([role != "internal" for role in roles])
+    return [(predictions.ids[i], roles[i], c) for i, c in nearest_by_weight(predictions.pred, predictions.index[name], classes, most)]
 
 
 def grow(run: Path, bigger: Path, out: Path, new: str, unseen: list[str], features: FeatureSet, domain: Domain) -> dict:
