@@ -13,7 +13,7 @@ from kgzsl.errors import KgzslError
 __version__ = "0.1.0"
 #: imported on first use, so that ``import kgzsl`` stays light (no torch)
 _LAZY = {"Recognizer": "kgzsl.api", "Prediction": "kgzsl.api", "Explanation": "kgzsl.api",
-         "Run": "kgzsl.run", "load_run": "kgzsl.run"}
+         "Run": "kgzsl.propagation.run", "load_run": "kgzsl.propagation.run"}
 __all__ = ["Explanation", "KgzslError", "Prediction", "Recognizer", "Run", "__version__", "load_run"]
 
 

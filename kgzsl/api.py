@@ -8,9 +8,9 @@
     rec.predict("photo.jpg", hedge=0.9).hedged  # after `kgzsl calibrate`: a graph node and its probability
     rec.explain("giraffe")                   # what `kgzsl inspect giraffe` prints, as data
 
-It only composes the library's stages (:mod:`kgzsl.run`, :func:`kgzsl.backbones.load_backbone`,
-:func:`kgzsl.images.load_image`, :func:`kgzsl.recognize.predict_features`,
-:func:`kgzsl.explain.inspect_node`), which stay available for anything it does not cover.
+It only composes the library's stages (:mod:`kgzsl.propagation.run`, :func:`kgzsl.vision.backbones.load_backbone`,
+:func:`kgzsl.vision.images.load_image`, :func:`kgzsl.recognition.scoring.predict_features`,
+:func:`kgzsl.inspection.explain.inspect_node`), which stay available for anything it does not cover.
 """
 
 from __future__ import annotations
@@ -24,16 +24,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kgzsl.errors import KgzslError
-from kgzsl.run import Run, load_run
+from kgzsl.propagation.run import Run, load_run
 
 if TYPE_CHECKING:
     import torch
 
-    from kgzsl.backbones import Backbone
-    from kgzsl.graph import ClassGraph
-    from kgzsl.hedge import HedgedAnswer, Hedger
-    from kgzsl.models import PropagationModel
-    from kgzsl.targets import Targets
+    from kgzsl.graph.class_graph import ClassGraph
+    from kgzsl.propagation.models import PropagationModel
+    from kgzsl.propagation.targets import Targets
+    from kgzsl.recognition.hedge.hierarchy import HedgedAnswer
+    from kgzsl.recognition.hedge.rules import Hedger
+    from kgzsl.vision.backbones import Backbone
 
 log = logging.getLogger("kgzsl")
 
@@ -66,7 +67,7 @@ class RelatedClass:
 
 @dataclass(frozen=True)
 class Explanation:
-    """Why a class got its classifier (:func:`kgzsl.explain.inspect_node`'s report, typed); ``str()`` gives
+    """Why a class got its classifier (:func:`kgzsl.inspection.explain.inspect_node`'s report, typed); ``str()`` gives
     what ``kgzsl inspect`` prints and ``report`` the JSON-able dict ``kgzsl inspect --json`` prints."""
 
     id: str
@@ -88,8 +89,8 @@ class Explanation:
 
     @classmethod
     def from_report(cls, report: dict[str, Any]) -> Explanation:
-        """Type the dict :func:`kgzsl.explain.inspect_node` returns."""
-        from kgzsl.explain import GROUP_WEIGHTS
+        """Type the dict :func:`kgzsl.inspection.explain.inspect_node` returns."""
+        from kgzsl.inspection.explain import GROUP_WEIGHTS
 
         def related(key: str) -> list[RelatedClass]:
             return [RelatedClass(**entry) for entry in report[key]]
@@ -107,7 +108,7 @@ class Explanation:
         )
 
     def __str__(self) -> str:
-        from kgzsl.explain import format_report
+        from kgzsl.inspection.explain import format_report
 
         return format_report(self.report)
 
@@ -164,9 +165,8 @@ class Recognizer:
         schedule on EfficientNet-Lite0's real classifiers, no class held out. Trained once (minutes, with a
         progress bar) into ``folder`` (default ``<kgzsl cache>/pretrained/<model>``), reused after. The default DGP
         run comes with the hedging calibration shipped for it (``data/calibration``), so ``predict(hedge=0.9)`` works."""
-        from kgzsl.demo import DEFAULT_GRAPH, load_or_build_graph
-        from kgzsl.resources import cache_dir
-        from kgzsl.run import reusable_run
+        from kgzsl.core.resources import cache_dir
+        from kgzsl.demo import DEFAULT_GRAPH, load_or_build_graph, reusable_run
 
         progress = options.get("progress", True)
         loaded = load_or_build_graph(Path(graph) if graph is not None else DEFAULT_GRAPH, progress)
@@ -180,8 +180,8 @@ class Recognizer:
     @cached_property
     def backbone(self) -> Backbone:
         """The feature extractor, loaded on first use; refused if the run was trained for another one."""
-        from kgzsl.backbones import load_backbone
-        from kgzsl.predictions import backbone_mismatch_of
+        from kgzsl.propagation.predictions import backbone_mismatch_of
+        from kgzsl.vision.backbones import load_backbone
 
         network = load_backbone(self._backbone_name, device=self._device)
         mismatch = backbone_mismatch_of(self.run.predictions.meta, network.describe())
@@ -222,7 +222,7 @@ class Recognizer:
         most informative graph node meeting it, with its probability (candidates ``"unseen"``, or ``"all"`` where the
         run is calibrated for the generalized setting: seen classes then carry the calibrated gamma).
         """
-        from kgzsl.recognize import candidate_scores, top_predictions
+        from kgzsl.recognition.scoring import candidate_scores, top_predictions
 
         if int(top) < 1:
             raise KgzslError(f"top must be at least 1, got {top}")
@@ -238,7 +238,8 @@ class Recognizer:
 
     def _hedger(self, target: float, candidates: str | list[str]) -> Hedger:
         """The run's calibrated hedger for ``target`` (built once per target)."""
-        from kgzsl.hedge import hedge_file, run_hedger
+        from kgzsl.recognition.hedge.calibration import run_hedger
+        from kgzsl.recognition.hedge.storage import hedge_file
 
         hedge_file(candidates)  # a candidate set hedging is calibrated for, before it keys the cache
         cache = self.__dict__.setdefault("_hedgers", {})
@@ -249,7 +250,7 @@ class Recognizer:
     def explain(self, query: str, top: int = 10) -> Explanation:
         """What ``kgzsl inspect`` reports about the class ``query`` (a wnid or a name): its place in the graph,
         the nearest classifiers, the seen classes its classifier is built from (``top`` of each)."""
-        from kgzsl.explain import inspect_node
+        from kgzsl.inspection.explain import inspect_node
 
         if int(top) < 1:
             raise KgzslError(f"top must be at least 1, got {top}")
@@ -277,7 +278,7 @@ class Recognizer:
         import torch
         from tqdm import tqdm
 
-        from kgzsl.images import load_image, rgb_image
+        from kgzsl.vision.images import load_image, rgb_image
 
         chunks, names = [], []
         with tqdm(total=len(items), desc="recognize", unit="image", file=sys.stderr,
@@ -304,7 +305,7 @@ def _image_items(x: Any) -> tuple[list[tuple[str, Any]], bool]:
     """(name, path or PIL image) of every image ``x`` names, and whether ``x`` was a single image."""
     from PIL import Image
 
-    from kgzsl.images import list_images
+    from kgzsl.vision.images import list_images
 
     if isinstance(x, Image.Image):
         return [(getattr(x, "filename", "") or "image", x)], True

@@ -21,23 +21,24 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kgzsl.core.resources import default_graph_dir
 from kgzsl.errors import KgzslError, check_number
-from kgzsl.run import MODEL_FILE, PREDICTIONS_FILE, RECORD_FILE
+from kgzsl.propagation.run_files import MODEL_FILE, PREDICTIONS_FILE, RECORD_FILE
 
 if TYPE_CHECKING:
-    from kgzsl.evaluate import SplitEvaluation
-    from kgzsl.graph import ClassGraph
-    from kgzsl.predictions import Predictions
-    from kgzsl.run import Run
-    from kgzsl.targets import Targets
+    from kgzsl.graph.class_graph import ClassGraph
+    from kgzsl.propagation.predictions import Predictions
+    from kgzsl.propagation.run import Run
+    from kgzsl.propagation.targets import Targets
+    from kgzsl.recognition.evaluate import SplitEvaluation
 
-#: --predictions of predict, evaluate and inspect: a run folder or its predictions file (see kgzsl.run)
+#: --predictions of predict, evaluate and inspect: a run folder or its predictions file (see kgzsl.propagation.run)
 PREDICTIONS_HELP = f"a run folder written by kgzsl train, or its {PREDICTIONS_FILE}"
-#: the shipped ImageNet-21k graph, in the project kgzsl is installed from (not the current folder)
-DEFAULT_GRAPH = Path(__file__).resolve().parent.parent / "graphs" / "imagenet21k"
+#: the shipped ImageNet-21k graph, inside the installed package or the checkout kgzsl runs from (not the current folder)
+DEFAULT_GRAPH = default_graph_dir()
 GRAPH_HELP = "graph folder (default: the shipped graphs/imagenet21k of the kgzsl project)"
 JSON_HELP = "print a JSON summary on stdout"
-#: the backbone of train's targets by default (kgzsl.targets.DEFAULT_BACKBONE; spelled out here: that module imports torch)
+#: the backbone of train's targets by default (kgzsl.propagation.targets.DEFAULT_BACKBONE; spelled out here: that module imports torch)
 DEFAULT_BACKBONE = "efficientnet-lite0"
 #: the flag of each library parameter whose flag is not ``--`` + its name with dashes (see :func:`_cli_message`)
 FLAGS = {"graph_dir": "--graph", "method": "--map"}
@@ -140,13 +141,13 @@ def _add_choice(p: argparse.ArgumentParser, flag: str, names: _RegistryNames, **
 
 
 def _add_model(p: argparse.ArgumentParser, help: str | None = None) -> None:
-    """``--model``, one of :data:`kgzsl.models.MODELS`."""
-    _add_choice(p, "--model", _RegistryNames("kgzsl.models", "MODELS"), default="dgp", help=help)
+    """``--model``, one of :data:`kgzsl.propagation.models.MODELS`."""
+    _add_choice(p, "--model", _RegistryNames("kgzsl.propagation.models", "MODELS"), default="dgp", help=help)
 
 
 def _add_arch(p: argparse.ArgumentParser, help: str) -> None:
-    """``--arch``, one of the ResNet depths :data:`kgzsl.backbones.resnet.RESNET_LAYERS` builds."""
-    _add_choice(p, "--arch", _RegistryNames("kgzsl.backbones.resnet", "RESNET_LAYERS"), help=help)
+    """``--arch``, one of the ResNet depths :data:`kgzsl.vision.backbones.resnet.RESNET_LAYERS` builds."""
+    _add_choice(p, "--arch", _RegistryNames("kgzsl.vision.backbones.resnet", "RESNET_LAYERS"), help=help)
 
 
 def _add_predictions(p: argparse.ArgumentParser) -> None:
@@ -186,7 +187,7 @@ def _graph_folder(given: Path | None) -> Path:
 
 def _check_backbone(args: argparse.Namespace, predictions: Predictions, backbone: dict[str, Any] | None, given: str) -> None:
     """Refuse (with --allow-backbone-mismatch: warn about) a backbone other than the one the predictions were trained for."""
-    from kgzsl.predictions import backbone_mismatch_of
+    from kgzsl.propagation.predictions import backbone_mismatch_of
 
     mismatch = backbone_mismatch_of(predictions.meta, backbone)
     if mismatch is None:
@@ -211,7 +212,7 @@ def _emit(args: argparse.Namespace, summary: dict[str, Any], human: Callable[[di
 
 
 def _check_plot_file(path: Path) -> None:
-    from kgzsl.io import check_output_file
+    from kgzsl.core.outputs import check_output_file
 
     check_output_file(path, "--plot file")
 
@@ -246,8 +247,8 @@ def _add_build_graph(sub: Any) -> None:
 
 
 def cmd_build_graph(args: argparse.Namespace) -> None:
-    from kgzsl.embeddings import load_vectors
-    from kgzsl.io import check_output_dir
+    from kgzsl.core.outputs import check_output_dir
+    from kgzsl.graph.embeddings import load_vectors
 
     start = time.perf_counter()
     out = check_output_dir(args.out, "graph", args.force)  # before any work: never after minutes of it
@@ -260,8 +261,8 @@ def cmd_build_graph(args: argparse.Namespace) -> None:
 
 def _taxonomy_graph(args: argparse.Namespace, vectors: Any) -> ClassGraph:
     """Taxonomy mode: ``--taxonomy`` with ``--seen`` (and optionally ``--unseen``) class-name files."""
-    from kgzsl.graph import read_id_list
-    from kgzsl.taxonomy import build_taxonomy_graph, load_taxonomy
+    from kgzsl.core.idlists import read_id_list
+    from kgzsl.graph.taxonomy import build_taxonomy_graph, load_taxonomy
 
     taxonomy = load_taxonomy(args.taxonomy)
     seen = read_id_list(args.seen, "seen") if args.seen else None
@@ -271,8 +272,9 @@ def _taxonomy_graph(args: argparse.Namespace, vectors: Any) -> ClassGraph:
 
 def _wordnet_graph(args: argparse.Namespace, vectors: Any) -> ClassGraph:
     """WordNet mode: the wnid files given, ImageNet-1k seen / 21k unseen for those not given."""
-    from kgzsl.graph import build_wordnet_graph, read_id_list
-    from kgzsl.imagenet import imagenet1k_wnids, imagenet21k_unseen_wnids
+    from kgzsl.core.idlists import read_id_list
+    from kgzsl.core.imagenet import imagenet1k_wnids, imagenet21k_unseen_wnids
+    from kgzsl.graph.class_graph import build_wordnet_graph
 
     sources = {
         "seen": str(args.seen) if args.seen else "imagenet-1k (timm wheel)",
@@ -319,8 +321,9 @@ def _add_splits(sub: Any) -> None:
 
 
 def cmd_splits(args: argparse.Namespace) -> None:
-    from kgzsl.graph import load_graph, read_id_list
-    from kgzsl.splits import compare_split, hop_splits, write_split
+    from kgzsl.core.idlists import read_id_list
+    from kgzsl.graph.class_graph import load_graph
+    from kgzsl.graph.splits import compare_split, hop_splits, write_split
 
     if args.out is not None:
         _check_splits_out(args.out)
@@ -340,7 +343,7 @@ def cmd_splits(args: argparse.Namespace) -> None:
 
 def _check_splits_out(out: Path) -> None:
     """Refuse, before any work, an ``--out`` that is a file or a folder that cannot be written."""
-    from kgzsl.io import check_folder_for_files
+    from kgzsl.core.outputs import check_folder_for_files
 
     check_folder_for_files(out, "splits --out folder (split-K-hops.txt files go there)")
 
@@ -382,13 +385,13 @@ def _add_train(sub: Any) -> None:
     bias.add_argument("--bias-column", dest="bias", action="store_const", const=True,
                       help="the matrix's last column is the bias; default: told from its width (1280/2048: none, +1: one)")
     _add_number(p, "--epochs", int, at_least=1,
-                help="(maximum) epochs (default: the model's schedule, kgzsl.train.SCHEDULES: dgp 500, gcnz/sgcn 3000)")
+                help="(maximum) epochs (default: the model's schedule, kgzsl.propagation.training.SCHEDULES: dgp 500, gcnz/sgcn 3000)")
     _add_number(p, "--lr", float, above=0, help="Adam learning rate (default: the model's schedule: dgp 3e-3, gcnz/sgcn 1e-3)")
     _add_seed(p, help="random seed (initialisation, dropout, validation split)")
     _add_number(p, "--val-fraction", float, at_least=0, below=1, meaning=" (a share of the seen classes, from 0 up to 1)",
                 help="share of the seen classes held out to choose the epoch (default: the model's schedule: dgp 0, gcnz/sgcn 0.05)")
     _add_number(p, "--patience", int, at_least=0, meaning=" (0: never stop early)",
-                help="stop after this many epochs without a better validation loss (0: never; default: kgzsl.train.DEFAULT_PATIENCE, 50)")
+                help="stop after this many epochs without a better validation loss (0: never; default: kgzsl.propagation.training.DEFAULT_PATIENCE, 50)")
     p.add_argument("--exclude", type=Path, help="file of wnids whose targets must not be used (held-out classes)")
     p.add_argument("--no-refit", dest="refit", action="store_false",
                    help="keep the model chosen on the validation slice instead of refitting on every seen class for the chosen epochs")
@@ -401,10 +404,11 @@ def _add_train(sub: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from kgzsl.graph import load_graph, read_id_list
-    from kgzsl.io import check_output_dir
-    from kgzsl.run import save_run
-    from kgzsl.train import train
+    from kgzsl.core.idlists import read_id_list
+    from kgzsl.core.outputs import check_output_dir
+    from kgzsl.graph.class_graph import load_graph
+    from kgzsl.propagation.run import save_run
+    from kgzsl.propagation.training import train
 
     out = check_output_dir(args.out, "train", args.force)  # before training: never lose minutes of it
     args.graph = _graph_folder(args.graph)
@@ -458,8 +462,9 @@ def _add_targets(sub: Any) -> None:
 
 
 def cmd_targets(args: argparse.Namespace) -> None:
-    from kgzsl.classifiers import check_targets_out, save_fitted_targets, targets_from_images
-    from kgzsl.graph import load_graph
+    from kgzsl.graph.class_graph import load_graph
+    from kgzsl.propagation.classifiers import save_fitted_targets, targets_from_images
+    from kgzsl.propagation.targets import check_targets_out
 
     out = check_targets_out(args.out, args.force)  # before any work: never after minutes of extraction
     args.graph = _graph_folder(args.graph)
@@ -472,7 +477,7 @@ def cmd_targets(args: argparse.Namespace) -> None:
 
 
 def _targets_text(s: dict[str, Any]) -> str:
-    from kgzsl.classifiers import format_fitted
+    from kgzsl.propagation.classifiers import format_fitted
 
     return f"targets {s['out']} from {s['source']} (graph {s['graph']}):\n" + format_fitted(s)
 
@@ -486,7 +491,7 @@ def _add_train_targets(p: argparse.ArgumentParser) -> None:
 
 def _train_targets(args: argparse.Namespace) -> Targets:
     """train's targets: the ``--targets`` file, else ``--backbone`` (default Lite0) with ``--wnids`` and the bias flags."""
-    from kgzsl.targets import load_targets
+    from kgzsl.propagation.targets import load_targets
 
     if args.targets is None:
         return load_targets(args.backbone or DEFAULT_BACKBONE, args.wnids, bias=args.bias)
@@ -494,7 +499,7 @@ def _train_targets(args: argparse.Namespace) -> Targets:
                                       ("--no-bias/--bias-column", args.bias)) if value is not None]
     if given:
         raise KgzslError(f"--targets {args.targets} names its classes, bias and backbone itself: drop {', '.join(given)}")
-    from kgzsl.classifiers import load_fitted_targets
+    from kgzsl.propagation.targets import load_fitted_targets
 
     return load_fitted_targets(args.targets)
 
@@ -541,7 +546,7 @@ def _add_features(sub: Any) -> None:
 
 
 def cmd_features(args: argparse.Namespace) -> None:
-    from kgzsl.features import ExtractionOptions, extract_features_distributed
+    from kgzsl.vision.features import ExtractionOptions, extract_features_distributed
 
     options = ExtractionOptions(batch_size=args.batch_size, shard_size=args.shard_size, workers=args.workers,
                                 force=args.force, progress=not args.json)
@@ -594,10 +599,10 @@ def _add_predict(sub: Any) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from kgzsl.backbones import load_backbone
-    from kgzsl.features import image_list_features
-    from kgzsl.recognize import candidate_scores, top_predictions
-    from kgzsl.run import load_run
+    from kgzsl.propagation.run import load_run
+    from kgzsl.recognition.scoring import candidate_scores, top_predictions
+    from kgzsl.vision.backbones import load_backbone
+    from kgzsl.vision.features import image_list_features
 
     run = load_run(args.predictions)
     candidates = _candidates(args, run.predictions)
@@ -627,9 +632,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def _predict_hedger(args: argparse.Namespace, run: Run) -> Any:
-    """With ``--hedge``: the run's calibrated :class:`kgzsl.hedge.Hedger` for that target and candidate set
+    """With ``--hedge``: the run's calibrated :class:`kgzsl.recognition.hedge.rules.Hedger` for that target and candidate set
     (checked before any image is read); None without it."""
-    from kgzsl.hedge import HEDGE_FILES, run_hedger
+    from kgzsl.propagation.run import HEDGE_FILES
+    from kgzsl.recognition.hedge.calibration import run_hedger
 
     if args.hedge is None:
         if args.hedge_rule is not None:
@@ -647,7 +653,7 @@ def _predict_hedger(args: argparse.Namespace, run: Run) -> Any:
 
 def _candidates(args: argparse.Namespace, predictions: Predictions) -> str | list[str]:
     """``--candidates``: unseen, all, or the ids of its file (each one a class of the predictions)."""
-    from kgzsl.graph import read_id_list
+    from kgzsl.core.idlists import read_id_list
 
     if args.candidates in ("unseen", "all"):
         return args.candidates
@@ -689,7 +695,7 @@ def _add_demo(sub: Any) -> None:
     _add_graph(p, help="graph folder (built if missing)", default=DEFAULT_GRAPH)
     p.add_argument("--out", type=Path, default=Path("runs") / "demo", help="folder for the trained run and the PNG sheet")
     _add_model(p)
-    _add_number(p, "--epochs", int, at_least=1, help="epochs (default: the model's schedule, kgzsl.train.SCHEDULES)")
+    _add_number(p, "--epochs", int, at_least=1, help="epochs (default: the model's schedule, kgzsl.propagation.training.SCHEDULES)")
     _add_seed(p)
     _add_hedge(p, default=0.9, help="target accuracy of the hedged column, shown once the run is calibrated (`kgzsl calibrate`)")
     _add_json(p)
@@ -734,10 +740,12 @@ def _add_calibrate(sub: Any) -> None:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
-    from kgzsl.features import load_features, read_manifest
-    from kgzsl.classifiers import labels_as_node_ids
-    from kgzsl.hedge import calibrate_run, hedge_file
-    from kgzsl.run import load_run
+    from kgzsl.graph.names import labels_as_node_ids
+    from kgzsl.inspection.plots import plot_reliability
+    from kgzsl.propagation.run import load_run
+    from kgzsl.recognition.hedge.calibration import fit_calibration
+    from kgzsl.recognition.hedge.storage import write_calibration
+    from kgzsl.vision.features import load_features, read_manifest
 
     if args.gamma is not None and args.candidates != "all":
         raise KgzslError("--gamma offsets seen candidates' scores: it needs --candidates all")
@@ -748,9 +756,13 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     _check_backbone(args, run.predictions, read_manifest(args.features).get("backbone"), f"the features in {args.features} come from")
     feats = load_features(args.features)
     labels = labels_as_node_ids(feats.labels, graph, f"feature folder {args.features}")
-    record = calibrate_run(run, graph, feats.features, labels, args.targets, str(args.features), args.plot,
-                           args.candidates, args.gamma)
-    summary = {**record, "predictions": str(args.predictions), "out": str(run.folder / hedge_file(args.candidates))}
+    record, curves = fit_calibration(run, graph, feats.features, labels, args.targets, str(args.features),
+                                     args.candidates, args.gamma)
+    if args.plot:
+        plot_reliability(curves, args.plot, title=f"Reliability on {record['images']} calibration images")
+        record["plot"] = str(args.plot)
+    out = write_calibration(run, record)
+    summary = {**record, "predictions": str(args.predictions), "out": str(out)}
     _emit(args, summary, _calibrate_text)
 
 
@@ -800,11 +812,11 @@ def _add_evaluate(sub: Any) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from kgzsl.classifiers import labels_as_node_ids
-    from kgzsl.evaluate import evaluate_splits
-    from kgzsl.features import load_features, read_manifest
-    from kgzsl.recognize import plot_seen_unseen
-    from kgzsl.run import load_run
+    from kgzsl.graph.names import labels_as_node_ids
+    from kgzsl.inspection.plots import plot_seen_unseen
+    from kgzsl.propagation.run import load_run
+    from kgzsl.recognition.evaluate import evaluate_splits
+    from kgzsl.vision.features import load_features, read_manifest
 
     plots = _plot_paths(args)
     if args.hedge_plot:
@@ -837,7 +849,8 @@ def _evaluate_hedge(args: argparse.Namespace, run: Run, feats: Any, splits: list
     """``--hedge``: each split's hedged-answer table into its entry (``hedge``); ``--hedge-plot`` the curve."""
     import torch
 
-    from kgzsl.hedge import evaluate_hedging, plot_accuracy_specificity
+    from kgzsl.inspection.plots import plot_accuracy_specificity
+    from kgzsl.recognition.hedge.reporting import evaluate_hedging
 
     graph = run.load_graph(args.graph)
     tasks = {}
@@ -871,7 +884,7 @@ def _plot_paths(args: argparse.Namespace) -> list[Path | None]:
 
 def _read_splits(args: argparse.Namespace, predictions: Predictions) -> list[tuple[str, list[str]]]:
     """(name, ids) of each ``--split`` file; every id must be a class of the predictions (none silently dropped)."""
-    from kgzsl.graph import read_id_list
+    from kgzsl.core.idlists import read_id_list
 
     splits = []
     for split_file in args.split:
@@ -884,7 +897,7 @@ def _read_splits(args: argparse.Namespace, predictions: Predictions) -> list[tup
 def _evaluation_graph(args: argparse.Namespace, run: Run) -> ClassGraph | None:
     """The graph for hierarchical Hit@k: --graph (refused unless it is the run's), else the run's own where it
     still is; None without one."""
-    from kgzsl.graph import load_graph
+    from kgzsl.graph.class_graph import load_graph
 
     if args.graph is not None:
         return run.load_graph(args.graph)
@@ -897,8 +910,8 @@ def _evaluation_graph(args: argparse.Namespace, run: Run) -> ClassGraph | None:
 
 
 def _evaluate_text(s: dict[str, Any], evaluations: list[SplitEvaluation]) -> str:
-    from kgzsl.evaluate import format_table
-    from kgzsl.hedge import format_hedge_table
+    from kgzsl.recognition.evaluate import format_table
+    from kgzsl.recognition.hedge.reporting import format_hedge_table
 
     results = [r for e in evaluations for r in (e.result, e.transductive) if r is not None]
     lines = [format_table(results)]
@@ -939,8 +952,9 @@ def _add_inspect(sub: Any) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
-    from kgzsl.explain import format_report, inspect_node, plot_inspection, resolve
-    from kgzsl.run import load_run
+    from kgzsl.inspection.explain import format_report, inspect_node, resolve
+    from kgzsl.inspection.plots import plot_inspection
+    from kgzsl.propagation.run import load_run
 
     if args.plot:
         _check_plot_file(args.plot)
@@ -959,7 +973,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 def _inspect_targets(args: argparse.Namespace, predictions: Predictions) -> Targets | None:
     """The true classifiers to compare with: ``--targets`` (checked against the run's backbone), else the
     run's own where they still load (a note where not); None with ``--no-targets``."""
-    from kgzsl.targets import load_targets
+    from kgzsl.propagation.targets import load_targets
 
     source = args.targets or predictions.meta.get("targets")
     if not source or args.no_targets:
@@ -997,7 +1011,7 @@ def _add_propagate(sub: Any) -> None:
 
 
 def cmd_propagate(args: argparse.Namespace) -> None:
-    from kgzsl.propagate import propagate
+    from kgzsl.propagation.grow import propagate
 
     result = propagate(args.run, _graph_folder(args.graph), out=args.out, force=args.force)  # checks --out first
     _emit(args, result.summary(), _propagate_text)
@@ -1034,7 +1048,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kgzsl`` command."""
-    from kgzsl.io import Terminated, raise_on_sigterm
+    from kgzsl.core.signals import Terminated, raise_on_sigterm
 
     try:
         args = build_parser().parse_args(argv)

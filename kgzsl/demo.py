@@ -16,23 +16,29 @@ The numbers are honest zero-shot numbers: no image's class had a classifier duri
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kgzsl.core.resources import default_graph_dir
 from kgzsl.errors import KgzslError, check_number
+from kgzsl.propagation.run import REUSE_FILE, Run, load_run, save_run
+from kgzsl.propagation.run_files import PREDICTIONS_FILE
+from kgzsl.propagation.training import TrainResult
+from kgzsl.recognition.hedge.storage import run_calibration
 
 if TYPE_CHECKING:
-    from kgzsl.graph import ClassGraph
+    from kgzsl.graph.class_graph import ClassGraph
 
 DEFAULT_RUN = Path("runs") / "demo"
-#: the shipped graph, in the project kgzsl is installed from (not the current folder)
-DEFAULT_GRAPH = Path(__file__).resolve().parent.parent / "graphs" / "imagenet21k"
+#: the shipped graph, inside the installed package or the checkout kgzsl runs from (never the current folder)
+DEFAULT_GRAPH = default_graph_dir()
 
 
 def load_or_build_graph(graph_dir: Path, progress: bool = True) -> ClassGraph:
     """The graph in ``graph_dir``; where it is absent, the default ImageNet-21k graph built and saved there."""
-    from kgzsl.graph import build_wordnet_graph, load_graph
-    from kgzsl.imagenet import imagenet1k_wnids, imagenet21k_unseen_wnids
+    from kgzsl.core.imagenet import imagenet1k_wnids, imagenet21k_unseen_wnids
+    from kgzsl.graph.class_graph import build_wordnet_graph, load_graph
 
     if (graph_dir / "graph.json").is_file():
         return load_graph(graph_dir)
@@ -44,7 +50,7 @@ def load_or_build_graph(graph_dir: Path, progress: bool = True) -> ClassGraph:
 
 def _check_before_work(out: Path, graph_dir: Path, epochs: int | None) -> None:
     """Refuse bad settings and check everything the demo writes before it builds or trains anything."""
-    from kgzsl.io import check_output_dir, check_output_file
+    from kgzsl.core.outputs import check_output_dir, check_output_file
 
     if epochs is not None:
         check_number("epochs", epochs, at_least=1)
@@ -73,11 +79,18 @@ def run_demo(
     run, each row's hedged answer at target accuracy ``hedge``)."""
     import torch
 
-    from kgzsl.backbones import load_backbone
-    from kgzsl.features import image_list_features
-    from kgzsl.recognize import candidate_scores, ranks_of_true, top_predictions
-    from kgzsl.run import reusable_run
-    from kgzsl.samples import GIRAFFE_WNID, darknet_photo, foolbox_imagenet_images
+    from kgzsl.recognition.scoring import (
+        candidate_scores,
+        ranks_of_true,
+        top_predictions,
+    )
+    from kgzsl.vision.backbones import load_backbone
+    from kgzsl.vision.features import image_list_features
+    from kgzsl.vision.samples import (
+        GIRAFFE_WNID,
+        darknet_photo,
+        foolbox_imagenet_images,
+    )
 
     start = time.perf_counter()
     out = Path(out)
@@ -128,9 +141,9 @@ def run_demo(
 
 def _hedged(run: Any, graph: ClassGraph, scores: Any, target: float, log: Any) -> list[Any] | None:
     """The hedged answer of each image where the run is calibrated for ``target``; None (with a note) where not."""
-    from kgzsl.hedge import run_hedger
+    from kgzsl.recognition.hedge.calibration import run_hedger
 
-    record = run.hedging()
+    record = run_calibration(run)
     if record is None:
         log(f"(no hedged column: run `kgzsl calibrate --predictions {run.folder} ...` on other held-out images first)")
         return None
@@ -143,7 +156,7 @@ def _hedged(run: Any, graph: ClassGraph, scores: Any, target: float, log: Any) -
 
 def _table(rows: list[Any], good: list[str], ranks: list[int], truth: dict[str, str], hedged: list[Any] | None) -> list[dict[str, Any]]:
     """The demo's rows: image, true class, top predictions, rank, hits and, given ``hedged``, the hedged answer."""
-    from kgzsl.wordnet import lemma_names
+    from kgzsl.graph.wordnet import lemma_names
 
     table = []
     for k, (row, path, rank) in enumerate(zip(rows, good, ranks)):
@@ -182,11 +195,11 @@ def format_demo(summary: dict[str, Any]) -> str:
 
 def write_sheet(paths: list[str], table: list[dict[str, Any]], out: Path) -> None:
     """A PNG contact sheet: each image with its true class and top-5 predictions (hits in green)."""
-    from kgzsl.io import pyplot, save_png
+    from kgzsl.inspection.plots import pyplot, save_png
 
     plt = pyplot()
 
-    from kgzsl.images import load_image
+    from kgzsl.vision.images import load_image
     cols = 4
     rows = (len(table) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 3.6, rows * 4.2), squeeze=False)
@@ -203,3 +216,49 @@ def write_sheet(paths: list[str], table: list[dict[str, Any]], out: Path) -> Non
     fig.subplots_adjust(left=0.02, right=0.98, top=0.97, bottom=0.03, wspace=0.08, hspace=0.62)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_png(fig, out, dpi=90)
+
+
+# ----------------------------------------------------------------------------------- reusable runs
+def reusable_run(
+    graph: ClassGraph,
+    folder: str | Path,
+    model: str = "dgp",
+    exclude: Iterable[str] = (),
+    epochs: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    log: Callable[[str], Any] = print,
+) -> tuple[Run, TrainResult | None]:
+    """The run in ``folder`` if it was trained for exactly this graph, model, seed, epochs and held-out
+    set (its ``demo.json`` says); else ``model`` trained now on EfficientNet-Lite0's classifiers and
+    saved there. A calibration of hedged answers shipped for exactly this run (``data/calibration``) is
+    installed where the folder has none. Returns the run and the training result (None when reused)."""
+    from kgzsl.core.files import read_json, write_json
+    from kgzsl.propagation.targets import load_targets
+    from kgzsl.propagation.training import train
+    from kgzsl.recognition.hedge.storage import install_shipped_calibration
+
+    folder = Path(folder)
+    want = reuse_key(graph, model, exclude, epochs, seed)
+    record = folder / REUSE_FILE
+    result = None
+    if record.is_file() and (folder / PREDICTIONS_FILE).is_file() and read_json(record) == want:
+        log(f"reusing the trained {model} in {folder} (delete it to retrain)")
+    else:
+        log(f"training {model} on {graph.num_nodes} nodes with {len(want['exclude'])} classes held out ...")
+        result = train(graph, load_targets("efficientnet-lite0"), model=model, epochs=epochs, seed=seed,
+                       exclude=want["exclude"], progress=progress)
+        save_run(result, graph, folder, force=True)
+        write_json(record, want)
+    for name in install_shipped_calibration(folder, want):
+        log(f"installed the shipped hedging calibration {name} into {folder}")
+    return load_run(folder), result
+
+
+def reuse_key(graph: ClassGraph, model: str = "dgp", exclude: Iterable[str] = (), epochs: int | None = None,
+              seed: int = 0) -> dict[str, Any]:
+    """What a reusable run is trained for (its ``demo.json``): model, seed, held-out classes, epochs, graph."""
+    from kgzsl.graph.class_graph import graph_fingerprint
+
+    return {"model": model, "seed": seed, "exclude": sorted(exclude), "epochs": epochs,
+            "graph_fingerprint": graph_fingerprint(graph.ids, graph.edge_index)}

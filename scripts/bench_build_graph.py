@@ -26,10 +26,10 @@ def main() -> None:
         if not args.warm:
             os.environ["KGZSL_CACHE"] = str(Path(tmp) / "cache")
         start = time.perf_counter()
-        from kgzsl.embeddings import load_vectors
-        from kgzsl.graph import build_wordnet_graph
-        from kgzsl.imagenet import imagenet1k_wnids, imagenet21k_unseen_wnids
-        from kgzsl.wordnet import reader
+        from kgzsl.core.imagenet import imagenet1k_wnids, imagenet21k_unseen_wnids
+        from kgzsl.graph.class_graph import build_wordnet_graph
+        from kgzsl.graph.embeddings import load_vectors
+        from kgzsl.graph.wordnet import reader
 
         t = time.perf_counter()
         reader()

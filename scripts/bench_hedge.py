@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Real-image benchmark of hedged, hierarchy-aware answers (kgzsl.hedge, DARTS after Deng et al. 2012).
+"""Real-image benchmark of hedged, hierarchy-aware answers (kgzsl.recognition.hedge, DARTS after Deng et al. 2012).
 
 Uses the runs and image features of ``scripts/bench_images.py`` (cached under ``--work``, trained
 there on a miss). Protocol:
@@ -32,16 +32,28 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_images as bi  # noqa: E402
 
-from kgzsl.graph import load_graph  # noqa: E402
-from kgzsl.hedge import (DEFAULT_RULE, RULES, SEARCHES, HedgeTask, Hierarchy, calibration_error, fit_temperature, format_hedge_table,  # noqa: E402
-                         hedge_rows, plot_accuracy_specificity, plot_reliability, pooled_stats, softmax,
-                         top1)
-from kgzsl.recognize import class_scores  # noqa: E402
+from kgzsl.graph.class_graph import load_graph  # noqa: E402
+from kgzsl.inspection.plots import plot_accuracy_specificity, plot_reliability
+from kgzsl.recognition.hedge.calibration import HedgeTask
+from kgzsl.recognition.hedge.hierarchy import DEFAULT_RULE, RULES, Hierarchy
+from kgzsl.recognition.hedge.reporting import (
+    format_hedge_table,
+    hedge_rows,
+    pooled_stats,
+)
+from kgzsl.recognition.hedge.rules import SEARCHES
+from kgzsl.recognition.hedge.temperature import (
+    calibration_error,
+    fit_temperature,
+    softmax,
+    top1,
+)
+from kgzsl.recognition.scoring import class_scores  # noqa: E402
 
 TARGETS = (0.5, 0.7, 0.9)
 
 
-Task = HedgeTask  # one candidate set with its images (kgzsl.hedge.HedgeTask)
+Task = HedgeTask  # one candidate set with its images (kgzsl.recognition.hedge.calibration.HedgeTask)
 
 
 def task_for(graph, predictions, candidate_ids: list[str], x: torch.Tensor, labels: list[str], name: str) -> Task:
@@ -51,7 +63,7 @@ def task_for(graph, predictions, candidate_ids: list[str], x: torch.Tensor, labe
 
 
 def build_tasks(args) -> tuple[list[Task], list[Task], Task]:
-    from kgzsl.targets import load_targets
+    from kgzsl.propagation.targets import load_targets
 
     root = bi.images_root(args.images)
     if root is None:

@@ -33,9 +33,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kgzsl.evaluate import DEFAULT_KS, correct_columns, hierarchical_ranks, rank_metrics
-from kgzsl.graph import ClassGraph, load_graph
-from kgzsl.recognize import class_scores, ranks_of_true
+from kgzsl.graph.class_graph import ClassGraph, load_graph
+from kgzsl.recognition.evaluate import (
+    DEFAULT_KS,
+    correct_columns,
+    hierarchical_ranks,
+    rank_metrics,
+)
+from kgzsl.recognition.scoring import class_scores, ranks_of_true
 
 ROOT = Path(__file__).resolve().parent.parent
 GNN_MODELS = ("dgp", "sgcn", "gcnz")
@@ -56,8 +61,8 @@ def images_root(given: Path | None) -> Path | None:
 
 def image_features(root: Path, work: Path, backbone_name: str) -> dict[str, object]:
     """Features of both folders, extracted once into ``work`` (resumable) and loaded."""
-    from kgzsl.backbones import load_backbone
-    from kgzsl.features import extract_features, load_features
+    from kgzsl.vision.backbones import load_backbone
+    from kgzsl.vision.features import extract_features, load_features
 
     backbone = None
     out = {}
@@ -77,8 +82,9 @@ def graph_tag(graph_dir: Path, graph: ClassGraph) -> str:
 
 def trained(graph_dir: Path, graph: ClassGraph, targets, model: str, exclude: list[str], args) -> "object":
     """Predictions of ``model`` trained with ``exclude`` held out; cached under ``work/runs``."""
-    from kgzsl.run import PREDICTIONS_FILE, load_run, save_run
-    from kgzsl.train import DEFAULT_PATIENCE, SCHEDULES, train
+    from kgzsl.propagation.run import load_run, save_run
+    from kgzsl.propagation.run_files import PREDICTIONS_FILE
+    from kgzsl.propagation.training import DEFAULT_PATIENCE, SCHEDULES, train
 
     held = hashlib.sha256("\n".join(sorted(exclude)).encode()).hexdigest()[:8] if exclude else "all"
     tag = f"{graph_tag(graph_dir, graph)}-{model}-{held}-s{args.seed}" + ("" if args.refit else "-norefit")
@@ -96,7 +102,7 @@ def trained(graph_dir: Path, graph: ClassGraph, targets, model: str, exclude: li
 
 def conse(graph: ClassGraph, targets, features: torch.Tensor, candidate_nodes: list[int], exclude: list[str]) -> torch.Tensor:
     """ConSE scores: the CNN's own softmax over the seen classes still in use, mapped into the graph's node features."""
-    from kgzsl.baselines import conse_scores
+    from kgzsl.recognition.baselines import conse_scores
 
     index = graph.index()
     keep = [i for i, w in enumerate(targets.wnids) if w in index and w not in set(exclude)]
@@ -106,7 +112,7 @@ def conse(graph: ClassGraph, targets, features: torch.Tensor, candidate_nodes: l
 
 
 def transductive(features: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-    from kgzsl.recognize import transductive_scores
+    from kgzsl.recognition.scoring import transductive_scores
 
     return transductive_scores(features, scores)
 
@@ -183,8 +189,8 @@ def run_graph(graph_dir: Path, feats: dict, targets, args) -> list[dict]:
 
 def gzsl(graph_name: str, model: str, predictions, feats: dict, args) -> dict:
     """Generalized zero-shot on all images: the held-out folder's classes are seen (trained on), the unseen folder's are not."""
-    from kgzsl.evaluate import evaluate_gzsl_split, gzsl_scores
-    from kgzsl.recognize import calibrate
+    from kgzsl.recognition.evaluate import evaluate_gzsl_split, gzsl_scores
+    from kgzsl.recognition.scoring import calibrate
 
     x = torch.cat([feats["unseen"].features, feats["heldout"].features])
     labels = feats["unseen"].labels + feats["heldout"].labels
@@ -240,7 +246,7 @@ def main() -> None:
     if root is None:
         print("bench_images: skipped: no image tree with unseen/ and heldout/ (looked at --images, $KGZSL_IMAGES, ../shared/images)")
         return
-    from kgzsl.targets import load_targets
+    from kgzsl.propagation.targets import load_targets
 
     start = time.perf_counter()
     feats = image_features(root, args.work, "efficientnet-lite0")

@@ -4,7 +4,7 @@
 For each model (GCNZ, SGCN, DGP) on the ImageNet-21k graph (built into a temporary folder unless
 ``--graph`` is given), with the real EfficientNet-Lite0 classifier rows as targets:
 
-* ``kgzsl``: :func:`kgzsl.train.train` itself (receptive-field plans, aggregate-first, custom sparse
+* ``kgzsl``: :func:`kgzsl.propagation.training.train` itself (receptive-field plans, aggregate-first, custom sparse
   backward, fused Adam);
 * ``plain``: the reference code's way, written out here: every node computed every epoch, transform
   then aggregate (``A (X W + b)``), ``torch.sparse.mm`` with its own backward, standard Adam.
@@ -132,10 +132,11 @@ def plan_layers(model, plan) -> list[tuple[int, int, int]]:
 
 # ------------------------------------------------------------------------------------------ worker
 def worker(model_name: str, impl: str, graph_dir: str, epochs: int, seed: int) -> dict:
-    from kgzsl.graph import load_graph
-    from kgzsl.models import build_model
-    from kgzsl.targets import load_targets
-    from kgzsl.train import SCHEDULES, node_features, select_targets, train, unit_targets
+    from kgzsl.graph.class_graph import load_graph, node_features
+    from kgzsl.propagation.models import build_model
+    from kgzsl.propagation.supervision import select_targets, unit_targets
+    from kgzsl.propagation.targets import load_targets
+    from kgzsl.propagation.training import SCHEDULES, train
 
     graph = load_graph(graph_dir)
     targets = load_targets()

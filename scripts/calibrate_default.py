@@ -31,16 +31,27 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_images as bi  # noqa: E402
 
-from kgzsl.hedge import (DEFAULT_TARGETS, RULES, SHIPPED_DIR, SHIPPED_FORMAT, calibrate_run, fit_hedging,  # noqa: E402
-                         hedge_file, run_candidates, run_task)
-from kgzsl.io import write_json  # noqa: E402
+from kgzsl.core.files import write_json  # noqa: E402
+from kgzsl.recognition.hedge.calibration import (
+    calibrate_run,
+    fit_hedging,
+    run_candidates,
+    run_task,
+)
+from kgzsl.recognition.hedge.hierarchy import RULES
+from kgzsl.recognition.hedge.storage import (
+    DEFAULT_TARGETS,
+    SHIPPED_DIR,
+    SHIPPED_FORMAT,
+    hedge_file,
+)
 
 
 def cross_validated(run, graph, feats, candidates: str = "unseen", folds: int = 5, seed: int = 0
                     ) -> dict[str, dict[str, dict[str, float]]]:
     """Class-wise k-fold check of a calibration: per rule and target, the accuracy, mean depth and root share
     of the answers on the held-out fold's photos (gamma for ``all``, temperature and parameters fitted on the
-    others by :func:`kgzsl.hedge.fit_hedging`, as ``kgzsl calibrate`` fits them)."""
+    others by :func:`kgzsl.recognition.hedge.calibration.fit_hedging`, as ``kgzsl calibrate`` fits them)."""
     task = run_task(run, graph, feats.features, feats.labels, candidates=candidates)
     seen = run.predictions.seen[run_candidates(run.predictions, candidates)[1]].numpy()
     classes = sorted(set(feats.labels))
@@ -76,8 +87,8 @@ def print_check(name: str, what: str, check: dict) -> None:
 
 def calibrate_default(name: str, exclude: list[str], feats: dict, work: Path, graph) -> None:
     """Train (or reuse) one default run in ``work``, calibrate it, check it and write the shipped file."""
-    from kgzsl.feature_folder import FeatureSet
-    from kgzsl.run import reusable_run, reuse_key
+    from kgzsl.demo import reusable_run, reuse_key
+    from kgzsl.vision.feature_folder import FeatureSet
 
     folder = work / f"default-{name}"
     for stale in ("unseen", "all"):  # calibrate afresh, never from an installed copy
@@ -112,7 +123,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=bi.ROOT / "runs" / "calibrate-default")
     args = parser.parse_args()
     from kgzsl.demo import DEFAULT_GRAPH, load_or_build_graph
-    from kgzsl.samples import foolbox_imagenet_images
+    from kgzsl.vision.samples import foolbox_imagenet_images
 
     root = bi.images_root(args.images)
     if root is None:

@@ -2,7 +2,7 @@
 
 1. Top-1/top-5 of each EfficientNet-Lite on the 20 ImageNet validation photos of the foolbox wheel,
    with its own preprocessing ((x - 127) / 128) and, for contrast, the ImageNet mean/std one.
-2. Throughput (images/s) of ``kgzsl.features.extract_features`` over those photos repeated into a
+2. Throughput (images/s) of ``kgzsl.vision.features.extract_features`` over those photos repeated into a
    tree of ``--images`` files, for each backbone (a random ResNet-50 state dict stands in for real
    ResNet weights, which are not available offline) and each ``--workers`` setting.
 
@@ -20,17 +20,17 @@ from pathlib import Path
 
 import torch
 
-from kgzsl.backbones import load_backbone
-from kgzsl.backbones.resnet import ResNet, resnet_transform
-from kgzsl.devices import tune_cpu_allocator
-from kgzsl.features import extract_features, load_features
-from kgzsl.imagenet import imagenet1k_wnids
-from kgzsl.images import load_image
-from kgzsl.samples import foolbox_imagenet_images
+from kgzsl.core.devices import tune_cpu_allocator
+from kgzsl.core.imagenet import imagenet1k_wnids
+from kgzsl.vision.backbones import load_backbone
+from kgzsl.vision.backbones.resnet import ResNet, resnet_transform
+from kgzsl.vision.features import extract_features, load_features
+from kgzsl.vision.images import load_image
+from kgzsl.vision.samples import foolbox_imagenet_images
 
 
 def photos() -> list[tuple[Path, int]]:
-    """The foolbox wheel's 20 ImageNet validation photos (:mod:`kgzsl.samples`) with their ImageNet-1k index."""
+    """The foolbox wheel's 20 ImageNet validation photos (:mod:`kgzsl.vision.samples`) with their ImageNet-1k index."""
     index = {wnid: i for i, wnid in enumerate(imagenet1k_wnids())}
     return [(path, index[wnid]) for path, wnid in foolbox_imagenet_images()]
 

@@ -28,11 +28,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kgzsl.baselines import knn_predict, ridge_predict, wordnet_neighbour_predict
-from kgzsl.evaluate import rank_metrics
-from kgzsl.graph import ClassGraph, build_wordnet_graph, load_graph
-from kgzsl.imagenet import imagenet1k_wnids, imagenet21k_unseen_wnids
-from kgzsl.recognize import ranks_of_true
+from kgzsl.core.imagenet import imagenet1k_wnids, imagenet21k_unseen_wnids
+from kgzsl.graph.class_graph import ClassGraph, build_wordnet_graph, load_graph
+from kgzsl.recognition.baselines import (
+    knn_predict,
+    ridge_predict,
+    wordnet_neighbour_predict,
+)
+from kgzsl.recognition.evaluate import rank_metrics
+from kgzsl.recognition.scoring import ranks_of_true
 
 GNN_MODELS = ("gcnz", "sgcn", "dgp")
 BASELINES = ("ridge", "knn", "wordnet")
@@ -78,7 +82,7 @@ def run_method(name: str, graph: ClassGraph, targets: torch.Tensor, train_nodes,
         return fit(k, train_nodes, targets_rows(targets, train_nodes))[held_nodes]
     if name == "wordnet":
         return wordnet_neighbour_predict(graph.edge_index, graph.num_nodes, train_nodes, targets_rows(targets, train_nodes), query=held_nodes)[held_nodes]
-    from kgzsl.train import train
+    from kgzsl.propagation.training import train
 
     held_wnids = [graph.ids[i] for i in held_nodes]
     result = train(graph, lite0, model=name, exclude=held_wnids, seed=seed,
@@ -107,7 +111,7 @@ def main() -> None:
         graph = load_graph(args.graph)
     else:
         graph = build_wordnet_graph(imagenet1k_wnids(), imagenet21k_unseen_wnids())
-    from kgzsl.targets import load_targets
+    from kgzsl.propagation.targets import load_targets
 
     lite0 = load_targets("efficientnet-lite0")  # [1000, 1281]: fc weights + bias, sorted 1k wnids
     fc, wnids = lite0.weights, lite0.wnids

@@ -20,8 +20,8 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from kgzsl.taxonomy import load_taxonomy
-from kgzsl.wordnet import synset, wnid_of
+from kgzsl.graph.taxonomy import load_taxonomy
+from kgzsl.graph.wordnet import synset, wnid_of
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "data" / "taxonomies" / "imagenet-photos.csv"

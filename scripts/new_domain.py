@@ -42,14 +42,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-
 from bench_images import images_root, log
-from kgzsl.evaluate import rank_metrics
-from kgzsl.recognize import class_scores, ranks_of_true
+
+from kgzsl.recognition.evaluate import rank_metrics
+from kgzsl.recognition.scoring import class_scores, ranks_of_true
 
 if TYPE_CHECKING:
-    from kgzsl.feature_folder import FeatureSet
-    from kgzsl.predictions import Predictions
+    from kgzsl.propagation.predictions import Predictions
+    from kgzsl.vision.feature_folder import FeatureSet
 
 ROOT = Path(__file__).resolve().parent.parent
 TAXONOMY = ROOT / "data" / "taxonomies" / "imagenet-photos.csv"
@@ -79,8 +79,8 @@ class Domain:
 
 def load_domain(taxonomy: Path, images: Path) -> Domain:
     """Each leaf of ``taxonomy`` with its pinned wnid's photo folder (``unseen/`` = outside ImageNet-1k)."""
-    from kgzsl.imagenet import imagenet1k_wnids
-    from kgzsl.taxonomy import load_taxonomy
+    from kgzsl.core.imagenet import imagenet1k_wnids
+    from kgzsl.graph.taxonomy import load_taxonomy
 
     tax = load_taxonomy(taxonomy)
     inside = set(imagenet1k_wnids())
@@ -142,7 +142,7 @@ def link_view(folder: Path, files: dict[str, list[Path]]) -> Path:
 # ------------------------------------------------------------------------------------ data
 def photo_features(domain: Domain, work: Path) -> FeatureSet:
     """Features of every photo, extracted once with ``kgzsl features`` into ``work`` (labels = class names)."""
-    from kgzsl.feature_folder import load_features
+    from kgzsl.vision.feature_folder import load_features
 
     out = work / f"features-{BACKBONE}"
     if not (out / "manifest.json").is_file():
@@ -214,9 +214,9 @@ def summarise(rank: torch.Tensor, labels: list[str], domain: Domain) -> dict[str
 
 def baseline_scores(graph_dir: Path, targets_file: Path, unseen: list[str], x: torch.Tensor) -> dict[str, torch.Tensor]:
     """ConSE and nearest-name scores of ``x`` against ``unseen``, from the fitted seen classifiers and the node features."""
-    from kgzsl.baselines import conse_scores, knn_predict
-    from kgzsl.classifiers import load_fitted_targets
-    from kgzsl.graph import load_graph
+    from kgzsl.graph.class_graph import load_graph
+    from kgzsl.propagation.targets import load_fitted_targets
+    from kgzsl.recognition.baselines import conse_scores, knn_predict
 
     graph, targets = load_graph(graph_dir), load_fitted_targets(targets_file)
     index = graph.index()
@@ -232,7 +232,7 @@ def baseline_scores(graph_dir: Path, targets_file: Path, unseen: list[str], x: t
 
 def model_scores(run: Path, unseen: list[str], x: torch.Tensor) -> torch.Tensor:
     """Scores of ``x`` against the unseen classes' predicted classifiers of a run."""
-    from kgzsl.run import load_run
+    from kgzsl.propagation.run import load_run
 
     return class_scores(x, load_run(run).predictions.rows(unseen))
 
@@ -240,8 +240,8 @@ def model_scores(run: Path, unseen: list[str], x: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------------ growing
 def nearest_classifiers(predictions: Predictions, name: str, most: int = 5) -> list[tuple[str, str, float]]:
     """The classes whose classifiers are nearest (cosine) to ``name``'s: (name, role, cosine), best first
-    (:func:`kgzsl.explain.nearest_by_weight` over the classes, structure-only nodes left out)."""
-    from kgzsl.explain import nearest_by_weight
+    (:func:`kgzsl.inspection.explain.nearest_by_weight` over the classes, structure-only nodes left out)."""
+    from kgzsl.inspection.explain import nearest_by_weight
 
     roles = predictions.meta["roles"]
     classes = np.flatnonzero([role != "internal" for role in roles])
@@ -250,7 +250,7 @@ def nearest_classifiers(predictions: Predictions, name: str, most: int = 5) -> l
 
 def grow(run: Path, bigger: Path, out: Path, new: str, unseen: list[str], features: FeatureSet, domain: Domain) -> dict:
     """``kgzsl propagate`` the run onto the whole taxonomy; how the new class's photos rank, and its nearest classifiers."""
-    from kgzsl.run import load_run
+    from kgzsl.propagation.run import load_run
 
     summary = kgzsl("propagate", "--run", run, "--graph", bigger, "--out", out, "--force", step="propagate")
     before, after = load_run(run).predictions, load_run(out).predictions
@@ -329,10 +329,11 @@ def grow_unseen(domain: Domain, split_: tuple[list[str], list[str]], graph: Path
 
 
 def hedge_check(run: Path, unseen: list[str], features: FeatureSet, seed: int) -> dict[str, dict[str, float]]:
-    """Hedged answers over the user's taxonomy (kgzsl.hedge): temperature and parameters calibrated on the
+    """Hedged answers over the user's taxonomy (kgzsl.recognition.hedge): temperature and parameters calibrated on the
     photos of a seeded half of the unseen classes, answers on the other half's photos, per rule and target."""
-    from kgzsl.hedge import calibrate_run, evaluate_hedging
-    from kgzsl.run import load_run
+    from kgzsl.propagation.run import load_run
+    from kgzsl.recognition.hedge.calibration import calibrate_run
+    from kgzsl.recognition.hedge.reporting import evaluate_hedging
 
     loaded = load_run(run)
     graph = loaded.load_graph()
@@ -460,7 +461,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="splits to run (mean and spread over them)")
     parser.add_argument("--models", nargs="+", default=["dgp", "sgcn"], choices=["dgp", "sgcn", "gcnz"])
     parser.add_argument("--per-class", type=int, default=3, help="photos per seen class that kgzsl targets fits on")
-    parser.add_argument("--epochs", type=int, help="override the models' default schedules (kgzsl.train.SCHEDULES)")
+    parser.add_argument("--epochs", type=int, help="override the models' default schedules (kgzsl.propagation.training.SCHEDULES)")
     parser.add_argument("--no-grow-unseen", dest="grow_unseen", action="store_false",
                         help="skip training without the unseen classes and adding them all by propagate")
     parser.add_argument("--names-only", action="store_true",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kgzsl.resources import reference_dir
+from kgzsl.core.resources import reference_dir
 
 # A small real WordNet neighbourhood: dogs, cats, big cats and a few other animals.
 SMALL_SEEN = [
@@ -40,7 +40,7 @@ def reference() -> Path:
 @pytest.fixture(scope="session")
 def glove():
     """The embedded real GloVe 6B 50-d vectors."""
-    from kgzsl.embeddings import GLOVE_50D, load_vectors
+    from kgzsl.graph.embeddings import GLOVE_50D, load_vectors
 
     return load_vectors(GLOVE_50D)
 
@@ -48,7 +48,7 @@ def glove():
 @pytest.fixture(scope="session")
 def small_graph(glove):
     """A small real WordNet graph (closed upward to entity) over a few animal classes."""
-    from kgzsl.graph import build_wordnet_graph
+    from kgzsl.graph.class_graph import build_wordnet_graph
 
     return build_wordnet_graph(SMALL_SEEN, SMALL_UNSEEN, vectors=glove)
 
@@ -58,12 +58,12 @@ def photo_run(tmp_path_factory, glove):
     """A small DGP run folder over a saved real WordNet graph that can name real photos: seen ImageNet-1k/20
     plus the 20 foolbox photos' classes, held out; unseen the giraffe and ImageNet-21k/400 (421 nodes).
     Lite0 targets, 8 epochs, 256 hidden units. A dict: run and graph folders, held-out wnids, TrainResult."""
-    from kgzsl.graph import build_wordnet_graph, load_graph
-    from kgzsl.imagenet import imagenet1k_wnids, imagenet21k_unseen_wnids
-    from kgzsl.run import save_run
-    from kgzsl.samples import GIRAFFE_WNID, foolbox_imagenet_images
-    from kgzsl.targets import load_targets
-    from kgzsl.train import train
+    from kgzsl.core.imagenet import imagenet1k_wnids, imagenet21k_unseen_wnids
+    from kgzsl.graph.class_graph import build_wordnet_graph, load_graph
+    from kgzsl.propagation.run import save_run
+    from kgzsl.propagation.targets import load_targets
+    from kgzsl.propagation.training import train
+    from kgzsl.vision.samples import GIRAFFE_WNID, foolbox_imagenet_images
 
     held = sorted({wnid for _, wnid in foolbox_imagenet_images()})
     root = tmp_path_factory.mktemp("photo-run")

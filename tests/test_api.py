@@ -17,7 +17,7 @@ from PIL import Image
 
 from kgzsl import KgzslError, Recognizer
 from kgzsl.api import Explanation, Prediction, RelatedClass
-from kgzsl.samples import GIRAFFE_WNID, darknet_photo, foolbox_imagenet_images
+from kgzsl.vision.samples import GIRAFFE_WNID, darknet_photo, foolbox_imagenet_images
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -111,7 +111,7 @@ def test_bad_inputs_are_refused(rec, photos, tmp_path):
 
 def test_explain_is_what_inspect_reports(rec, photo_run, capsys):
     from kgzsl.cli import main
-    from kgzsl.explain import format_report
+    from kgzsl.inspection.explain import format_report
 
     why = rec.explain("giraffe", top=4)
     assert isinstance(why, Explanation) and why.id == GIRAFFE_WNID and "giraffe" in why.names
@@ -131,13 +131,13 @@ def test_explain_is_what_inspect_reports(rec, photo_run, capsys):
 
 
 def test_pretrained_trains_once_into_the_cache(photo_run, tmp_path, monkeypatch):
-    import kgzsl.train
+    import kgzsl.propagation.training
 
     monkeypatch.setenv("KGZSL_CACHE", str(tmp_path / "cache"))
     first = Recognizer.pretrained(epochs=2, graph=photo_run["graph"], progress=False)
     assert first.run.folder == tmp_path / "cache" / "pretrained" / "dgp"
     assert first.run.record["epochs_run"] == 2 and first.run.record["excluded"] == []  # no class held out
-    monkeypatch.setattr(kgzsl.train, "train", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr(kgzsl.propagation.training, "train", lambda *a, **k: pytest.fail("trained again"))
     again = Recognizer.pretrained(epochs=2, graph=photo_run["graph"], progress=False)
     assert torch.equal(again.run.predictions.pred, first.run.predictions.pred)
     assert again.explain("giraffe").id == GIRAFFE_WNID
@@ -157,7 +157,7 @@ def test_readme_python_example_runs_as_written(photo_run, photos, tmp_path, monk
     Only the schedule is shortened (3 epochs), so that the training it runs is quick."""
     from dataclasses import replace
 
-    import kgzsl.train
+    import kgzsl.propagation.training
 
     blocks = _python_blocks("### From Python")
     assert len(blocks) == 2 and "Recognizer.from_run(\"runs/dgp\")" in blocks[0] and "save_run" in blocks[1]
@@ -167,7 +167,7 @@ def test_readme_python_example_runs_as_written(photo_run, photos, tmp_path, monk
     for path in photos[1:3]:
         shutil.copy(path, tmp_path / "photos" / path.name)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setitem(kgzsl.train.SCHEDULES, "dgp", replace(kgzsl.train.SCHEDULES["dgp"], epochs=3))
+    monkeypatch.setitem(kgzsl.propagation.training.SCHEDULES, "dgp", replace(kgzsl.propagation.training.SCHEDULES["dgp"], epochs=3))
     exec(compile(blocks[1], "README.md (stages)", "exec"), {"__name__": "readme"})
     exec(compile(blocks[0], "README.md (Recognizer)", "exec"), {"__name__": "readme"})
     out = capsys.readouterr().out.splitlines()

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from kgzsl.backbones import load_backbone
-from kgzsl.backbones.resnet import ResNet
 from kgzsl.errors import KgzslError
-from kgzsl.images import load_image
+from kgzsl.vision.backbones import load_backbone
+from kgzsl.vision.backbones.resnet import ResNet
+from kgzsl.vision.images import load_image
 
 LITE = ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]
 
@@ -88,7 +88,7 @@ def test_features_reject_wrong_shapes(lite0):
 
 
 def test_lite_reset_parameters_randomises(lite0):
-    from kgzsl.backbones.efficientnet_lite import EfficientNetLite
+    from kgzsl.vision.backbones.efficientnet_lite import EfficientNetLite
 
     model = EfficientNetLite("efficientnet-lite0")
     model.load_state_dict(lite0.model.state_dict())
@@ -144,7 +144,7 @@ def test_resnet_checkpoint_variants(tmp_path):
     wrapped = tmp_path / "wrapped.pth"
     torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}, wrapped)
     assert torch.equal(load_backbone(wrapped).features(x), expected)
-    from kgzsl.io import save_tensors
+    from kgzsl.core.files import save_tensors
 
     st = tmp_path / "r50.safetensors"
     save_tensors(st, {k: v for k, v in state.items()})

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import SMALL_SEEN, SMALL_UNSEEN
+
 from kgzsl.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,10 +38,11 @@ BIRDS_ARGS = ["--taxonomy", "{BIRDS}/birds.csv", "--seen", "{BIRDS}/birds-seen.t
 def shared(tmp_path_factory, small_graph, glove):
     """The folders cases read but must never change: a small graph (and a rebuild of it), a DGP run
     on it (3 epochs) and Lite0 / Lite2 features of two real images of its unseen classes."""
-    from kgzsl.graph import build_wordnet_graph, load_graph
-    from kgzsl.samples import foolbox_imagenet_images
-    from kgzsl.targets import load_targets
-    from kgzsl.train import save_run, train
+    from kgzsl.graph.class_graph import build_wordnet_graph, load_graph
+    from kgzsl.propagation.run import save_run
+    from kgzsl.propagation.targets import load_targets
+    from kgzsl.propagation.training import train
+    from kgzsl.vision.samples import foolbox_imagenet_images
 
     root = tmp_path_factory.mktemp("bad-input-shared")
     graph = load_graph(small_graph.save(root / "graph"))

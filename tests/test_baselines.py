@@ -1,4 +1,4 @@
-"""kgzsl.baselines: ConSE on hand-made cases where the answer is known (the other baselines are exercised by scripts/h1k.py)."""
+"""kgzsl.recognition.baselines: ConSE on hand-made cases where the answer is known (the other baselines are exercised by scripts/h1k.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from kgzsl.baselines import CONSE_MISSING_SCORE, conse_embedding, conse_scores
 from kgzsl.errors import KgzslError
+from kgzsl.recognition.baselines import (
+    CONSE_MISSING_SCORE,
+    conse_embedding,
+    conse_scores,
+)
 
 
 def _case():
@@ -123,7 +127,7 @@ def test_conse_shape_errors_name_the_argument():
 # ------------------------------------------------------------------ H1K's regression baselines
 def test_ridge_interpolates_its_training_classes_when_features_outnumber_them():
     """With more feature dimensions than training classes and a vanishing alpha, ridge fits every training row."""
-    from kgzsl.baselines import ridge_predict
+    from kgzsl.recognition.baselines import ridge_predict
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(8, 12))
@@ -134,7 +138,7 @@ def test_ridge_interpolates_its_training_classes_when_features_outnumber_them():
 
 
 def test_knn_averages_the_nearest_training_targets_leaving_itself_out():
-    from kgzsl.baselines import knn_predict
+    from kgzsl.recognition.baselines import knn_predict
 
     x = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     t = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 2.0]])
@@ -145,7 +149,7 @@ def test_knn_averages_the_nearest_training_targets_leaving_itself_out():
 
 def test_wordnet_neighbour_takes_the_nearest_trained_classes_in_the_graph():
     """A chain 0-1-2-3 plus 4 hanging off 1: node 3's nearest trained class is 2; node 4's are 0 and 2 (two hops)."""
-    from kgzsl.baselines import wordnet_neighbour_predict
+    from kgzsl.recognition.baselines import wordnet_neighbour_predict
 
     edges = np.array([[1, 2, 3, 4], [0, 1, 2, 1]])
     t = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # targets of trained nodes 0 and 2

@@ -1,4 +1,4 @@
-"""Seen-class classifiers fitted from labelled images (kgzsl.classifiers, `kgzsl targets`, `kgzsl train --targets`),
+"""Seen-class classifiers fitted from labelled images (kgzsl.propagation.classifiers, `kgzsl targets`, `kgzsl train --targets`),
 on a tiny real image tree: the foolbox ImageNet validation photos and Debian darknet's sample photos grouped into
 four classes (dog, bird, insect, jeep) of a small real taxonomy graph (WordNet-pinned and free names)."""
 
@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 import torch
 
-from kgzsl.classifiers import (
+from kgzsl.cli import main
+from kgzsl.errors import KgzslError
+from kgzsl.graph.names import match_class_folders
+from kgzsl.propagation.classifiers import (
     DEFAULT_C,
     fit_classifiers,
-    load_fitted_targets,
-    match_class_folders,
     save_fitted_targets,
     targets_from_images,
 )
-from kgzsl.cli import main
-from kgzsl.errors import KgzslError
+from kgzsl.propagation.targets import load_fitted_targets
 
 LITE0 = "efficientnet-lite0"
 JEEP_WNID = "n03594945"
@@ -55,7 +55,7 @@ NODE_OF = {"Dog": "dog", "bird": "bird", "insect": "insect", JEEP_WNID: "jeep"}
 
 # ------------------------------------------------------------------------------------ fixtures
 def _photos() -> tuple[list, Path]:
-    from kgzsl.samples import darknet_photo, foolbox_imagenet_images
+    from kgzsl.vision.samples import darknet_photo, foolbox_imagenet_images
 
     try:
         return foolbox_imagenet_images(), darknet_photo("dog.jpg").parent
@@ -66,8 +66,8 @@ def _photos() -> tuple[list, Path]:
 @pytest.fixture(scope="module")
 def work(tmp_path_factory, glove):
     """The image tree, the taxonomy graph (saved), and its Lite0 features written by `kgzsl features`."""
-    from kgzsl.graph import load_graph
-    from kgzsl.taxonomy import build_taxonomy_graph, load_taxonomy
+    from kgzsl.graph.class_graph import load_graph
+    from kgzsl.graph.taxonomy import build_taxonomy_graph, load_taxonomy
 
     foolbox, darknet = _photos()
     root = tmp_path_factory.mktemp("classifiers")
@@ -88,7 +88,7 @@ def work(tmp_path_factory, glove):
 @pytest.fixture(scope="module")
 def features(work):
     """The tree's Lite0 features with their node labels."""
-    from kgzsl.features import load_features
+    from kgzsl.vision.features import load_features
 
     feats = load_features(work["feats"])
     return feats.features, [NODE_OF[label] for label in feats.labels]
@@ -102,7 +102,7 @@ def fitted(work):
 
 @pytest.fixture(scope="module")
 def lite0_fingerprint():
-    from kgzsl.backbones import load_backbone
+    from kgzsl.vision.backbones import load_backbone
 
     return load_backbone(LITE0).fingerprint
 
@@ -125,7 +125,7 @@ def _refused(capsys, *argv: str) -> str:
 
 # ------------------------------------------------------------------------------------ fitting
 def test_fitted_classifiers_classify_their_training_images(fitted, features):
-    from kgzsl.recognize import class_scores
+    from kgzsl.recognition.scoring import class_scores
 
     targets = fitted.targets
     assert targets.wnids == sorted(NODE_OF.values()) and targets.dim == 1281
@@ -142,7 +142,7 @@ def test_rows_fold_the_scaling_back_onto_raw_features(features):
     """The rows are fitted on centred, scaled features; on raw features they give the fitted model's logits."""
     from sklearn.linear_model import LogisticRegression
 
-    from kgzsl.recognize import class_scores
+    from kgzsl.recognition.scoring import class_scores
 
     x, labels = features
     fitted = fit_classifiers(x, labels, Cs=[0.5])
@@ -231,7 +231,7 @@ def test_unknown_ambiguous_and_structure_only_folders_are_all_listed(work):
 
 # ------------------------------------------------------------------------------------ the file
 def test_saved_targets_load_with_backbone_and_fingerprint(fitted, tmp_path, lite0_fingerprint):
-    from kgzsl.targets import load_targets
+    from kgzsl.propagation.targets import load_targets
 
     path = save_fitted_targets(fitted, tmp_path / "targets.safetensors")
     targets = load_targets(path)
@@ -252,7 +252,7 @@ def test_saved_targets_load_with_backbone_and_fingerprint(fitted, tmp_path, lite
 
 
 def test_the_matrix_routes_still_load(tmp_path):
-    from kgzsl.targets import load_targets
+    from kgzsl.propagation.targets import load_targets
 
     np.save(tmp_path / "m.npy", np.ones((2, 5), dtype=np.float32))
     (tmp_path / "ids.txt").write_text("dog\nbird\n")
@@ -300,8 +300,8 @@ def test_targets_command_refuses_bad_input(work, capsys, tmp_path):
 
 
 def test_train_with_targets_writes_a_run_predict_accepts(work, fitted, capsys, tmp_path, lite0_fingerprint):
-    from kgzsl.run import load_run
-    from kgzsl.samples import darknet_photo
+    from kgzsl.propagation.run import load_run
+    from kgzsl.vision.samples import darknet_photo
 
     targets = save_fitted_targets(fitted, tmp_path / "targets.safetensors")
     graph, run = work["root"] / "graph", tmp_path / "run"

@@ -13,10 +13,11 @@ import pytest
 from kgzsl import cli
 from kgzsl.cli import main
 from kgzsl.errors import KgzslError
-from kgzsl.predictions import load_predictions
-from kgzsl.samples import foolbox_imagenet_images
-from kgzsl.targets import load_targets
-from kgzsl.train import save_run, train
+from kgzsl.propagation.predictions import load_predictions
+from kgzsl.propagation.run import save_run
+from kgzsl.propagation.targets import load_targets
+from kgzsl.propagation.training import train
+from kgzsl.vision.samples import foolbox_imagenet_images
 
 UNSEEN = ["n02084071", "n02121808"]  # dog, domestic cat: unseen nodes of the small graph
 
@@ -29,7 +30,7 @@ def lite0():
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, small_graph, lite0):
     """A saved small graph, a DGP run on it (Lite0 targets) and Lite0 / Lite2 features of two real images."""
-    from kgzsl.graph import load_graph
+    from kgzsl.graph.class_graph import load_graph
 
     root = tmp_path_factory.mktemp("checks")
     graph = load_graph(small_graph.save(root / "graph"))
@@ -88,7 +89,7 @@ def test_train_negative_patience_is_refused_before_any_work(setup, capsys, tmp_p
     refused(capsys, ["train", "--graph", str(setup["graph"]), "--patience", "-1", "--out", str(tmp_path / "run")],
             "--patience must be at least 0")
     assert not (tmp_path / "run").exists()
-    from kgzsl.graph import load_graph
+    from kgzsl.graph.class_graph import load_graph
 
     with pytest.raises(KgzslError, match="patience must be 0"):
         train(load_graph(setup["graph"]), load_targets(), model="gcnz", epochs=3, patience=-1, progress=False)
@@ -123,7 +124,7 @@ def test_evaluate_with_features_of_another_backbone(setup, capsys):
 
 
 def test_runs_record_the_backbone_fingerprint(setup, lite0):
-    from kgzsl.backbones import load_backbone
+    from kgzsl.vision.backbones import load_backbone
 
     meta = load_predictions(setup["run"]).meta
     assert meta["backbone"] == "efficientnet-lite0"
@@ -133,8 +134,8 @@ def test_runs_record_the_backbone_fingerprint(setup, lite0):
 def test_safetensors_state_dicts_record_which_backbone(tmp_path):
     import torch
 
-    from kgzsl.io import save_tensors
-    from kgzsl.predictions import backbone_mismatch
+    from kgzsl.core.files import save_tensors
+    from kgzsl.propagation.predictions import backbone_mismatch
 
     prints = []
     for seed in (0, 1):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kgzsl.errors import KgzslError
-from kgzsl.embeddings import load_vectors
+from kgzsl.graph.embeddings import load_vectors
 
 WORDS = ["dog", "cat", "golden", "retriever", "new", "york", "ice", "cream", "panda"]
 

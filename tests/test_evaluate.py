@@ -7,9 +7,15 @@ import pytest
 import torch
 
 from kgzsl.errors import KgzslError
-from kgzsl.evaluate import correct_columns, evaluate_split, format_table, hierarchical_ranks, rank_metrics
-from kgzsl.graph import ClassGraph, ancestor_pairs
-from kgzsl.recognize import ranks_of_true
+from kgzsl.graph.class_graph import ClassGraph, ancestor_pairs
+from kgzsl.recognition.evaluate import (
+    correct_columns,
+    evaluate_split,
+    format_table,
+    hierarchical_ranks,
+    rank_metrics,
+)
+from kgzsl.recognition.scoring import ranks_of_true
 
 
 def _tree() -> ClassGraph:

@@ -1,4 +1,4 @@
-"""Explaining propagated weights (``kgzsl.explain``, ``kgzsl inspect``) on a small real WordNet graph with real
+"""Explaining propagated weights (``kgzsl.inspection.explain``, ``kgzsl inspect``) on a small real WordNet graph with real
 EfficientNet-Lite0 targets."""
 
 from __future__ import annotations
@@ -11,10 +11,18 @@ import torch
 
 from kgzsl.cli import main
 from kgzsl.errors import KgzslError
-from kgzsl.explain import attribution, format_report, inspect_node, last_layer_inputs, neighbourhood, resolve
-from kgzsl.predictions import load_predictions
-from kgzsl.targets import load_targets
-from kgzsl.train import load_checkpoint, save_run, train
+from kgzsl.inspection.explain import (
+    attribution,
+    format_report,
+    inspect_node,
+    last_layer_inputs,
+    neighbourhood,
+    resolve,
+)
+from kgzsl.propagation.predictions import load_predictions
+from kgzsl.propagation.run import load_checkpoint, save_run
+from kgzsl.propagation.targets import load_targets
+from kgzsl.propagation.training import train
 
 JUNCO = "n01534433"  # an ImageNet-1k class ...
 DARK_EYED_JUNCO = "n01534582"  # ... whose only graph neighbour with a real classifier is its parent, junco
@@ -22,9 +30,9 @@ DARK_EYED_JUNCO = "n01534582"  # ... whose only graph neighbour with a real clas
 
 @pytest.fixture(scope="module")
 def setting(glove):
-    from kgzsl.graph import build_wordnet_graph
-    from kgzsl.imagenet import imagenet1k_wnids
-    from kgzsl.wordnet import synset, wnid_of
+    from kgzsl.core.imagenet import imagenet1k_wnids
+    from kgzsl.graph.class_graph import build_wordnet_graph
+    from kgzsl.graph.wordnet import synset, wnid_of
 
     assert wnid_of(synset(DARK_EYED_JUNCO)) == DARK_EYED_JUNCO and synset(DARK_EYED_JUNCO).hypernyms()[0].name() == "junco.n.01"
     seen = sorted(set(imagenet1k_wnids()[::10]) | {JUNCO})
@@ -123,7 +131,7 @@ def test_last_layer_inputs_reproduce_the_output(setting, runs):
     model, _ = load_checkpoint(runs["dgp"], graph)
     z = last_layer_inputs(model, graph)
     w = torch.cat([model.lin_anc.weight, model.lin_anc.bias.view(-1, 1)], dim=1)
-    from kgzsl.train import predict
+    from kgzsl.propagation.training import predict
 
     torch.testing.assert_close(torch.nn.functional.normalize(z @ w.T, dim=1), predict(model, graph), atol=1e-5, rtol=1e-4)
 
@@ -133,4 +141,4 @@ def test_the_explain_module_does_not_shadow_inspect():
     import importlib.util
 
     assert importlib.util.find_spec("kgzsl.inspect") is None
-    assert importlib.util.find_spec("kgzsl.explain") is not None
+    assert importlib.util.find_spec("kgzsl.inspection.explain") is not None

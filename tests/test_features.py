@@ -15,11 +15,17 @@ import pytest
 import torch
 from PIL import Image
 
-from kgzsl.backbones import load_backbone
 from kgzsl.cli import main
 from kgzsl.errors import KgzslError
-from kgzsl.features import MANIFEST_FILE, RUN_FILE, extract_features, load_features, read_manifest
-from kgzsl.images import load_image
+from kgzsl.vision.backbones import load_backbone
+from kgzsl.vision.features import (
+    MANIFEST_FILE,
+    RUN_FILE,
+    extract_features,
+    load_features,
+    read_manifest,
+)
+from kgzsl.vision.images import load_image
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,7 +41,7 @@ def _foolbox_photos() -> list[tuple[Path, int]]:
 @pytest.fixture
 def tree(tmp_path) -> Path:
     """The 20 real ImageNet validation photos of the foolbox wheel as an ImageFolder tree of wnid folders."""
-    from kgzsl.imagenet import imagenet1k_wnids
+    from kgzsl.core.imagenet import imagenet1k_wnids
 
     wnids = imagenet1k_wnids()
     root = tmp_path / "images"
@@ -70,7 +76,7 @@ def test_extract_and_load(tree, lite0, tmp_path):
     batch = torch.stack([lite0.transform(load_image(tree / p)) for p in paths[:5]])
     assert torch.allclose(features[:5], lite0.features(batch), atol=1e-5)
     # and the real classifier still recognises most of them from the stored features
-    from kgzsl.imagenet import imagenet1k_wnids
+    from kgzsl.core.imagenet import imagenet1k_wnids
 
     predicted = [imagenet1k_wnids()[i] for i in lite0.logits(features).argmax(1).tolist()]
     assert sum(p == label for p, label in zip(predicted, labels)) >= 15
@@ -155,8 +161,8 @@ def test_resume_after_a_kill(tree, lite0, tmp_path):
     out = tmp_path / "out"
     script = (
         "import os, signal, sys\n"
-        "from kgzsl.backbones import load_backbone\n"
-        "from kgzsl.features import extract_features\n"
+        "from kgzsl.vision.backbones import load_backbone\n"
+        "from kgzsl.vision.features import extract_features\n"
         "def kill(k):\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
         "extract_features(sys.argv[1], load_backbone('efficientnet-lite0'), sys.argv[2], batch_size=3, shard_size=6,\n"
@@ -263,7 +269,7 @@ def test_two_torchrun_ranks_match_one_rank(tree, lite0, tmp_path):
 
 
 def load_shard_meta(path: Path) -> str:
-    from kgzsl.io import load_tensors
+    from kgzsl.core.files import load_tensors
 
     return load_tensors(path)[1]["kgzsl"]
 
@@ -271,7 +277,7 @@ def load_shard_meta(path: Path) -> str:
 @pytest.mark.parametrize("name", ["../outside.safetensors", "ABSOLUTE", "sub/../../outside.safetensors", "..", "LINK"])
 def test_manifest_shards_must_be_inside_the_folder(tmp_path, name):
     """A manifest naming a shard outside its folder (edited or copied) is refused; nothing outside is read."""
-    from kgzsl.io import save_tensors
+    from kgzsl.core.files import save_tensors
 
     folder = tmp_path / "feats"
     folder.mkdir()

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SMALL_SEEN, SMALL_UNSEEN
 
 from kgzsl.cli import main
+from kgzsl.core.idlists import read_id_list
 from kgzsl.errors import KgzslError
-from kgzsl.graph import ancestor_pairs, build_wordnet_graph, load_graph, read_id_list
-
-from conftest import SMALL_SEEN, SMALL_UNSEEN
+from kgzsl.graph.class_graph import ancestor_pairs, build_wordnet_graph, load_graph
 
 DGP_DENSE = [32324, 32544, 32629, 30750, 26542, 19320, 11815, 6642, 3700, 2030, 1036, 539, 182, 29]
 
@@ -60,7 +60,7 @@ def test_small_graph_structure(small_graph):
     root = index["n00001740"]  # entity
     assert root not in set(g.edge_index[0].tolist())
     # every direct WordNet hypernym of golden retriever is an edge
-    from kgzsl.wordnet import hypernym_wnids
+    from kgzsl.graph.wordnet import hypernym_wnids
 
     retriever = hypernym_wnids("n02099601")
     assert all((index["n02099601"], index[p]) in set(map(tuple, g.edge_index.T.tolist())) for p in retriever)
@@ -115,7 +115,7 @@ def test_existing_output_refused_unless_force(small_graph, tmp_path):
 
 
 def test_interrupted_write_leaves_nothing(small_graph, tmp_path, monkeypatch):
-    import kgzsl.graph as graph_module
+    import kgzsl.graph.class_graph as graph_module
 
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
@@ -127,7 +127,7 @@ def test_interrupted_write_leaves_nothing(small_graph, tmp_path, monkeypatch):
 
 
 def test_interrupted_force_keeps_old_graph(small_graph, tmp_path, monkeypatch):
-    import kgzsl.graph as graph_module
+    import kgzsl.graph.class_graph as graph_module
 
     out = small_graph.save(tmp_path / "g")
     before = (out / "nodes.json").read_bytes()
@@ -207,7 +207,7 @@ def test_builds_are_byte_identical_across_hash_seeds(tmp_path):
     order may reach the files. Two processes with different PYTHONHASHSEED give the same bytes."""
     import os
 
-    from kgzsl.train import graph_fingerprint
+    from kgzsl.graph.class_graph import graph_fingerprint
 
     seen = _wnid_file(tmp_path, "seen.txt", SMALL_SEEN)
     unseen = _wnid_file(tmp_path, "unseen.txt", SMALL_UNSEEN)
@@ -235,7 +235,7 @@ def test_builds_are_byte_identical_across_hash_seeds(tmp_path):
 
 
 def test_fingerprint_follows_edges_not_their_order(small_graph):
-    from kgzsl.train import graph_fingerprint
+    from kgzsl.graph.class_graph import graph_fingerprint
 
     base = graph_fingerprint(small_graph.ids, small_graph.edge_index)
     shuffled = small_graph.edge_index[:, np.random.default_rng(0).permutation(small_graph.num_edges)]
@@ -245,7 +245,7 @@ def test_fingerprint_follows_edges_not_their_order(small_graph):
 
 
 def test_safetensors_metadata_is_written_sorted(tmp_path):
-    from kgzsl.io import load_tensors, save_tensors
+    from kgzsl.core.files import load_tensors, save_tensors
 
     save_tensors(tmp_path / "t.safetensors", {"b": np.zeros(3), "a": np.ones(2)},
                  metadata={"zeta": "1", "alpha": "2", "mid": "ünï"})

@@ -1,4 +1,4 @@
-"""Hedged, hierarchy-aware answers (kgzsl.hedge) on a hand-made tree with known probabilities."""
+"""Hedged, hierarchy-aware answers (kgzsl.recognition.hedge) on a hand-made tree with known probabilities."""
 
 from __future__ import annotations
 
@@ -9,9 +9,18 @@ import numpy as np
 import pytest
 
 from kgzsl.errors import KgzslError
-from kgzsl.graph import ClassGraph, ancestor_pairs
-from kgzsl.hedge import (Hedger, Hierarchy, calibration_error, expected_calibration_error, fit_lambda, fit_temperature, nll,
-                         plot_reliability, softmax, top1)
+from kgzsl.graph.class_graph import ClassGraph, ancestor_pairs
+from kgzsl.inspection.plots import plot_reliability
+from kgzsl.recognition.hedge.hierarchy import Hierarchy
+from kgzsl.recognition.hedge.rules import Hedger, fit_lambda
+from kgzsl.recognition.hedge.temperature import (
+    calibration_error,
+    expected_calibration_error,
+    fit_temperature,
+    nll,
+    softmax,
+    top1,
+)
 
 #             entity(0)
 #        /        |          \
@@ -228,7 +237,7 @@ def test_threshold_rule_ties_go_to_the_deeper_node_then_the_lower_index():
 
 
 def test_fit_threshold_meets_the_target_with_the_lowest_threshold():
-    from kgzsl.hedge import fit_rule, fit_threshold
+    from kgzsl.recognition.hedge.rules import fit_rule, fit_threshold
 
     h = Hierarchy(tree(), CANDIDATES)
     rng = np.random.default_rng(1)
@@ -262,7 +271,7 @@ def test_hedger_rules_and_gamma_are_kept():
 def test_version_1_calibration_files_are_read_as_darts(tmp_path):
     import json
 
-    from kgzsl.hedge import read_hedge_record
+    from kgzsl.recognition.hedge.storage import read_hedge_record
 
     path = tmp_path / "hedge.json"
     path.write_text(json.dumps({"format": "kgzsl.hedge", "version": 1, "temperature": 0.5, "lambdas": {"0.9": 2.0},
@@ -278,7 +287,10 @@ def test_version_1_calibration_files_are_read_as_darts(tmp_path):
 def test_shipped_calibration_is_installed_only_for_its_run_and_never_over_a_users(tmp_path):
     import json
 
-    from kgzsl.hedge import SHIPPED_FORMAT, install_shipped_calibration
+    from kgzsl.recognition.hedge.storage import (
+        SHIPPED_FORMAT,
+        install_shipped_calibration,
+    )
 
     shipped = tmp_path / "shipped"
     shipped.mkdir()
@@ -299,11 +311,10 @@ def test_shipped_calibration_is_installed_only_for_its_run_and_never_over_a_user
 def test_shipped_calibrations_hold_for_the_shipped_graph():
     """Each file of data/calibration names a run on the shipped graph, and its candidate sets are that run's:
     a rebuilt graph or a changed candidate rule makes this fail (rerun scripts/calibrate_default.py)."""
+    from kgzsl.core.files import read_json
     from kgzsl.demo import DEFAULT_GRAPH
-    from kgzsl.graph import load_graph
-    from kgzsl.hedge import SHIPPED_DIR, candidate_digest
-    from kgzsl.io import read_json
-    from kgzsl.train import graph_fingerprint
+    from kgzsl.graph.class_graph import graph_fingerprint, load_graph
+    from kgzsl.recognition.hedge.storage import SHIPPED_DIR, candidate_digest
 
     files = sorted(SHIPPED_DIR.glob("*.json"))
     assert {f.name for f in files} >= {"dgp-pretrained.json", "dgp-demo.json"}
@@ -327,8 +338,8 @@ def test_shipped_calibrations_hold_for_the_shipped_graph():
 
 def test_hedging_on_a_user_taxonomy(glove):
     """The shipped bird taxonomy (free and pinned names, no WordNet ids for some nodes): posteriors, answers."""
-    from kgzsl.io import read_id_list
-    from kgzsl.taxonomy import build_taxonomy_graph, load_taxonomy
+    from kgzsl.core.idlists import read_id_list
+    from kgzsl.graph.taxonomy import build_taxonomy_graph, load_taxonomy
 
     folder = Path(__file__).resolve().parent.parent / "data" / "taxonomies"
     graph = build_taxonomy_graph(load_taxonomy(folder / "birds.csv"), seen=list(read_id_list(folder / "birds-seen.txt")),

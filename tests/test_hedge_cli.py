@@ -11,9 +11,11 @@ import pytest
 from kgzsl.api import Recognizer
 from kgzsl.cli import main
 from kgzsl.errors import KgzslError
-from kgzsl.hedge import HedgedAnswer, calibrate_run
-from kgzsl.run import HEDGE_FILE, load_run
-from kgzsl.samples import darknet_photo, foolbox_imagenet_images
+from kgzsl.propagation.run import HEDGE_FILE, load_run
+from kgzsl.recognition.hedge.calibration import calibrate_run
+from kgzsl.recognition.hedge.hierarchy import HedgedAnswer
+from kgzsl.recognition.hedge.storage import run_calibration
+from kgzsl.vision.samples import darknet_photo, foolbox_imagenet_images
 
 TARGETS = ["0.5", "0.7", "0.9"]
 
@@ -59,7 +61,7 @@ def calibrated(photo_run, feats, tmp_path_factory):
 def test_calibrate_writes_hedge_json(calibrated, feats, photo_run, capsys):
     folder, plot, summary = calibrated
     record = json.loads((folder / HEDGE_FILE).read_text())
-    assert load_run(folder).hedging() == record
+    assert run_calibration(load_run(folder)) == record
     assert record["format"] == "kgzsl.hedge" and record["version"] == 2 and record["default_rule"] == "threshold"
     assert record["temperature"] > 0 and record["gamma"] == 0 and sorted(record["rules"]) == ["darts", "threshold"]
     assert all(sorted(values) == TARGETS and all(v >= 0 for v in values.values()) for values in record["rules"].values())
@@ -81,7 +83,7 @@ def test_calibrate_writes_hedge_json(calibrated, feats, photo_run, capsys):
 
 
 def test_predict_hedge_prints_a_graph_node_and_its_probability(calibrated, photo_run, capsys):
-    from kgzsl.graph import load_graph
+    from kgzsl.graph.class_graph import load_graph
 
     folder = calibrated[0]
     graph = load_graph(photo_run["graph"])
@@ -162,7 +164,7 @@ def test_bad_calibration_input_leaves_no_file(photo_run, feats, tmp_path, capsys
     assert main(["calibrate", "--features", str(tmp_path / "nowhere"), "--predictions", str(folder)]) == 2
     _one_error_line(capsys)
 
-    from kgzsl.features import load_features
+    from kgzsl.vision.features import load_features
 
     run = load_run(folder)
     graph = run.load_graph()
@@ -232,10 +234,10 @@ def test_demo_gains_a_hedged_column_once_calibrated(photo_run, feats, tmp_path, 
 def gzsl_run(photo_run, tmp_path_factory):
     """The photo run's graph trained again with only half of the foolbox classes held out: the other half are
     seen, their real classifiers used, so the 20 photos show seen and unseen classes (generalized setting)."""
-    from kgzsl.graph import load_graph
-    from kgzsl.run import save_run
-    from kgzsl.targets import load_targets
-    from kgzsl.train import train
+    from kgzsl.graph.class_graph import load_graph
+    from kgzsl.propagation.run import save_run
+    from kgzsl.propagation.targets import load_targets
+    from kgzsl.propagation.training import train
 
     graph = load_graph(photo_run["graph"])
     held = photo_run["held"][::2]
@@ -246,7 +248,7 @@ def gzsl_run(photo_run, tmp_path_factory):
 
 
 def test_calibrate_and_predict_in_the_generalized_setting(gzsl_run, feats, photo_run, tmp_path, capsys):
-    from kgzsl.hedge import HEDGE_FILES
+    from kgzsl.propagation.run import HEDGE_FILES
 
     folder, held = gzsl_run
     capsys.readouterr()
@@ -254,7 +256,7 @@ def test_calibrate_and_predict_in_the_generalized_setting(gzsl_run, feats, photo
     assert "seen in training" in _one_error_line(capsys)  # half the photos are of seen classes
     assert main(["calibrate", "--features", str(feats), "--predictions", str(folder), "--candidates", "all", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    record = load_run(folder).hedging("all")
+    record = run_calibration(load_run(folder), "all")
     assert summary["out"] == str(folder / HEDGE_FILES["all"]) and record["candidates"] == "all"
     assert not (folder / HEDGE_FILE).exists()  # the unseen candidates' calibration is another file
     pred = load_run(folder).predictions
@@ -301,13 +303,13 @@ def test_generalized_calibration_errors(gzsl_run, photo_run, tmp_path, capsys):
 
 def test_calibrate_and_evaluate_a_taxonomy_run_on_wnid_folders(glove, tmp_path, capsys):
     """A taxonomy graph names its classes (ids are names); photos in wnid folders still calibrate and evaluate
-    it, each folder matched to the class pinned to that wnid (kgzsl.classifiers.labels_as_node_ids)."""
-    from kgzsl.classifiers import labels_as_node_ids
-    from kgzsl.graph import load_graph
-    from kgzsl.run import save_run
-    from kgzsl.targets import load_targets
-    from kgzsl.taxonomy import build_taxonomy_graph, load_taxonomy
-    from kgzsl.train import train
+    it, each folder matched to the class pinned to that wnid (kgzsl.graph.names.labels_as_node_ids)."""
+    from kgzsl.graph.class_graph import load_graph
+    from kgzsl.graph.names import labels_as_node_ids
+    from kgzsl.graph.taxonomy import build_taxonomy_graph, load_taxonomy
+    from kgzsl.propagation.run import save_run
+    from kgzsl.propagation.targets import load_targets
+    from kgzsl.propagation.training import train
 
     (tmp_path / "t.csv").write_text(
         "animal,,animal.n.01\nbird,animal,bird.n.01\nbald eagle,bird,n01614925\ngoose,bird,n01855672\n"

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SMALL_SEEN, SMALL_UNSEEN
 
 from kgzsl.cli import main
+from kgzsl.core.idlists import IdList, read_id_list
 from kgzsl.errors import KgzslError
-from kgzsl.io import IdList, read_id_list
-from kgzsl.targets import Targets, read_wnid_file
-
-from conftest import SMALL_SEEN, SMALL_UNSEEN
+from kgzsl.propagation.targets import Targets, read_wnid_file
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:
@@ -102,7 +101,7 @@ KITCHEN = "kitchenware,\npan,kitchenware\nfrying pan,pan,frying_pan.n.01\nwok,pa
 
 @pytest.fixture(scope="module")
 def kitchen(tmp_path_factory, glove):
-    from kgzsl.taxonomy import build_taxonomy_graph, load_taxonomy
+    from kgzsl.graph.taxonomy import build_taxonomy_graph, load_taxonomy
 
     folder = tmp_path_factory.mktemp("kitchen")
     (folder / "kitchen.csv").write_text(KITCHEN)
@@ -115,7 +114,7 @@ def _targets(graph) -> Targets:
 
 
 def test_exclude_of_a_multi_word_class_excludes_it(kitchen, tmp_path):
-    from kgzsl.train import train
+    from kgzsl.propagation.training import train
 
     exclude = read_id_list(_write(tmp_path, "held.txt", "# held out\nfrying pan\n"), "exclude")
     result = train(kitchen, _targets(kitchen), epochs=1, exclude=exclude, progress=False, hidden_channels=8)
@@ -125,7 +124,7 @@ def test_exclude_of_a_multi_word_class_excludes_it(kitchen, tmp_path):
 
 
 def test_unknown_exclude_entry_is_an_error_naming_the_line(kitchen, small_graph, tmp_path):
-    from kgzsl.train import train
+    from kgzsl.propagation.training import train
 
     exclude = read_id_list(_write(tmp_path, "held.txt", "wok\nfrying\n"), "exclude")
     with pytest.raises(KgzslError, match=re.escape(f"{tmp_path / 'held.txt'}:2: exclude entry 'frying' is not a node id")):
@@ -140,7 +139,7 @@ def test_unknown_exclude_entry_is_an_error_naming_the_line(kitchen, small_graph,
 
 
 def test_taxonomy_seen_list_names_the_line(tmp_path, glove):
-    from kgzsl.taxonomy import build_taxonomy_graph, load_taxonomy
+    from kgzsl.graph.taxonomy import build_taxonomy_graph, load_taxonomy
 
     taxonomy = load_taxonomy(_write(tmp_path, "k.csv", KITCHEN))
     seen = read_id_list(_write(tmp_path, "seen.txt", "wok\nfrying  pan\n"), "seen")
@@ -149,7 +148,7 @@ def test_taxonomy_seen_list_names_the_line(tmp_path, glove):
 
 
 def test_predict_candidates_name_the_line(tmp_path, capsys):
-    from kgzsl.predictions import save_predictions
+    from kgzsl.propagation.predictions import save_predictions
 
     ids = ["golf cart", "go-kart", "n02084071"]
     save_predictions(tmp_path / "p.safetensors", ids, torch.randn(3, 1281), torch.tensor([False, False, True]),
@@ -163,8 +162,8 @@ def test_predict_candidates_name_the_line(tmp_path, capsys):
 
 
 def test_candidate_mask_keeps_multi_word_ids(tmp_path):
-    from kgzsl.predictions import Predictions
-    from kgzsl.recognize import candidate_mask
+    from kgzsl.propagation.predictions import Predictions
+    from kgzsl.recognition.scoring import candidate_mask
 
     preds = Predictions(["golf cart", "golf", "cart"], torch.zeros(3, 4), torch.zeros(3, dtype=torch.bool))
     mask = candidate_mask(preds, read_id_list(_write(tmp_path, "c.txt", "golf cart\n"), "candidates"))
@@ -175,9 +174,9 @@ def test_evaluate_split_entries_resolve_whole(tmp_path, capsys):
     """A split of multi-word class ids evaluates every class; an unknown one is an error naming its line."""
     import json
 
-    from kgzsl.features import MANIFEST_FILE
-    from kgzsl.io import save_tensors
-    from kgzsl.predictions import save_predictions
+    from kgzsl.core.files import save_tensors
+    from kgzsl.propagation.predictions import save_predictions
+    from kgzsl.vision.features import MANIFEST_FILE
 
     feats = tmp_path / "feats"
     feats.mkdir()

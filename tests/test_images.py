@@ -10,10 +10,17 @@ import pytest
 import torch
 from PIL import Image
 
-from kgzsl.backbones.efficientnet_lite import lite_transform
-from kgzsl.backbones.resnet import resnet_transform
 from kgzsl.errors import KgzslError
-from kgzsl.images import MIN_IMAGE_SIDE, ImageTransform, center_crop, list_image_folder, load_image, resize_short_side
+from kgzsl.vision.backbones.efficientnet_lite import lite_transform
+from kgzsl.vision.backbones.resnet import resnet_transform
+from kgzsl.vision.images import (
+    MIN_IMAGE_SIDE,
+    ImageTransform,
+    center_crop,
+    list_image_folder,
+    load_image,
+    resize_short_side,
+)
 
 
 @pytest.fixture(scope="module")

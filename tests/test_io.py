@@ -1,4 +1,4 @@
-"""kgzsl.io's one format/version check, as every file format uses it (graph.json, train.json, predictions, manifests)."""
+"""kgzsl.core.outputs's one format/version check, as every file format uses it (graph.json, train.json, predictions, manifests)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from kgzsl.core.files import check_format, save_tensors
 from kgzsl.errors import KgzslError
-from kgzsl.io import check_format, save_tensors
 
 
 def test_check_format_returns_a_matching_header_and_names_what_is_wrong():
@@ -28,10 +28,10 @@ def test_check_format_returns_a_matching_header_and_names_what_is_wrong():
 
 def test_every_file_format_is_checked_by_it(tmp_path, small_graph):
     """A graph folder, a predictions file, a run's train.json and a feature manifest of a newer version are refused alike."""
-    from kgzsl.feature_folder import MANIFEST_FILE, read_manifest
-    from kgzsl.graph import load_graph
-    from kgzsl.predictions import load_predictions, save_predictions
-    from kgzsl.run import RECORD_FILE, read_record
+    from kgzsl.graph.class_graph import load_graph
+    from kgzsl.propagation.predictions import load_predictions, save_predictions
+    from kgzsl.propagation.run import RECORD_FILE, read_record
+    from kgzsl.vision.feature_folder import MANIFEST_FILE, read_manifest
 
     small_graph.save(tmp_path / "graph")
     header = json.loads((tmp_path / "graph" / "graph.json").read_text())

@@ -10,9 +10,23 @@ from torch_geometric.nn import Linear
 from torch_geometric.utils import degree
 
 from kgzsl.errors import KgzslError
-from kgzsl.models import DGP, GCNZ, MODELS, SGCN, Plan, PropagationModel, build_model
-from kgzsl.models._base import SparseOperator, check_nodes, check_x, dropout, hop_plan
-from kgzsl.train import node_features
+from kgzsl.graph.class_graph import node_features
+from kgzsl.propagation.models import (
+    DGP,
+    GCNZ,
+    MODELS,
+    SGCN,
+    Plan,
+    PropagationModel,
+    build_model,
+)
+from kgzsl.propagation.models._base import (
+    SparseOperator,
+    check_nodes,
+    check_x,
+    dropout,
+    hop_plan,
+)
 
 OUT = 1281  # EfficientNet-Lite0 classifier rows with the bias column
 SMALL_WIDTHS = {"gcnz": {"hidden_channels": (96, 96, 64, 64, 32)}, "sgcn": {"hidden_channels": 96}, "dgp": {"hidden_channels": 96}}
@@ -21,8 +35,8 @@ SMALL_WIDTHS = {"gcnz": {"hidden_channels": (96, 96, 64, 64, 32)}, "sgcn": {"hid
 @pytest.fixture(scope="module")
 def mid_graph(glove):
     """A real WordNet graph of 200 ImageNet-1k and 209 ImageNet-21k classes, closed upward (1,105 nodes)."""
-    from kgzsl.graph import build_wordnet_graph
-    from kgzsl.imagenet import imagenet1k_wnids, imagenet21k_unseen_wnids
+    from kgzsl.core.imagenet import imagenet1k_wnids, imagenet21k_unseen_wnids
+    from kgzsl.graph.class_graph import build_wordnet_graph
 
     return build_wordnet_graph(imagenet1k_wnids()[::5], imagenet21k_unseen_wnids()[::100], vectors=glove)
 
@@ -106,7 +120,7 @@ def test_dropout_is_applied_in_training_only(name, small_graph):
 
 @pytest.mark.parametrize("p", [0.5, 0.2, 0.8])
 def test_dropout_helper_statistics(p):
-    from kgzsl.models._base import dropout
+    from kgzsl.propagation.models._base import dropout
 
     x = torch.ones(400, 500)
     y = dropout(x, p, training=True)
@@ -254,7 +268,7 @@ def test_grouped_values_have_the_indexing_gradient_and_repeat_bitwise():
 def test_segment_products_equal_the_sparse_products():
     """The GPU path of ``SparseOperator`` (gather + segment sums, repeatable there) computes the same
     ``A @ x``, ``A^T @ g`` and value gradient as the CPU path; checked here on the CPU."""
-    from kgzsl.models._base import _segment_matmul
+    from kgzsl.propagation.models._base import _segment_matmul
 
     generator = torch.Generator().manual_seed(1)
     rows, cols, nnz = 300, 200, 3000
@@ -301,7 +315,7 @@ def test_dropout_is_checked_once_in_the_base(name, p):
 
 def test_base_interface_declarations(small_graph):
     """Hooks are declared on the base: no model needs probing with hasattr."""
-    from kgzsl.models import PropagationModel
+    from kgzsl.propagation.models import PropagationModel
 
     assert PropagationModel.graph_inputs(small_graph)[0].dtype == torch.long  # the edge_index default
     for name, cls in MODELS.items():
@@ -363,11 +377,13 @@ class MeanLinear(PropagationModel):
 
 def test_a_fourth_model_is_one_file_and_a_registry_entry(small_graph, monkeypatch, tmp_path):
     """Registered in MODELS only, a new model trains (default schedule), saves, reloads from its
-    checkpoint and is explained by ``kgzsl.explain`` through the base interface alone."""
-    from kgzsl.explain import format_report, inspect_node, last_layer_inputs, plot_inspection
-    from kgzsl.predictions import load_predictions
-    from kgzsl.targets import load_targets
-    from kgzsl.train import load_checkpoint, predict, save_run, train
+    checkpoint and is explained by ``kgzsl.inspection.explain`` through the base interface alone."""
+    from kgzsl.inspection.explain import format_report, inspect_node, last_layer_inputs
+    from kgzsl.inspection.plots import plot_inspection
+    from kgzsl.propagation.predictions import load_predictions
+    from kgzsl.propagation.run import load_checkpoint, save_run
+    from kgzsl.propagation.targets import load_targets
+    from kgzsl.propagation.training import predict, train
 
     monkeypatch.setitem(MODELS, "meanlinear", MeanLinear)
     targets = load_targets()

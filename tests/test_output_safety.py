@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from kgzsl.cli import main
+from kgzsl.core.atomic import atomic_file, clean_stale_temporaries
+from kgzsl.core.outputs import check_output_dir, check_output_file, output_kind
 from kgzsl.errors import KgzslError
-from kgzsl.graph import load_graph
-from kgzsl.io import atomic_file, check_output_dir, check_output_file, clean_stale_temporaries, output_kind
+from kgzsl.graph.class_graph import load_graph
 
 ROOT = Path(__file__).resolve().parents[1]
 BIRDS = ROOT / "data" / "taxonomies"
@@ -48,16 +49,16 @@ def _one_line_error(capsys) -> str:
 @pytest.fixture
 def no_work(monkeypatch):
     """Make the first step of each long command fail loudly, so a test shows the check came first."""
-    import kgzsl.backbones
-    import kgzsl.embeddings
-    import kgzsl.graph
-    import kgzsl.train
+    import kgzsl.graph.class_graph
+    import kgzsl.graph.embeddings
+    import kgzsl.propagation.training
+    import kgzsl.vision.backbones
 
     def started(*args, **kwargs):
         raise AssertionError("work started before the output was checked")
 
-    for module, name in [(kgzsl.embeddings, "load_vectors"), (kgzsl.graph, "load_graph"), (kgzsl.train, "train"),
-                         (kgzsl.backbones, "load_backbone")]:
+    for module, name in [(kgzsl.graph.embeddings, "load_vectors"), (kgzsl.graph.class_graph, "load_graph"), (kgzsl.propagation.training, "train"),
+                         (kgzsl.vision.backbones, "load_backbone")]:
         monkeypatch.setattr(module, name, started)
 
 
@@ -127,8 +128,9 @@ def test_home_root_and_project_are_refused(tmp_path, monkeypatch):
 
 
 def test_force_replaces_only_the_same_kind(tmp_path, capsys, small_graph):
-    from kgzsl.targets import load_targets
-    from kgzsl.train import save_run, train
+    from kgzsl.propagation.run import save_run
+    from kgzsl.propagation.targets import load_targets
+    from kgzsl.propagation.training import train
 
     graph_dir = small_graph.save(tmp_path / "graph")
     run_dir = tmp_path / "run"
@@ -163,7 +165,7 @@ def test_force_replaces_only_the_same_kind(tmp_path, capsys, small_graph):
 
 
 def test_feature_writer_never_clears_a_foreign_folder(tmp_path):
-    from kgzsl.features import _prepare_out
+    from kgzsl.vision.features import _prepare_out
 
     foreign = tmp_path / "foreign"
     foreign.mkdir()
@@ -372,7 +374,7 @@ def test_next_writer_removes_what_a_killed_writer_left(tmp_path, small_graph):
     out = tmp_path / "g"
     script = (
         "import os, signal, sys\n"
-        "from kgzsl.io import atomic_dir\n"
+        "from kgzsl.core.outputs import atomic_dir\n"
         "with atomic_dir(sys.argv[1], kind='graph') as tmp:\n"
         "    (tmp / 'nodes.json').write_text('[]')\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
@@ -424,7 +426,7 @@ def test_sigterm_inside_a_finalizer_is_not_lost(tmp_path):
     script = tmp_path / "finalizer.py"
     script.write_text(
         "import signal, time\n"
-        "from kgzsl.io import Terminated, raise_on_sigterm\n"
+        "from kgzsl.core.outputs import Terminated, raise_on_sigterm\n"
         "class Collected:\n"
         "    def __del__(self):\n"
         "        signal.raise_signal(signal.SIGTERM)\n"

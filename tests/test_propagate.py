@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from kgzsl.cli import main
-from kgzsl.run import PREDICTIONS_FILE, load_run
+from kgzsl.propagation.run import load_run
+from kgzsl.propagation.run_files import PREDICTIONS_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "taxonomies"
@@ -37,12 +38,18 @@ WIDTHS = {"gcnz": {"hidden_channels": [512, 512, 256, 256, 128]}, "sgcn": {"hidd
 def world(tmp_path_factory, glove):
     """Graph folders (the birds; the birds and two more; the birds with other features of the same and of
     another width) and one run a model on the birds (60 epochs, narrower layers, Lite0 targets, the pelican held out)."""
-    from kgzsl.embeddings import DEFAULT_VECTORS, GLOVE_50D, ConcatenatedFeatures, load_vectors
-    from kgzsl.graph import load_graph, read_id_list
-    from kgzsl.run import save_run
-    from kgzsl.targets import load_targets
-    from kgzsl.taxonomy import build_taxonomy_graph, load_taxonomy
-    from kgzsl.train import train
+    from kgzsl.core.idlists import read_id_list
+    from kgzsl.graph.class_graph import load_graph
+    from kgzsl.graph.embeddings import (
+        DEFAULT_VECTORS,
+        GLOVE_50D,
+        ConcatenatedFeatures,
+        load_vectors,
+    )
+    from kgzsl.graph.taxonomy import build_taxonomy_graph, load_taxonomy
+    from kgzsl.propagation.run import save_run
+    from kgzsl.propagation.targets import load_targets
+    from kgzsl.propagation.training import train
 
     root = tmp_path_factory.mktemp("propagate")
     bigger = root / "birds-and-two.csv"
@@ -71,7 +78,7 @@ def _cli(capsys, *argv: str) -> tuple[int, str, str]:
 # --------------------------------------------------------------------------- (a) the run's own graph
 @pytest.mark.parametrize("model", MODELS)
 def test_on_its_own_graph_it_reproduces_the_run_exactly(world, model):
-    from kgzsl.propagate import propagate
+    from kgzsl.propagation.grow import propagate
 
     out = world / f"same-{model}"
     done = propagate(world / f"run-{model}", world / "birds", out=out)
@@ -105,8 +112,8 @@ def _subtree(graph, node: int) -> set[int]:
 
 @pytest.mark.parametrize("model", MODELS)
 def test_new_classes_get_classifiers_next_to_their_siblings(world, model):
-    from kgzsl.graph import load_graph
-    from kgzsl.propagate import propagate
+    from kgzsl.graph.class_graph import load_graph
+    from kgzsl.propagation.grow import propagate
 
     graph = load_graph(world / "bigger")
     run = load_run(world / f"run-{model}").predictions
@@ -185,7 +192,7 @@ def test_refusals_name_the_inputs_and_leave_nothing(world, argv, says, tmp_path,
 
 # ---------------------------------------------------------------------- (d) downstream commands
 def test_cli_output_is_a_run_every_command_takes(world, tmp_path, capsys):
-    from kgzsl.samples import foolbox_imagenet_images
+    from kgzsl.vision.samples import foolbox_imagenet_images
 
     out = tmp_path / "grown"
     code, stdout, err = _cli(capsys, "propagate", "--run", world / "run-dgp", "--graph", world / "bigger", "--out", out, "--json")

@@ -12,12 +12,13 @@ import torch
 from PIL import Image
 
 from kgzsl.cli import main
-from kgzsl.graph import build_wordnet_graph
-from kgzsl.imagenet import imagenet1k_wnids, imagenet21k_unseen_wnids
-from kgzsl.predictions import load_predictions
-from kgzsl.samples import foolbox_imagenet_images
-from kgzsl.targets import load_targets
-from kgzsl.train import save_run, train
+from kgzsl.core.imagenet import imagenet1k_wnids, imagenet21k_unseen_wnids
+from kgzsl.graph.class_graph import build_wordnet_graph
+from kgzsl.propagation.predictions import load_predictions
+from kgzsl.propagation.run import save_run
+from kgzsl.propagation.targets import load_targets
+from kgzsl.propagation.training import train
+from kgzsl.vision.samples import foolbox_imagenet_images
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +72,9 @@ def test_predict_reports_bad_files_and_carries_on(run, images, tmp_path, capsys)
 
 
 def test_predict_scores_are_the_dot_product(run, images):
-    from kgzsl.backbones import load_backbone
-    from kgzsl.features import image_list_features
-    from kgzsl.recognize import predict_features
+    from kgzsl.recognition.scoring import predict_features
+    from kgzsl.vision.backbones import load_backbone
+    from kgzsl.vision.features import image_list_features
 
     folder, _ = run
     pred = load_predictions(folder / "predictions.safetensors")
@@ -116,7 +117,7 @@ def test_evaluate_hits_and_dim_mismatch(run, images, tmp_path, capsys):
     assert hits == sorted(hits) and hits[-1] == 1.0  # 19 candidates: everything is within the top 20
     assert "transductive_gain_hit@1" in entry
     # predictions of another width: a matrix of 33-d targets
-    from kgzsl.predictions import save_predictions
+    from kgzsl.propagation.predictions import save_predictions
 
     other = load_predictions(folder / "predictions.safetensors")
     save_predictions(tmp_path / "p33.safetensors", other.ids, torch.nn.functional.normalize(torch.randn(len(other.ids), 33), dim=1),
@@ -129,9 +130,9 @@ def test_evaluate_hits_and_dim_mismatch(run, images, tmp_path, capsys):
 
 def test_gzsl_evaluation_writes_curve(run, images, tmp_path, capsys):
     """GZSL over held-out (unseen) classes plus all seen classes; features of the 20 real images."""
-    from kgzsl.backbones import load_backbone
-    from kgzsl.evaluate import evaluate_gzsl_split
-    from kgzsl.features import image_list_features
+    from kgzsl.recognition.evaluate import evaluate_gzsl_split
+    from kgzsl.vision.backbones import load_backbone
+    from kgzsl.vision.features import image_list_features
 
     folder, held = run
     pred = load_predictions(folder / "predictions.safetensors")

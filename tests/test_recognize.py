@@ -6,15 +6,15 @@ import pytest
 import torch
 
 from kgzsl.errors import KgzslError
-from kgzsl.evaluate import evaluate_split
-from kgzsl.recognize import (
+from kgzsl.inspection.plots import plot_seen_unseen
+from kgzsl.recognition.evaluate import evaluate_split
+from kgzsl.recognition.scoring import (
     calibrate,
     class_scores,
     gzsl_at_gamma,
     hit_at_k,
-    plot_seen_unseen,
-    ranks_of_true,
     mutual_neighbours,
+    ranks_of_true,
     transductive_scores,
 )
 
@@ -74,7 +74,7 @@ def test_gzsl_split_is_calibration_on_one_half_and_accuracy_on_the_other():
     """evaluate_gzsl_split = gzsl_scores (unseen columns, then seen) + calibrate on a seeded half + gzsl_at_gamma."""
     import numpy as np
 
-    from kgzsl.evaluate import evaluate_gzsl_split, gzsl_scores
+    from kgzsl.recognition.evaluate import evaluate_gzsl_split, gzsl_scores
 
     g = torch.Generator().manual_seed(1)
     class_ids = ["s1", "u1", "s2", "u2", "x"]

@@ -1,4 +1,4 @@
-"""kgzsl.run: a run folder written and read back (round trip), a run folder vs its predictions file, what a
+"""kgzsl.propagation.run: a run folder written and read back (round trip), a run folder vs its predictions file, what a
 run knows (graph, backbone, model), the reusable run of the demo and Recognizer.pretrained, and the
 missing or damaged files, each a KgzslError naming the file."""
 
@@ -11,9 +11,19 @@ from pathlib import Path
 import pytest
 import torch
 
+from kgzsl.demo import reusable_run
 from kgzsl.errors import KgzslError
-from kgzsl.run import MODEL_FILE, PREDICTIONS_FILE, RECORD_FILE, REUSE_FILE, Run, load_run, reusable_run, save_run
-from kgzsl.train import graph_fingerprint, predict
+from kgzsl.graph.class_graph import graph_fingerprint
+from kgzsl.propagation.run import (
+    MODEL_FILE,
+    RECORD_FILE,
+    REUSE_FILE,
+    Run,
+    load_run,
+    save_run,
+)
+from kgzsl.propagation.run_files import PREDICTIONS_FILE
+from kgzsl.propagation.training import predict
 
 
 @pytest.fixture
@@ -25,7 +35,7 @@ def copy(photo_run, tmp_path):
 
 
 def test_round_trip(photo_run):
-    from kgzsl.targets import load_targets
+    from kgzsl.propagation.targets import load_targets
 
     result, folder = photo_run["result"], photo_run["run"]
     assert sorted(p.name for p in folder.iterdir()) == sorted([MODEL_FILE, PREDICTIONS_FILE, RECORD_FILE])
@@ -47,13 +57,13 @@ def test_round_trip(photo_run):
 
 
 def test_save_run_moved_but_train_still_exports_it(photo_run):
-    import kgzsl.train
-    from kgzsl.run import load_checkpoint
+    import kgzsl.propagation.training
+    from kgzsl.propagation.run import load_checkpoint
 
-    assert kgzsl.train.save_run is save_run and kgzsl.train.load_checkpoint is load_checkpoint
-    assert not hasattr(kgzsl.train, "backbone_of")  # the backbone is recorded, never guessed from the targets' name
+    assert kgzsl.propagation.run.save_run is save_run and kgzsl.propagation.run.load_checkpoint is load_checkpoint
+    assert not hasattr(kgzsl.propagation.training, "backbone_of")  # the backbone is recorded, never guessed from the targets' name
     with pytest.raises(AttributeError):
-        kgzsl.train.no_such_thing  # noqa: B018
+        kgzsl.propagation.training.no_such_thing  # noqa: B018
 
 
 def test_run_folder_and_predictions_file_are_one_run(photo_run, tmp_path):
@@ -109,7 +119,7 @@ def test_the_graph_of_a_run(copy, photo_run, small_graph, tmp_path):
     record = json.loads((copy / RECORD_FILE).read_text())
     record["graph"] = str(tmp_path / "gone")
     (copy / RECORD_FILE).write_text(json.dumps(record))
-    from kgzsl.predictions import load_predictions, save_predictions
+    from kgzsl.propagation.predictions import load_predictions, save_predictions
 
     preds = load_predictions(copy)
     for recorded, message in [(str(tmp_path / "gone"), "is not there: pass --graph"), ("", "record no graph folder")]:
@@ -123,14 +133,14 @@ def test_the_graph_of_a_run(copy, photo_run, small_graph, tmp_path):
 
 
 def test_reusable_run_trains_once(photo_run, tmp_path, monkeypatch):
-    import kgzsl.train
-    from kgzsl.graph import load_graph
+    import kgzsl.propagation.training
+    from kgzsl.graph.class_graph import load_graph
 
     graph = load_graph(photo_run["graph"])
     said: list[str] = []
     run, result = reusable_run(graph, tmp_path / "cache", epochs=2, progress=False, log=said.append)
     assert result is not None and run.record["epochs_run"] == 2 and (tmp_path / "cache" / REUSE_FILE).is_file()
-    monkeypatch.setattr(kgzsl.train, "train", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr(kgzsl.propagation.training, "train", lambda *a, **k: pytest.fail("trained again"))
     again, none = reusable_run(graph, tmp_path / "cache", epochs=2, progress=False, log=said.append)
     assert none is None and torch.equal(again.predictions.pred, run.predictions.pred)
     assert said[0].startswith("training dgp on 421 nodes") and said[1].startswith("reusing the trained dgp")
@@ -141,7 +151,7 @@ def test_reusable_run_trains_once(photo_run, tmp_path, monkeypatch):
 
 def test_cli_takes_a_run_folder_or_its_predictions_file(photo_run, capsys):
     from kgzsl.cli import main
-    from kgzsl.samples import darknet_photo
+    from kgzsl.vision.samples import darknet_photo
 
     photo = str(darknet_photo("giraffe.jpg"))
     outputs = []
@@ -155,7 +165,7 @@ def test_cli_takes_a_run_folder_or_its_predictions_file(photo_run, capsys):
 
 
 def test_save_run_is_atomic_and_refuses_to_overwrite(photo_run, tmp_path):
-    from kgzsl.graph import load_graph
+    from kgzsl.graph.class_graph import load_graph
 
     out = save_run(photo_run["result"], load_graph(photo_run["graph"]), tmp_path / "again")
     assert out == tmp_path / "again"

@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from kgzsl.cli import main
-from kgzsl.splits import compare_split, hop_split, hops_from_seen
+from kgzsl.graph.splits import compare_split, hop_split, hops_from_seen
 
 
 def test_hops_on_small_graph(small_graph):

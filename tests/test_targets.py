@@ -8,9 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from kgzsl.core.imagenet import imagenet1k_wnids
 from kgzsl.errors import KgzslError
-from kgzsl.imagenet import imagenet1k_wnids
-from kgzsl.targets import Targets, align_targets, load_targets, missing_wnids
+from kgzsl.propagation.targets import (
+    Targets,
+    align_targets,
+    load_targets,
+    missing_wnids,
+)
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +24,10 @@ def lite0() -> Targets:
 
 
 def test_efficientnet_lite0_rows_are_the_real_classifier(lite0):
-    from kgzsl.backbones.weights import efficientnet_lite_checkpoint, load_state_dict
+    from kgzsl.vision.backbones.weights import (
+        efficientnet_lite_checkpoint,
+        load_state_dict,
+    )
 
     state = load_state_dict(efficientnet_lite_checkpoint("efficientnet-lite0"))
     assert lite0.source == "efficientnet-lite0"
@@ -64,7 +72,7 @@ def test_resnet_state_dict_file(tmp_path):
 
 
 def test_safetensors_state_dict_and_matrix(tmp_path):
-    from kgzsl.io import save_tensors
+    from kgzsl.core.files import save_tensors
 
     state = _resnet_like_state(rows=5, dim=8)
     save_tensors(tmp_path / "net.safetensors", state)

@@ -11,8 +11,8 @@ import pytest
 
 from kgzsl.cli import main
 from kgzsl.errors import KgzslError
-from kgzsl.graph import load_graph
-from kgzsl.taxonomy import build_taxonomy_graph, load_taxonomy
+from kgzsl.graph.class_graph import load_graph
+from kgzsl.graph.taxonomy import build_taxonomy_graph, load_taxonomy
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "taxonomies"
 
@@ -33,7 +33,7 @@ def test_shipped_bird_taxonomy_builds(tmp_path, capsys):
     edges = {(graph.ids[a], graph.ids[b]) for a, b in graph.edge_index.T.tolist()}
     assert ("barn owl", "owl") in edges and ("owl", "raptor") in edges
     # every seen bird has a real ImageNet-1k classifier to regress (the default targets)
-    from kgzsl.imagenet import imagenet1k_wnids
+    from kgzsl.core.imagenet import imagenet1k_wnids
 
     seen = [i for i, r in enumerate(graph.roles) if r == "seen"]
     assert all(graph.wnids[i] in set(imagenet1k_wnids()) for i in seen), [graph.ids[i] for i in seen]
@@ -46,7 +46,7 @@ def test_shipped_bird_taxonomy_builds(tmp_path, capsys):
 def _lite0_like(wnids: list[str]):
     import torch
 
-    from kgzsl.targets import Targets
+    from kgzsl.propagation.targets import Targets
 
     return Targets(wnids, torch.randn(len(wnids), 9, generator=torch.Generator().manual_seed(0)), "hand-made rows")
 
@@ -55,7 +55,7 @@ def test_seen_classes_without_a_target_are_named(tmp_path, glove, caplog):
     """A free (unpinned) seen class, or one pinned to a synset no target row names, is reported by name."""
     import logging
 
-    from kgzsl.train import train
+    from kgzsl.propagation.training import train
 
     path = tmp_path / "t.csv"
     path.write_text("kitchenware,\npot,kitchenware,pot.n.01\nwhisk,kitchenware\nwok,kitchenware,wok.n.01\nteapot,kitchenware\n")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from kgzsl.io import read_id_list
-from kgzsl.taxonomy import build_taxonomy_graph, load_taxonomy
+from kgzsl.core.idlists import read_id_list
+from kgzsl.graph.taxonomy import build_taxonomy_graph, load_taxonomy
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data" / "taxonomies"
@@ -38,8 +38,8 @@ def test_every_example_says_where_its_targets_come_from():
 @pytest.mark.parametrize("taxonomy", [p for p in taxonomy_files() if seen_file(p).is_file()], ids=lambda p: p.name)
 def test_example_trains_on_every_seen_class(taxonomy, glove):
     """`kgzsl train` with the default ImageNet-1k targets regresses every class of the example's seen list."""
-    from kgzsl.targets import load_targets
-    from kgzsl.train import train
+    from kgzsl.propagation.targets import load_targets
+    from kgzsl.propagation.training import train
 
     seen = read_id_list(seen_file(taxonomy), "seen")
     graph = build_taxonomy_graph(load_taxonomy(taxonomy), seen=seen, vectors=glove)
@@ -54,7 +54,7 @@ def _photo_wnids(taxonomy) -> list[str]:
 
 def test_photo_taxonomy_is_well_formed():
     """175 leaves, each pinned to a distinct wnid (150 ImageNet-1k, 25 other ImageNet-21k), one root, every node pinned."""
-    from kgzsl.imagenet import imagenet1k_wnids, imagenet21k_wnids
+    from kgzsl.core.imagenet import imagenet1k_wnids, imagenet21k_wnids
 
     taxonomy = load_taxonomy(PHOTOS)
     wnids = _photo_wnids(taxonomy)
@@ -90,8 +90,8 @@ def test_photo_taxonomy_is_what_its_script_makes():
 
 def test_photo_taxonomy_trains_on_fitted_targets_named_by_class(glove):
     """Targets named by taxonomy names (as `kgzsl targets` writes them) train every seen class of the photo taxonomy."""
-    from kgzsl.targets import Targets
-    from kgzsl.train import train
+    from kgzsl.propagation.targets import Targets
+    from kgzsl.propagation.training import train
 
     taxonomy = load_taxonomy(PHOTOS)
     seen = taxonomy.leaves()[::3]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kgzsl.embeddings import (
+from kgzsl.graph.embeddings import (
     GLOVE_50D,
     ConcatenatedFeatures,
     NodeTexts,
@@ -18,7 +18,7 @@ from kgzsl.embeddings import (
 
 @pytest.fixture(scope="module")
 def encoder():
-    from kgzsl.text_encoder import SentenceEncoder
+    from kgzsl.graph.text_encoder import SentenceEncoder
 
     return SentenceEncoder(cache=False)
 
@@ -53,11 +53,11 @@ def test_node_text_forms():
 
 
 def test_cache_reuses_vectors_and_encodes_only_new_texts(tmp_path, monkeypatch):
-    import kgzsl.resources
-    from kgzsl.text_encoder import SentenceEncoder
+    import kgzsl.core.resources
+    from kgzsl.graph.text_encoder import SentenceEncoder
 
     enc = SentenceEncoder()  # the model folder comes from the real cache; the text cache goes to tmp_path
-    monkeypatch.setattr(kgzsl.resources, "cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(kgzsl.core.resources, "cache_dir", lambda: tmp_path)
     first = enc.encode(["a red fox", "a grey wolf"])
     assert (tmp_path / "text-embeddings" / "all-MiniLM-L6-v2.safetensors").is_file()
     encoded: list[list[str]] = []
@@ -83,7 +83,7 @@ def test_load_vectors_names_and_concatenation():
 
 
 def test_taxonomy_descriptions_build_and_change_features(tmp_path):
-    from kgzsl.taxonomy import build_taxonomy_graph, load_taxonomy
+    from kgzsl.graph.taxonomy import build_taxonomy_graph, load_taxonomy
 
     csv = tmp_path / "kitchen.csv"
     csv.write_text(
@@ -106,7 +106,7 @@ def test_taxonomy_descriptions_build_and_change_features(tmp_path):
 
 def test_nested_taxonomy_descriptions_are_checked(tmp_path):
     from kgzsl.errors import KgzslError
-    from kgzsl.taxonomy import load_taxonomy
+    from kgzsl.graph.taxonomy import load_taxonomy
 
     path = tmp_path / "t.json"
     path.write_text('{"tree": {"tool": ["whisk"]}, "descriptions": {"whisk": "beats eggs", "ghost": "x"}}')

@@ -10,9 +10,11 @@ import torch
 
 from kgzsl.cli import main
 from kgzsl.errors import KgzslError
-from kgzsl.predictions import load_predictions, save_predictions
-from kgzsl.targets import Targets, load_targets
-from kgzsl.train import graph_fingerprint, l2_loss, load_checkpoint, predict, save_run, train
+from kgzsl.graph.class_graph import graph_fingerprint
+from kgzsl.propagation.predictions import load_predictions, save_predictions
+from kgzsl.propagation.run import load_checkpoint, save_run
+from kgzsl.propagation.targets import Targets, load_targets
+from kgzsl.propagation.training import l2_loss, predict, train
 
 FAST = {"gcnz": {"hidden_channels": (256, 256, 128, 128, 64)}, "sgcn": {}, "dgp": {}}
 
@@ -20,8 +22,8 @@ FAST = {"gcnz": {"hidden_channels": (256, 256, 128, 128, 64)}, "sgcn": {}, "dgp"
 @pytest.fixture(scope="module")
 def mid_graph(glove):
     """A real WordNet graph of 200 ImageNet-1k and 209 ImageNet-21k classes, closed upward (1,105 nodes)."""
-    from kgzsl.graph import build_wordnet_graph
-    from kgzsl.imagenet import imagenet1k_wnids, imagenet21k_unseen_wnids
+    from kgzsl.core.imagenet import imagenet1k_wnids, imagenet21k_unseen_wnids
+    from kgzsl.graph.class_graph import build_wordnet_graph
 
     return build_wordnet_graph(imagenet1k_wnids()[::5], imagenet21k_unseen_wnids()[::100], vectors=glove)
 
@@ -49,7 +51,7 @@ def test_each_model_learns_and_predicts_unseen_classes(name, mid_graph, lite0):
     torch.testing.assert_close(pred[unseen].norm(dim=1), torch.ones(int(unseen.sum())))
     # the unseen classifiers moved away from what the untrained model gives, and are not all alike
     torch.manual_seed(0)
-    from kgzsl.models import build_model
+    from kgzsl.propagation.models import build_model
 
     untrained = build_model(name, 50, 1281, **FAST[name])
     before = predict(untrained, mid_graph)
@@ -106,8 +108,8 @@ def test_device_names_are_checked(mid_graph, lite0):
 
 def test_plans_moved_to_a_device_give_the_same_outputs(mid_graph):
     """``Plan.to`` copies every tensor and sparse operator; on the CPU it must change nothing."""
-    from kgzsl.models import build_model
-    from kgzsl.train import node_features
+    from kgzsl.graph.class_graph import node_features
+    from kgzsl.propagation.models import build_model
 
     x = node_features(mid_graph)
     nodes = torch.arange(0, mid_graph.num_nodes, 7)
@@ -167,7 +169,7 @@ def test_predictions_file_checks(tmp_path):
     assert loaded.seen.tolist() == [True, False, False]
     with pytest.raises(KgzslError, match="pred must be"):
         save_predictions(tmp_path / "q.safetensors", ids, pred[:2], torch.ones(3), {})
-    from kgzsl.io import save_tensors
+    from kgzsl.core.files import save_tensors
 
     save_tensors(tmp_path / "other.safetensors", {"pred": pred}, metadata={"format": "something.else"})
     with pytest.raises(KgzslError, match="not a kgzsl predictions file"):
@@ -245,7 +247,7 @@ def test_runs_keep_the_real_seen_classifiers_for_generalized_recognition(tmp_pat
 
 def test_model_schedules_are_the_defaults(mid_graph, lite0):
     """DGP's default is a fixed schedule on every seen class (no validation slice); SGCN keeps validation choice."""
-    from kgzsl.train import SCHEDULES
+    from kgzsl.propagation.training import SCHEDULES
 
     dgp = train(mid_graph, lite0, model="dgp", epochs=3, seed=0, progress=False, hidden_channels=64)
     assert dgp.config["lr"] == SCHEDULES["dgp"].lr and dgp.config["val_fraction"] == 0.0
@@ -259,7 +261,7 @@ def test_select_targets_uses_the_seen_classes_with_a_real_row(small_graph, lite0
     """Target selection alone: seen classes with a row, minus exclusions; the counts say what was dropped."""
     from conftest import SMALL_SEEN
 
-    from kgzsl.train import select_targets, unit_targets
+    from kgzsl.propagation.supervision import select_targets, unit_targets
 
     index = small_graph.index()
     with caplog.at_level("WARNING", logger="kgzsl"):
@@ -289,8 +291,10 @@ def test_select_targets_uses_the_seen_classes_with_a_real_row(small_graph, lite0
 
 def test_fit_stands_alone_and_is_the_loop_train_runs(mid_graph, lite0):
     """A researcher's loop: seeded model, plan, unit target rows, fit(); the same as train() without a validation slice."""
-    from kgzsl.models import build_model
-    from kgzsl.train import fit, node_features, select_targets, unit_targets
+    from kgzsl.graph.class_graph import node_features
+    from kgzsl.propagation.models import build_model
+    from kgzsl.propagation.supervision import select_targets, unit_targets
+    from kgzsl.propagation.training import fit
 
     kw = dict(model="sgcn", epochs=6, seed=2, val_fraction=0.0, patience=None, progress=False, hidden_channels=64)
     run = train(mid_graph, lite0, **kw)

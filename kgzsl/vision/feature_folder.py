@@ -1,0 +1,253 @@
+"""The on-disk feature folder that ``kgzsl features`` writes: its run file, shards and manifest, and reading it back.
+
+Layout::
+
+    run.json                  what is being extracted (file list digest, shard size, backbone): written first
+    shard-000000.safetensors  features float32 [n, D] of images 0..S-1, metadata: their paths, labels, bad files
+    shard-000001.safetensors  ... one file per ``shard_size`` images of the sorted file list
+    manifest.json             written last, once every shard exists: the run is complete
+
+Shard ``k`` always holds images ``k*S .. (k+1)*S-1`` of the sorted list and each file is written
+atomically, so a shard on disk is either complete or absent (see :mod:`kgzsl.vision.features` for the writer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+from kgzsl.errors import KgzslError
+from kgzsl.vision.images import ImageItem
+
+FORMAT = 1
+RUN_FILE = "run.json"
+MANIFEST_FILE = "manifest.json"
+SHARD_NAME = "shard-{:06d}.safetensors"
+
+
+class FeatureSet(NamedTuple):
+    """Merged features of an extraction run: ``features`` [n, D] float32, one label and relative path a row."""
+
+    features: torch.Tensor
+    labels: list[str]
+    paths: list[str]
+
+
+# ------------------------------------------------------------------------------------ run file
+def files_digest(items: Sequence[ImageItem]) -> str:
+    """SHA-256 of the sorted file list (relative path and label of every image): which images a run covers."""
+    digest = hashlib.sha256()
+    for item in items:
+        digest.update(f"{item.relpath}\t{item.label}\n".encode())
+    return digest.hexdigest()
+
+
+def run_config(image_dir: str | os.PathLike, items: Sequence[ImageItem], shard_size: int, backbone: dict) -> dict:
+    """The content of ``run.json``: what an extraction of ``items`` with ``backbone`` (its description) writes."""
+    return {
+        "format": FORMAT,
+        "image_dir": str(Path(image_dir).resolve()),
+        "images": len(items),
+        "files_sha256": files_digest(items),
+        "shard_size": shard_size,
+        "shards": (len(items) + shard_size - 1) // shard_size,
+        "backbone": backbone,
+    }
+
+
+def comparable(config: dict) -> dict:
+    """The parts of a run config that must match for a resume (not machine-specific paths)."""
+    backbone = {k: v for k, v in config.get("backbone", {}).items() if k != "source"}
+    return {**{k: v for k, v in config.items() if k not in ("image_dir", "backbone")}, "backbone": backbone}
+
+
+def clear_outputs(out: Path) -> None:
+    """Remove what an extraction run writes in ``out`` (and nothing else)."""
+    for path in list(out.glob("shard-*.safetensors")) + [out / RUN_FILE, out / MANIFEST_FILE]:
+        path.unlink(missing_ok=True)
+
+
+def clear_temporaries(out: Path) -> None:
+    """Remove temp files a killed run left behind (atomic writes never leave a half-written shard)."""
+    for path in out.glob(".*.tmp"):
+        if path.name.startswith((".shard-", f".{RUN_FILE}.", f".{MANIFEST_FILE}.")):
+            path.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------ shards
+def shard_meta(path: Path) -> dict | None:
+    """The kgzsl metadata of a shard file, or ``None`` if it is not a readable shard."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = json.loads((handle.metadata() or {}).get("kgzsl", "null"))
+            rows = handle.get_slice("features").get_shape()[0]
+    except Exception:
+        return None
+    if not isinstance(meta, dict) or rows != len(meta.get("paths", ())):
+        return None
+    return meta
+
+
+def shard_done(path: Path, shard: int, items: Sequence[ImageItem]) -> bool:
+    """Whether ``path`` is a complete shard ``shard`` covering exactly ``items``."""
+    if not path.is_file():
+        return False
+    meta = shard_meta(path)
+    if meta is None or meta.get("shard") != shard:
+        return False
+    covered = sorted(list(meta["paths"]) + [bad["path"] for bad in meta.get("bad_files", [])])
+    return covered == sorted(item.relpath for item in items)
+
+
+def write_shard(
+    out: Path, shard: int, first: int, items: Sequence[ImageItem], rows: dict[int, torch.Tensor], bad: dict[int, str],
+    *, dim: int, rank: int, world_size: int,
+) -> None:
+    """Write shard ``shard`` (images ``first..``, ``items``): the feature ``rows`` and ``bad`` reasons by image index."""
+    from kgzsl.core.files import save_tensors
+
+    order = sorted(rows)
+    features = torch.stack([rows[i] for i in order]) if order else torch.zeros((0, dim), dtype=torch.float32)
+    meta = {
+        "format": FORMAT,
+        "shard": shard,
+        "first": first,
+        "images": len(items),
+        "rank": rank,
+        "world_size": world_size,
+        "paths": [items[i - first].relpath for i in order],
+        "labels": [items[i - first].label for i in order],
+        "bad_files": [
+            {"path": items[i - first].relpath, "label": items[i - first].label, "reason": bad[i]} for i in sorted(bad)
+        ],
+    }
+    path = out / SHARD_NAME.format(shard)
+    save_tensors(path, {"features": features.contiguous()}, metadata={"kgzsl": json.dumps(meta)})
+
+
+# ------------------------------------------------------------------------------------ manifest
+def write_manifest(out: Path, config: dict, items: Sequence[ImageItem]) -> dict:
+    """Check that every shard of the run ``config`` is complete, then write ``manifest.json`` (the completion mark)."""
+    from kgzsl.core.files import write_json
+
+    shard_size = config["shard_size"]
+    shards, bad_files, labels, features = [], [], set(), 0
+    for k in range(config["shards"]):
+        path = out / SHARD_NAME.format(k)
+        chunk = items[k * shard_size:(k + 1) * shard_size]
+        if not shard_done(path, k, chunk):
+            raise KgzslError(f"shard {path} is missing or incomplete after extraction: rerun to resume")
+        meta = shard_meta(path)
+        shards.append({"file": path.name, "rows": len(meta["paths"]), "images": len(chunk)})
+        bad_files.extend(meta["bad_files"])
+        labels.update(meta["labels"])
+        features += len(meta["paths"])
+    manifest = {
+        "format": FORMAT,
+        "complete": True,
+        "backbone": config["backbone"],
+        "dim": config["backbone"]["dim"],
+        "image_dir": config["image_dir"],
+        "images": config["images"],
+        "features": features,
+        "files_sha256": config["files_sha256"],
+        "shard_size": shard_size,
+        "labels": sorted(labels),
+        "shards": shards,
+        "bad_files": bad_files,
+    }
+    write_json(out / MANIFEST_FILE, manifest)
+    return manifest
+
+
+# ------------------------------------------------------------------------------------ reading back
+def read_manifest(folder: str | os.PathLike) -> dict:
+    """The manifest of a finished extraction; a clear error for an unfinished or foreign folder."""
+    from kgzsl.core.files import check_format, read_json
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise KgzslError(f"feature folder {folder} does not exist")
+    path = folder / MANIFEST_FILE
+    if not path.is_file():
+        from kgzsl.core.outputs import output_kind
+
+        if output_kind(folder) == "features":  # kgzsl's own run.json, not any file of that name
+            raise KgzslError(f"feature folder {folder} holds an unfinished extraction (no {MANIFEST_FILE}): "
+                             "rerun `kgzsl features` with the same arguments to resume it")
+        raise KgzslError(f"feature folder {folder} has no {MANIFEST_FILE}: it is not the output of `kgzsl features`")
+    manifest = check_format(read_json(path, "feature manifest"), FORMAT, None, path, "feature manifest")
+    if not isinstance(manifest.get("shards"), list):
+        raise KgzslError(f"feature manifest {path} lists no shards: it is not a kgzsl feature manifest")
+    return manifest
+
+
+def _shard_path(folder: Path, entry: Any) -> Path:
+    """The shard file a manifest entry names, refused unless it is a plain file name inside ``folder``.
+
+    The writer only records names (``shard-000000.safetensors``); a path such as ``../x.safetensors``, an
+    absolute path or a link out of the folder would make a copied or edited manifest read other files.
+    """
+    manifest = folder / MANIFEST_FILE
+    name = entry.get("file") if isinstance(entry, dict) else None
+    if not isinstance(name, str) or not isinstance(entry.get("rows"), int):
+        raise KgzslError(f"feature manifest {manifest} has a shard entry without a file name and row count: {entry!r}")
+    path = folder / name
+    if name in ("", ".", "..") or Path(name).name != name or "\\" in name or Path(name).is_absolute():
+        raise KgzslError(
+            f"feature manifest {manifest} names shard {name!r}, which is not a file inside {folder}: "
+            "only files inside the feature folder are read; re-extract the features"
+        )
+    if path.is_symlink() or (path.exists() and path.resolve().parent != folder.resolve()):
+        raise KgzslError(f"feature manifest {manifest}: shard {name!r} is a link out of {folder}: only files inside the feature folder are read")
+    return path
+
+
+def _read_shard(path: Path, entry: dict, dim: int) -> tuple[torch.Tensor, dict]:
+    """One shard's features [rows, dim] and metadata, checked against its manifest ``entry``."""
+    from kgzsl.core.files import load_tensors
+
+    tensors, metadata = load_tensors(path, "feature shard")
+    features = tensors.get("features")
+    try:
+        meta = json.loads(metadata.get("kgzsl", "null"))
+    except json.JSONDecodeError:
+        meta = None
+    if features is None or not isinstance(meta, dict):
+        raise KgzslError(f"feature shard {path} lacks its features tensor or its kgzsl metadata")
+    if features.dim() != 2 or features.shape[1] != dim:
+        raise KgzslError(f"feature shard {path} has features of shape {list(features.shape)}, expected [n, {dim}]")
+    if not features.shape[0] == len(meta["paths"]) == len(meta["labels"]) == entry["rows"]:
+        raise KgzslError(f"feature shard {path} has {features.shape[0]} rows but lists {len(meta['paths'])} paths "
+                         f"and the manifest {entry['rows']}")
+    return features, meta
+
+
+def load_features(folder: str | os.PathLike) -> FeatureSet:
+    """Merge the shards of a finished extraction into ``(features [n, D], labels, paths)``, in file-list order.
+
+    Checks every shard's dimension and row count against the manifest and that no image appears twice.
+    """
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    dim = int(manifest["dim"])
+    blocks, labels, paths = [], [], []
+    for entry in manifest["shards"]:
+        features, meta = _read_shard(_shard_path(folder, entry), entry, dim)
+        blocks.append(features.float())
+        labels.extend(meta["labels"])
+        paths.extend(meta["paths"])
+    if len(set(paths)) != len(paths):
+        raise KgzslError(f"feature folder {folder} lists some images twice: re-extract it with --force")
+    if len(paths) != manifest["features"]:
+        raise KgzslError(f"feature folder {folder} has {len(paths)} rows, its manifest says {manifest['features']}")
+    features = torch.cat(blocks) if blocks else torch.zeros((0, dim), dtype=torch.float32)
+    return FeatureSet(features, labels, paths)
