@@ -23,8 +23,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tqdm import tqdm
+
+from kgzsl.core.resources import cache_dir
+from kgzsl.demo import DEFAULT_GRAPH, load_or_build_graph, reusable_run
 from kgzsl.errors import KgzslError
 from kgzsl.propagation.run import Run, load_run
+from kgzsl.vision.backbone_identity import BackboneIdentity
 
 if TYPE_CHECKING:
     import torch
@@ -90,7 +95,7 @@ class Explanation:
     @classmethod
     def from_report(cls, report: dict[str, Any]) -> Explanation:
         """Type the dict :func:`kgzsl.inspection.explain.inspect_node` returns."""
-        from kgzsl.inspection.explain import GROUP_WEIGHTS
+        from kgzsl.inspection.explain import GROUP_WEIGHTS  # lazy: torch
 
         def related(key: str) -> list[RelatedClass]:
             return [RelatedClass(**entry) for entry in report[key]]
@@ -108,7 +113,7 @@ class Explanation:
         )
 
     def __str__(self) -> str:
-        from kgzsl.inspection.explain import format_report
+        from kgzsl.inspection.explain import format_report  # lazy: torch
 
         return format_report(self.report)
 
@@ -165,9 +170,6 @@ class Recognizer:
         schedule on EfficientNet-Lite0's real classifiers, no class held out. Trained once (minutes, with a
         progress bar) into ``folder`` (default ``<kgzsl cache>/pretrained/<model>``), reused after. The default DGP
         run comes with the hedging calibration shipped for it (``data/calibration``), so ``predict(hedge=0.9)`` works."""
-        from kgzsl.core.resources import cache_dir
-        from kgzsl.demo import DEFAULT_GRAPH, load_or_build_graph, reusable_run
-
         progress = options.get("progress", True)
         loaded = load_or_build_graph(Path(graph) if graph is not None else DEFAULT_GRAPH, progress)
         where = Path(folder) if folder is not None else cache_dir() / "pretrained" / str(model)
@@ -180,11 +182,10 @@ class Recognizer:
     @cached_property
     def backbone(self) -> Backbone:
         """The feature extractor, loaded on first use; refused if the run was trained for another one."""
-        from kgzsl.propagation.predictions import backbone_mismatch_of
-        from kgzsl.vision.backbones import load_backbone
+        from kgzsl.vision.backbones import load_backbone  # lazy: torch
 
         network = load_backbone(self._backbone_name, device=self._device)
-        mismatch = backbone_mismatch_of(self.run.predictions.meta, network.describe())
+        mismatch = BackboneIdentity.from_record(self.run.predictions.meta).mismatch(network.identity)
         if mismatch is not None:
             raise KgzslError(f"run {self.run.source} was trained for {mismatch[0]} but backbone {mismatch[1]} was given: "
                              "leave backbone= out to use the run's")
@@ -222,7 +223,10 @@ class Recognizer:
         most informative graph node meeting it, with its probability (candidates ``"unseen"``, or ``"all"`` where the
         run is calibrated for the generalized setting: seen classes then carry the calibrated gamma).
         """
-        from kgzsl.recognition.scoring import candidate_scores, top_predictions
+        from kgzsl.recognition.scoring import (  # lazy: torch
+            candidate_scores,
+            top_predictions,
+        )
 
         if int(top) < 1:
             raise KgzslError(f"top must be at least 1, got {top}")
@@ -238,8 +242,8 @@ class Recognizer:
 
     def _hedger(self, target: float, candidates: str | list[str]) -> Hedger:
         """The run's calibrated hedger for ``target`` (built once per target)."""
-        from kgzsl.recognition.hedge.calibration import run_hedger
-        from kgzsl.recognition.hedge.storage import hedge_file
+        from kgzsl.recognition.hedge.calibration import run_hedger  # lazy: torch
+        from kgzsl.recognition.hedge.storage import hedge_file  # lazy: torch
 
         hedge_file(candidates)  # a candidate set hedging is calibrated for, before it keys the cache
         cache = self.__dict__.setdefault("_hedgers", {})
@@ -250,7 +254,7 @@ class Recognizer:
     def explain(self, query: str, top: int = 10) -> Explanation:
         """What ``kgzsl inspect`` reports about the class ``query`` (a wnid or a name): its place in the graph,
         the nearest classifiers, the seen classes its classifier is built from (``top`` of each)."""
-        from kgzsl.inspection.explain import inspect_node
+        from kgzsl.inspection.explain import inspect_node  # lazy: torch
 
         if int(top) < 1:
             raise KgzslError(f"top must be at least 1, got {top}")
@@ -260,7 +264,7 @@ class Recognizer:
     # ------------------------------------------------------------------------------------ images
     def _features(self, x: Any) -> tuple[bool, torch.Tensor, list[str]]:
         """(one input?, features [n, D], a name for each row) of what :meth:`predict` takes."""
-        import torch
+        import torch  # lazy: torch
 
         if isinstance(x, torch.Tensor):
             features = x.detach().float().cpu()
@@ -275,10 +279,9 @@ class Recognizer:
 
     def _image_features(self, items: list[tuple[str, Any]], single: bool) -> tuple[torch.Tensor, list[str]]:
         """Features of ``items`` (name, path or PIL image), a batch at a time under one progress bar."""
-        import torch
-        from tqdm import tqdm
+        import torch  # lazy: torch
 
-        from kgzsl.vision.images import load_image, rgb_image
+        from kgzsl.vision.images import load_image, rgb_image  # lazy: PIL
 
         chunks, names = [], []
         with tqdm(total=len(items), desc="recognize", unit="image", file=sys.stderr,
@@ -303,9 +306,9 @@ class Recognizer:
 
 def _image_items(x: Any) -> tuple[list[tuple[str, Any]], bool]:
     """(name, path or PIL image) of every image ``x`` names, and whether ``x`` was a single image."""
-    from PIL import Image
+    from PIL import Image  # lazy: PIL
 
-    from kgzsl.vision.images import list_images
+    from kgzsl.vision.images import list_images  # lazy: PIL
 
     if isinstance(x, Image.Image):
         return [(getattr(x, "filename", "") or "image", x)], True

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from kgzsl.core.files import save_tensors
+from kgzsl.core.outputs import output_kind
 from kgzsl.errors import KgzslError, check_number
 from kgzsl.graph.names import match_class_folders
 from kgzsl.propagation.targets import (
@@ -53,6 +56,17 @@ from kgzsl.propagation.targets import (
     Targets,
     check_targets_out,
 )
+from kgzsl.vision import (
+    backbones,  # called as backbones.load_backbone: tests patch it to prove checks come first
+)
+from kgzsl.vision.backbone_identity import DEFAULT_BACKBONE, BackboneIdentity
+from kgzsl.vision.features import (
+    ExtractionOptions,
+    extract_features,
+    load_features,
+    read_manifest,
+)
+from kgzsl.vision.images import list_image_folder
 
 if TYPE_CHECKING:
     from kgzsl.graph.class_graph import ClassGraph
@@ -150,9 +164,9 @@ def _fit_lr(z: np.ndarray, y: np.ndarray, C: float, seed: int) -> tuple[Any, boo
 
     BLAS runs on one thread: lbfgs's many small vector steps are 7-20x slower with OpenBLAS threads here
     (150 classes, 450 images: 1.1 s against 8 s), with identical results."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from threadpoolctl import threadpool_limits
+    from sklearn.exceptions import ConvergenceWarning  # lazy: sklearn
+    from sklearn.linear_model import LogisticRegression  # lazy: sklearn
+    from threadpoolctl import threadpool_limits  # lazy: sklearn
 
     model = LogisticRegression(C=C, solver="lbfgs", class_weight="balanced", max_iter=MAX_ITER, random_state=seed)
     with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings(record=True) as caught:
@@ -179,7 +193,7 @@ def _choose_c(z: np.ndarray, y: np.ndarray, folds: int, Cs: Sequence[float], see
               ) -> tuple[float, dict[float, float], np.ndarray, bool]:
     """Stratified k-fold CV over ``Cs``: ``(best C, balanced accuracy by C, out-of-fold predictions at the best C,
     whether every fit converged)``. Best: highest balanced accuracy, then lowest balanced log loss, then smaller C."""
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedKFold  # lazy: sklearn
 
     n = int(y.max()) + 1
     splits = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(z, y))
@@ -249,9 +263,9 @@ def fit_classifiers(
     weight = w / scale
     bias = b - weight @ mean
     rows = torch.from_numpy(np.hstack([weight, bias[:, None]])).float()
-    name, fingerprint = backbone_record(backbone)
+    identity = backbone_identity(backbone)
     targets = Targets(wnids=list(classes), weights=rows, source=f"classifiers fitted on {len(x)} images",
-                      backbone=name, backbone_fingerprint=fingerprint)
+                      backbone=identity.name, backbone_fingerprint=identity.fingerprint)
     train_pred = (x @ weight.T + bias).argmax(axis=1)
     report = [ClassReport(cls, int(counts[c]), float((train_pred[y == c] == c).mean()),
                           None if cv_pred is None else float((cv_pred[y == c] == c).mean()))
@@ -259,14 +273,11 @@ def fit_classifiers(
     return FittedClassifiers(targets, float(C), used if used >= 2 else 0, cv_scores, report, notes, int(seed))
 
 
-def backbone_record(backbone: Backbone | dict[str, Any] | None) -> tuple[str | None, str | None]:
-    """``(name, classifier fingerprint)`` a run records for ``backbone`` (a Backbone or its ``describe()``
-    record): :func:`kgzsl.propagation.predictions.backbone_identity`, the one the backbone checks compare."""
-    from kgzsl.propagation.predictions import backbone_identity
-
+def backbone_identity(backbone: Backbone | dict[str, Any] | None) -> BackboneIdentity:
+    """The identity targets record for ``backbone`` (a Backbone, its ``describe()`` record, or None)."""
     if backbone is None:
-        return None, None
-    return backbone_identity(backbone if isinstance(backbone, dict) else backbone.describe())
+        return BackboneIdentity(None)
+    return backbone.identity if not isinstance(backbone, dict) else BackboneIdentity.from_description(backbone)
 
 
 # ------------------------------------------------------------------------------------- the file
@@ -274,8 +285,6 @@ def save_fitted_targets(fitted: FittedClassifiers, path: str | os.PathLike, mapp
                         force: bool = False) -> Path:
     """Write the targets file (module docstring) atomically; ``mapping`` (folder -> node id) defaults to
     ``fitted.mapping``. An existing file is replaced only with ``force``."""
-    from kgzsl.core.files import save_tensors
-
     path = check_targets_out(path, force)
     summary = fitted.summary()
     meta = {"ids": fitted.targets.wnids, "mapping": mapping if mapping is not None else fitted.mapping,
@@ -292,27 +301,16 @@ def save_fitted_targets(fitted: FittedClassifiers, path: str | os.PathLike, mapp
 def _check_feature_backbone(folder: Path, manifest: dict[str, Any], backbone: Backbone) -> None:
     """Refuse a ``kgzsl features`` folder whose recorded backbone is not ``backbone`` (by classifier fingerprint,
     else by name, and feature size)."""
-    recorded = manifest.get("backbone") or {}
-    same = (recorded.get("fingerprint") == backbone.fingerprint if recorded.get("fingerprint")
-            else recorded.get("name") == backbone.name) and recorded.get("dim", backbone.dim) == backbone.dim
-    if not same:
-        found, given = backbone_record(recorded)[0], backbone_record(backbone)[0]
-        raise KgzslError(f"feature folder {folder} holds features of backbone {found} "
-                         f"(classifier sha256 {str(recorded.get('fingerprint'))[:8]}), not of --backbone {given} "
+    recorded = BackboneIdentity.from_description(manifest.get("backbone"))
+    if not recorded.same_features(backbone.identity):
+        raise KgzslError(f"feature folder {folder} holds features of backbone {recorded.name} "
+                         f"(classifier sha256 {str(recorded.fingerprint)[:8]}), not of --backbone {backbone.identity.name} "
                          f"({backbone.fingerprint[:8]}): pass the backbone they were extracted with, or give the image tree")
 
 
 def _extract(folder: Path, backbone: Backbone, batch_size: int, progress: bool) -> tuple[Any, list[dict[str, str]]]:
     """The features of an ImageFolder tree and its bad files, by :func:`kgzsl.vision.features.extract_features` (its
     loader, progress bar and bad-file handling) into a temporary feature folder, removed after."""
-    import tempfile
-
-    from kgzsl.vision.features import (
-        ExtractionOptions,
-        extract_features,
-        load_features,
-        read_manifest,
-    )
 
     with tempfile.TemporaryDirectory(prefix="kgzsl-targets-") as tmp:
         extract_features(folder, backbone, tmp, ExtractionOptions(batch_size=batch_size, progress=progress))
@@ -322,7 +320,7 @@ def _extract(folder: Path, backbone: Backbone, batch_size: int, progress: bool) 
 def targets_from_images(
     images: str | os.PathLike,
     graph: ClassGraph,
-    backbone: str | os.PathLike | Backbone = "efficientnet-lite0",
+    backbone: str | os.PathLike | Backbone = DEFAULT_BACKBONE,
     *,
     arch: str | None = None,
     device: str = "cpu",
@@ -337,11 +335,6 @@ def targets_from_images(
     class (features extracted with ``backbone``), or a finished ``kgzsl features`` folder of that backbone.
     Folder names are mapped to nodes of ``graph`` first (:func:`match_class_folders`), before any network is
     loaded; the rows are keyed by node id, ``mapping`` keeps folder -> node id."""
-    from kgzsl.core.outputs import output_kind
-    from kgzsl.vision.backbones import Backbone, load_backbone
-    from kgzsl.vision.features import load_features, read_manifest
-    from kgzsl.vision.images import list_image_folder
-
     folder = Path(images)
     if not folder.is_dir():
         raise KgzslError(f"image folder {folder} does not exist" if not folder.exists() else
@@ -352,7 +345,7 @@ def targets_from_images(
     else:
         folders = sorted({item.label for item in list_image_folder(folder)})
     mapping = match_class_folders(folders, graph, where=str(folder))
-    network = backbone if isinstance(backbone, Backbone) else load_backbone(backbone, arch=arch, device=device)
+    network = backbone if isinstance(backbone, backbones.Backbone) else backbones.load_backbone(backbone, arch=arch, device=device)
     if manifest is not None:
         _check_feature_backbone(folder, manifest, network)
         feats, bad = load_features(folder), list(manifest.get("bad_files") or [])

