@@ -6,6 +6,7 @@ Pipeline, one module a stage: ``graph`` (class hierarchy + word vectors -> graph
 is a thin layer over these, and so is :class:`Recognizer` (``kgzsl.api``), the one object for Python.
 """
 
+import importlib
 from typing import Any
 
 from kgzsl.errors import KgzslError
@@ -19,7 +20,5 @@ __all__ = ["Explanation", "KgzslError", "Prediction", "Recognizer", "Run", "__ve
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'kgzsl' has no attribute {name!r}")

@@ -20,15 +20,34 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kgzsl.core.files import read_json, write_json
+from kgzsl.core.imagenet import imagenet1k_wnids, imagenet21k_unseen_wnids
+from kgzsl.core.outputs import check_output_dir, check_output_file
 from kgzsl.core.resources import default_graph_dir
 from kgzsl.errors import KgzslError, check_number
+from kgzsl.graph.class_graph import (
+    ClassGraph,
+    build_wordnet_graph,
+    graph_fingerprint,
+    load_graph,
+)
+from kgzsl.graph.wordnet import lemma_names
 from kgzsl.propagation.run import REUSE_FILE, Run, load_run, save_run
 from kgzsl.propagation.run_files import PREDICTIONS_FILE
-from kgzsl.propagation.training import TrainResult
-from kgzsl.recognition.hedge.storage import run_calibration
+from kgzsl.recognition.hedge.storage import (
+    install_shipped_calibration,
+    run_calibration,
+)
+from kgzsl.vision.backbone_identity import DEFAULT_BACKBONE
+from kgzsl.vision.images import load_image
+from kgzsl.vision.samples import (
+    GIRAFFE_WNID,
+    darknet_photo,
+    foolbox_imagenet_images,
+)
 
 if TYPE_CHECKING:
-    from kgzsl.graph.class_graph import ClassGraph
+    from kgzsl.propagation.training import TrainResult
 
 DEFAULT_RUN = Path("runs") / "demo"
 #: the shipped graph, inside the installed package or the checkout kgzsl runs from (never the current folder)
@@ -37,9 +56,6 @@ DEFAULT_GRAPH = default_graph_dir()
 
 def load_or_build_graph(graph_dir: Path, progress: bool = True) -> ClassGraph:
     """The graph in ``graph_dir``; where it is absent, the default ImageNet-21k graph built and saved there."""
-    from kgzsl.core.imagenet import imagenet1k_wnids, imagenet21k_unseen_wnids
-    from kgzsl.graph.class_graph import build_wordnet_graph, load_graph
-
     if (graph_dir / "graph.json").is_file():
         return load_graph(graph_dir)
     graph = build_wordnet_graph(imagenet1k_wnids(), imagenet21k_unseen_wnids(), progress=progress,
@@ -50,8 +66,6 @@ def load_or_build_graph(graph_dir: Path, progress: bool = True) -> ClassGraph:
 
 def _check_before_work(out: Path, graph_dir: Path, epochs: int | None) -> None:
     """Refuse bad settings and check everything the demo writes before it builds or trains anything."""
-    from kgzsl.core.outputs import check_output_dir, check_output_file
-
     if epochs is not None:
         check_number("epochs", epochs, at_least=1)
     if not (graph_dir / "graph.json").is_file():
@@ -77,20 +91,15 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the demo; returns the summary (per-image rows, Hit@k, seconds, files written; with a calibrated
     run, each row's hedged answer at target accuracy ``hedge``)."""
-    import torch
+    import torch  # lazy: torch
 
-    from kgzsl.recognition.scoring import (
+    from kgzsl.recognition.scoring import (  # lazy: torch
         candidate_scores,
         ranks_of_true,
         top_predictions,
     )
-    from kgzsl.vision.backbones import load_backbone
-    from kgzsl.vision.features import image_list_features
-    from kgzsl.vision.samples import (
-        GIRAFFE_WNID,
-        darknet_photo,
-        foolbox_imagenet_images,
-    )
+    from kgzsl.vision.backbones import load_backbone  # lazy: torch
+    from kgzsl.vision.features import image_list_features  # lazy: torch
 
     start = time.perf_counter()
     out = Path(out)
@@ -141,7 +150,7 @@ def run_demo(
 
 def _hedged(run: Any, graph: ClassGraph, scores: Any, target: float, log: Any) -> list[Any] | None:
     """The hedged answer of each image where the run is calibrated for ``target``; None (with a note) where not."""
-    from kgzsl.recognition.hedge.calibration import run_hedger
+    from kgzsl.recognition.hedge.calibration import run_hedger  # lazy: torch
 
     record = run_calibration(run)
     if record is None:
@@ -156,8 +165,6 @@ def _hedged(run: Any, graph: ClassGraph, scores: Any, target: float, log: Any) -
 
 def _table(rows: list[Any], good: list[str], ranks: list[int], truth: dict[str, str], hedged: list[Any] | None) -> list[dict[str, Any]]:
     """The demo's rows: image, true class, top predictions, rank, hits and, given ``hedged``, the hedged answer."""
-    from kgzsl.graph.wordnet import lemma_names
-
     table = []
     for k, (row, path, rank) in enumerate(zip(rows, good, ranks)):
         wnid = truth[path]
@@ -195,11 +202,9 @@ def format_demo(summary: dict[str, Any]) -> str:
 
 def write_sheet(paths: list[str], table: list[dict[str, Any]], out: Path) -> None:
     """A PNG contact sheet: each image with its true class and top-5 predictions (hits in green)."""
-    from kgzsl.inspection.plots import pyplot, save_png
+    from kgzsl.inspection.plots import pyplot, save_png  # lazy: torch
 
     plt = pyplot()
-
-    from kgzsl.vision.images import load_image
     cols = 4
     rows = (len(table) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 3.6, rows * 4.2), squeeze=False)
@@ -233,10 +238,8 @@ def reusable_run(
     set (its ``demo.json`` says); else ``model`` trained now on EfficientNet-Lite0's classifiers and
     saved there. A calibration of hedged answers shipped for exactly this run (``data/calibration``) is
     installed where the folder has none. Returns the run and the training result (None when reused)."""
-    from kgzsl.core.files import read_json, write_json
-    from kgzsl.propagation.targets import load_targets
-    from kgzsl.propagation.training import train
-    from kgzsl.recognition.hedge.storage import install_shipped_calibration
+    from kgzsl.propagation.targets import load_targets  # lazy: torch
+    from kgzsl.propagation.training import train  # lazy: torch
 
     folder = Path(folder)
     want = reuse_key(graph, model, exclude, epochs, seed)
@@ -246,7 +249,7 @@ def reusable_run(
         log(f"reusing the trained {model} in {folder} (delete it to retrain)")
     else:
         log(f"training {model} on {graph.num_nodes} nodes with {len(want['exclude'])} classes held out ...")
-        result = train(graph, load_targets("efficientnet-lite0"), model=model, epochs=epochs, seed=seed,
+        result = train(graph, load_targets(DEFAULT_BACKBONE), model=model, epochs=epochs, seed=seed,
                        exclude=want["exclude"], progress=progress)
         save_run(result, graph, folder, force=True)
         write_json(record, want)
@@ -258,7 +261,5 @@ def reusable_run(
 def reuse_key(graph: ClassGraph, model: str = "dgp", exclude: Iterable[str] = (), epochs: int | None = None,
               seed: int = 0) -> dict[str, Any]:
     """What a reusable run is trained for (its ``demo.json``): model, seed, held-out classes, epochs, graph."""
-    from kgzsl.graph.class_graph import graph_fingerprint
-
     return {"model": model, "seed": seed, "exclude": sorted(exclude), "epochs": epochs,
             "graph_fingerprint": graph_fingerprint(graph.ids, graph.edge_index)}

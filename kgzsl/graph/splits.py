@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from kgzsl.core.atomic import atomic_file
 from kgzsl.graph.class_graph import ClassGraph, hop_distances
 
 #: the file a hop split is written to (in the folder of ``kgzsl splits --out``)
@@ -40,8 +41,6 @@ def hop_split(graph: ClassGraph, hops: int) -> list[str]:
 
 def write_split(ids: list[str], folder: str | os.PathLike, hops: int) -> Path:
     """Write a hop split as ``folder/split-{hops}-hops.txt`` (one id a line, atomically); returns the file."""
-    from kgzsl.core.atomic import atomic_file
-
     path = Path(folder) / SPLIT_FILE.format(hops=hops)
     with atomic_file(path) as handle:
         handle.write("".join(f"{i}\n" for i in ids))

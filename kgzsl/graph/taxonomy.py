@@ -25,9 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
 from kgzsl.core.idlists import IdList
 from kgzsl.errors import KgzslError
 from kgzsl.graph.class_graph import ClassGraph, assemble_graph
+from kgzsl.graph.embeddings import load_vectors
+from kgzsl.graph.wordnet import synset_by_name, wnid_of
 
 if TYPE_CHECKING:
     from kgzsl.graph.embeddings import NodeFeatureSource
@@ -121,8 +125,6 @@ def _load_nested(path: Path) -> Taxonomy:
         except json.JSONDecodeError as exc:
             raise KgzslError(f"taxonomy {path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
     else:
-        import yaml
-
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -180,9 +182,6 @@ def build_taxonomy_graph(
     progress: bool = False,
 ) -> ClassGraph:
     """Turn a taxonomy into a :class:`ClassGraph`; ``seen`` names have classifiers, ``unseen`` default to the other leaves."""
-    from kgzsl.graph.embeddings import load_vectors
-    from kgzsl.graph.wordnet import synset_by_name, wnid_of
-
     if not seen:
         raise KgzslError("a taxonomy graph needs --seen: a file naming the classes that have a classifier, one a line")
     known = set(taxonomy.parents)

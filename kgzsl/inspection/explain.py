@@ -18,12 +18,12 @@ import torch
 import torch.nn.functional as F
 
 from kgzsl.errors import KgzslError
-from kgzsl.graph.class_graph import ClassGraph
+from kgzsl.graph.class_graph import ClassGraph, node_features
+from kgzsl.propagation.targets import Targets, align_targets
 
 if TYPE_CHECKING:
     from kgzsl.propagation.models import PropagationModel
     from kgzsl.propagation.predictions import Predictions
-    from kgzsl.propagation.targets import Targets
 
 
 def _norm_name(text: str) -> str:
@@ -94,7 +94,7 @@ def weight_map(pred: torch.Tensor, nodes: np.ndarray, method: str = "pca", seed:
         return PCAMap((centred @ v[:, :2]).numpy(), "PCA")
     if method == "tsne":
         try:
-            from sklearn.manifold import TSNE
+            from sklearn.manifold import TSNE  # lazy: sklearn
         except ImportError:
             raise KgzslError("method tsne needs scikit-learn: pip install scikit-learn (or use the default PCA)",
                              parameter="method") from None
@@ -134,8 +134,6 @@ class Attribution:
 
 def last_layer_inputs(model: PropagationModel, graph: ClassGraph) -> torch.Tensor:
     """Every node's input to the model's last (linear) layer, aggregation included: ``Z [N, hidden+1]``."""
-    from kgzsl.graph.class_graph import node_features
-
     model.eval()
     return model.last_layer_inputs(node_features(graph), *model.graph_inputs(graph))
 
@@ -194,8 +192,6 @@ def inspect_node(
         "nearest_by_weight": [entry(graph.ids[i], cosine=round(c, 4)) for i, c in nearest_by_weight(pred, node, np.flatnonzero(is_class), k)],
     }
     if targets is not None:
-        from kgzsl.propagation.targets import align_targets
-
         t_nodes, t_rows = align_targets(graph, targets)  # once: used for the true cosine and the faithfulness
         where = (t_nodes == node).nonzero().view(-1)
         if len(where):

@@ -15,7 +15,7 @@ from kgzsl.graph.class_graph import ClassGraph
 from kgzsl.inspection.explain import neighbourhood, weight_map
 from kgzsl.propagation.models._base import DistanceWeights, PropagationModel
 from kgzsl.propagation.predictions import Predictions
-from kgzsl.propagation.targets import Targets
+from kgzsl.propagation.targets import Targets, align_targets
 from kgzsl.recognition.hedge.calibration import HedgeTask
 from kgzsl.recognition.hedge.hierarchy import DEFAULT_RULE
 from kgzsl.recognition.hedge.reporting import SWEEPS, pooled_stats
@@ -25,17 +25,17 @@ from kgzsl.recognition.scoring import GZSLResult
 
 def pyplot() -> Any:
     """matplotlib's pyplot on the file-only Agg backend (no display is needed or used)."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib
 
     return plt
 
 
 def save_png(fig: Any, path: str | os.PathLike, dpi: int = 110) -> None:
     """Write a matplotlib figure as a PNG atomically, then free it."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib
 
     try:
         with atomic_file(path, "wb") as handle:
@@ -134,8 +134,6 @@ def plot_inspection(
     nodes = np.unique(np.concatenate([pool, np.array(sorted(subtree), dtype=np.int64)]))
     held_rows = None
     if targets is not None:
-        from kgzsl.propagation.targets import align_targets
-
         t_nodes, t_rows = align_targets(graph, targets)
         held = ~predictions.seen[t_nodes]
         if held.any():

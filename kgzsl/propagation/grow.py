@@ -26,18 +26,25 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from kgzsl.core.outputs import check_output_dir
 from kgzsl.errors import KgzslError
-from kgzsl.propagation.training import _graph_folder
-
-if TYPE_CHECKING:
-    from kgzsl.graph.class_graph import ClassGraph
-    from kgzsl.propagation.predictions import Predictions
-    from kgzsl.propagation.run import Run
-    from kgzsl.propagation.training import TrainResult
+from kgzsl.graph.class_graph import ClassGraph, graph_fingerprint, load_graph
+from kgzsl.propagation.predictions import Predictions
+from kgzsl.propagation.run import (
+    HEDGE_FILES,
+    MODEL_FILE,
+    RECORD_FILE,
+    Run,
+    load_checkpoint,
+    load_run,
+    predictions_meta,
+    save_run,
+)
+from kgzsl.propagation.training import TrainResult, _graph_folder, predict
 
 log = logging.getLogger("kgzsl")
 
@@ -87,10 +94,6 @@ def propagate(run: Run | str | Path, graph: ClassGraph | str | Path, out: str | 
     """Run the trained model of ``run`` (a run folder or :class:`~kgzsl.propagation.run.Run`) on ``graph`` (a folder or a
     :class:`~kgzsl.graph.class_graph.ClassGraph`) and, with ``out``, write the result as a run folder (atomically; an
     existing ``out`` only with ``force``, checked before any work). See the module docstring."""
-    from kgzsl.core.outputs import check_output_dir
-    from kgzsl.propagation.run import load_checkpoint, save_run
-    from kgzsl.propagation.training import predict
-
     start = time.perf_counter()
     if out is not None:
         out = check_output_dir(out, "train", force)
@@ -120,8 +123,6 @@ def propagate(run: Run | str | Path, graph: ClassGraph | str | Path, out: str | 
 # ------------------------------------------------------------------------------------------ inputs
 def _load_run(run: Run | str | Path) -> Run:
     """The run, read from its folder where a path is given; refused unless it holds the trained model."""
-    from kgzsl.propagation.run import MODEL_FILE, RECORD_FILE, Run, load_run
-
     if not isinstance(run, Run):
         if not Path(run).exists():
             raise KgzslError(f"run {run} does not exist: pass a run folder written by `kgzsl train --out`")
@@ -135,8 +136,6 @@ def _load_run(run: Run | str | Path) -> Run:
 
 
 def _load_graph(graph: ClassGraph | str | Path) -> ClassGraph:
-    from kgzsl.graph.class_graph import load_graph
-
     return load_graph(graph) if isinstance(graph, (str, Path)) else graph
 
 
@@ -192,8 +191,6 @@ def _seen_rows(predictions: Predictions, graph: ClassGraph) -> tuple[torch.Tenso
 
 def _record(run: Run, graph: ClassGraph, info: dict[str, Any], new_nodes: list[int], removed: list[str]) -> dict[str, Any]:
     """The run's configuration record with the new graph's identity, and where it was propagated from."""
-    from kgzsl.graph.class_graph import graph_fingerprint
-
     config = {k: v for k, v in info.items() if k not in _LOOP_FIELDS}
     earlier = info.get("propagated") or {}
     fingerprint = graph_fingerprint(graph.ids, graph.edge_index)
@@ -220,8 +217,6 @@ def _record(run: Run, graph: ClassGraph, info: dict[str, Any], new_nodes: list[i
 def _result(info: dict[str, Any], model: Any, pred: torch.Tensor, seen: torch.Tensor, seen_true: torch.Tensor | None,
             config: dict[str, Any]) -> TrainResult:
     """A :class:`~kgzsl.propagation.training.TrainResult` of the same training on the new graph, for :func:`kgzsl.propagation.run.save_run`."""
-    from kgzsl.propagation.training import TrainResult
-
     return TrainResult(
         model=model, model_name=info["model"], predictions=pred, seen=seen, best_epoch=info["best_epoch"],
         epochs_run=info["epochs_run"], losses=info["losses"], val_losses=info["val_losses"], seen_loss=info["seen_loss"],
@@ -232,8 +227,6 @@ def _result(info: dict[str, Any], model: Any, pred: torch.Tensor, seen: torch.Te
 def _notes(run: Run, graph: ClassGraph, new_nodes: list[int], removed: list[str]) -> list[str]:
     """What a user should know about the propagated run: new classes without a feature vector, trained
     classes the new graph dropped, a calibration that is not carried over."""
-    from kgzsl.propagation.run import HEDGE_FILES
-
     notes = []
     blind = [graph.ids[i] for i in new_nodes if not bool(graph.has_vector[i])]
     if blind:
@@ -256,8 +249,5 @@ def _extra_meta(result: TrainResult) -> dict[str, Any]:
 
 def _as_predictions(result: TrainResult, graph: ClassGraph) -> Predictions:
     """The propagated classifiers as :class:`~kgzsl.propagation.predictions.Predictions`, with the metadata the saved file has."""
-    from kgzsl.propagation.predictions import Predictions
-    from kgzsl.propagation.run import predictions_meta
-
     return Predictions(ids=list(graph.ids), pred=result.predictions, seen=result.seen,
                        meta={**predictions_meta(result, graph), **_extra_meta(result)}, seen_true=result.seen_targets)

@@ -26,8 +26,19 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from kgzsl.core.files import (
+    check_format,
+    load_tensors,
+    read_json,
+    save_tensors,
+    write_json,
+)
+from kgzsl.core.outputs import atomic_dir
 from kgzsl.core.resources import project_root
 from kgzsl.errors import KgzslError
+from kgzsl.graph.class_graph import ClassGraph, graph_fingerprint, load_graph
 from kgzsl.propagation.run_files import (  # noqa: F401 - a run's file names are importable from here too
     HEDGE_FILE,
     HEDGE_FILES,
@@ -39,7 +50,6 @@ from kgzsl.propagation.run_files import (  # noqa: F401 - a run's file names are
 )
 
 if TYPE_CHECKING:
-    from kgzsl.graph.class_graph import ClassGraph
     from kgzsl.propagation.models import PropagationModel
     from kgzsl.propagation.predictions import Predictions
     from kgzsl.propagation.targets import Targets
@@ -54,8 +64,6 @@ FORMAT_VERSION = 1
 # ------------------------------------------------------------------------------------------ writing
 def save_checkpoint(result: TrainResult, folder: str | Path) -> Path:
     """Write ``model.safetensors`` and ``train.json`` into ``folder`` (each file atomically)."""
-    from kgzsl.core.files import save_tensors, write_json
-
     folder = Path(folder)
     state = {k: v.detach().float().contiguous() for k, v in result.model.state_dict().items()}
     save_tensors(folder / MODEL_FILE, state, metadata={"format": FORMAT_NAME, "model": result.model_name})
@@ -79,8 +87,7 @@ def save_run(result: TrainResult, graph: ClassGraph, out: str | Path, force: boo
              meta: dict[str, Any] | None = None) -> Path:
     """Write a whole run folder atomically: checkpoint + ``predictions.safetensors`` for every node
     (``meta``: more metadata for the predictions file, e.g. where a propagated run came from)."""
-    from kgzsl.core.outputs import atomic_dir
-    from kgzsl.propagation.predictions import save_predictions
+    from kgzsl.propagation.predictions import save_predictions  # lazy: torch
 
     with atomic_dir(out, force=force, kind="train") as tmp:
         save_checkpoint(result, tmp)
@@ -114,8 +121,6 @@ def predictions_meta(result: TrainResult, graph: ClassGraph) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ reading
 def read_record(folder: str | Path) -> dict[str, Any]:
     """The ``train.json`` of a run folder, its format and version checked (KgzslError naming the file)."""
-    from kgzsl.core.files import check_format, read_json
-
     path = Path(folder) / RECORD_FILE
     return check_format(read_json(path, "training record"), FORMAT_NAME, FORMAT_VERSION, path, "training record")
 
@@ -128,11 +133,7 @@ def load_checkpoint(folder: str | Path, graph: ClassGraph, targets: Targets | No
     with ``same_graph=False``, as :mod:`kgzsl.propagation.grow` runs a model on a grown graph), feature or
     ``targets`` widths that do not match the model, a damaged state dict.
     """
-    import numpy as np
-
-    from kgzsl.core.files import load_tensors
-    from kgzsl.graph.class_graph import graph_fingerprint
-    from kgzsl.propagation.models import build_model
+    from kgzsl.propagation.models import build_model  # lazy: torch
 
     folder = Path(folder)
     info = read_record(folder)
@@ -220,15 +221,11 @@ class Run:
 
     def trained_on(self, graph: ClassGraph) -> bool:
         """Whether ``graph`` is the graph the run was trained on (True where the run records no fingerprint)."""
-        from kgzsl.graph.class_graph import graph_fingerprint
-
         recorded = self._recorded("graph_fingerprint")
         return not recorded or recorded == graph_fingerprint(graph.ids, graph.edge_index)
 
     def load_graph(self, folder: str | Path | None = None) -> ClassGraph:
         """The graph in ``folder``, else the one the run records; refused unless it is the run's graph."""
-        from kgzsl.graph.class_graph import load_graph
-
         where = Path(folder) if folder is not None else self.graph_folder()
         graph = load_graph(where)
         if not self.trained_on(graph):
@@ -243,7 +240,7 @@ class Run:
 
     def load_targets(self) -> Targets | None:
         """The targets the run regressed, loaded again from the recorded source (None if none is recorded)."""
-        from kgzsl.propagation.targets import load_targets
+        from kgzsl.propagation.targets import load_targets  # lazy: torch
 
         source = self._recorded("targets")
         return load_targets(source) if source else None
@@ -251,7 +248,7 @@ class Run:
 
 def load_run(path: str | Path) -> Run:
     """Read a run folder (or a predictions file, whose folder is taken for its run) into a :class:`Run`."""
-    from kgzsl.propagation.predictions import load_predictions
+    from kgzsl.propagation.predictions import load_predictions  # lazy: torch
 
     file = predictions_file(path)
     return Run(source=Path(path), folder=file.parent, predictions=load_predictions(file))

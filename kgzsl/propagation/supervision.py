@@ -8,6 +8,7 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 
+from kgzsl.core.idlists import IdList
 from kgzsl.errors import KgzslError
 from kgzsl.graph.class_graph import ClassGraph
 from kgzsl.propagation.targets import Targets, align_targets
@@ -86,8 +87,6 @@ def _check_exclude(graph: ClassGraph, exclude: Iterable[str] | None) -> None:
     """Refuse exclude entries that are no node id or wnid of ``graph`` (a typo would train on the class)."""
     if not exclude:
         return
-    from kgzsl.core.idlists import IdList
-
     known = set(graph.ids) | {w for w in graph.wnids if w}
     where = getattr(graph, "meta", {}).get("folder") or "the graph"
 

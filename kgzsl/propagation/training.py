@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from kgzsl.core.devices import resolve_device
 from kgzsl.errors import KgzslError
@@ -187,8 +188,6 @@ def fit(
     ``x``'s. Returns the losses per epoch and, with a validation plan, the best epoch's weights (not loaded
     into ``net``). Seed before building ``net`` for a repeatable run.
     """
-    from tqdm import tqdm
-
     device = x.device if device is None else device
 
     optimizer = _adam(net.parameters(), lr, weight_decay)

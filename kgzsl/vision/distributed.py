@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
 from kgzsl.core.devices import resolve_device
 from kgzsl.errors import KgzslError
@@ -25,8 +26,6 @@ class Ranks:
 
     @property
     def distributed(self) -> bool:
-        import torch.distributed as dist
-
         return self.world_size > 1 and dist.is_available() and dist.is_initialized()
 
 
@@ -35,8 +34,6 @@ def setup_distributed(device: str = "auto") -> Ranks:
 
     Without those variables (a plain run) this is a single rank and nothing is initialised.
     """
-    import torch.distributed as dist
-
     resolved = resolve_device(device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -50,16 +47,12 @@ def setup_distributed(device: str = "auto") -> Ranks:
 
 def teardown_distributed() -> None:
     """Leave the process group, if one was joined."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
 def current_ranks(device: torch.device) -> Ranks:
     """This process's ranks in the group already joined (a single rank when none is), computing on ``device``."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         return Ranks(dist.get_rank(), dist.get_world_size(), device)
     return Ranks(0, 1, device)
@@ -69,8 +62,6 @@ def all_reduce_ints(ranks: Ranks, values: Sequence[int], op: str = "sum") -> lis
     """All-reduce a few integers across ranks with ``op`` (sum, min or max); the identity on a single rank."""
     if not ranks.distributed:
         return list(values)
-    import torch.distributed as dist
-
     device = ranks.device if dist.get_backend() == "nccl" else torch.device("cpu")
     tensor = torch.tensor(list(values), dtype=torch.int64, device=device)
     dist.all_reduce(tensor, op={"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}[op])
@@ -89,8 +80,6 @@ def agree(ranks: Ranks, error: str | None, what: str) -> None:
 def barrier(ranks: Ranks) -> None:
     """Wait for every rank (nothing to wait for on a single rank)."""
     if ranks.distributed:
-        import torch.distributed as dist
-
         if dist.get_backend() == "nccl":
             dist.barrier(device_ids=[ranks.device.index])
         else:

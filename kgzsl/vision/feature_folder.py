@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+from safetensors import safe_open
 
+from kgzsl.core.files import (
+    check_format,
+    load_tensors,
+    read_json,
+    save_tensors,
+    write_json,
+)
+from kgzsl.core.outputs import output_kind
 from kgzsl.errors import KgzslError
 from kgzsl.vision.images import ImageItem
 
@@ -83,8 +92,6 @@ def clear_temporaries(out: Path) -> None:
 # ------------------------------------------------------------------------------------ shards
 def shard_meta(path: Path) -> dict | None:
     """The kgzsl metadata of a shard file, or ``None`` if it is not a readable shard."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as handle:
             meta = json.loads((handle.metadata() or {}).get("kgzsl", "null"))
@@ -112,8 +119,6 @@ def write_shard(
     *, dim: int, rank: int, world_size: int,
 ) -> None:
     """Write shard ``shard`` (images ``first..``, ``items``): the feature ``rows`` and ``bad`` reasons by image index."""
-    from kgzsl.core.files import save_tensors
-
     order = sorted(rows)
     features = torch.stack([rows[i] for i in order]) if order else torch.zeros((0, dim), dtype=torch.float32)
     meta = {
@@ -136,8 +141,6 @@ def write_shard(
 # ------------------------------------------------------------------------------------ manifest
 def write_manifest(out: Path, config: dict, items: Sequence[ImageItem]) -> dict:
     """Check that every shard of the run ``config`` is complete, then write ``manifest.json`` (the completion mark)."""
-    from kgzsl.core.files import write_json
-
     shard_size = config["shard_size"]
     shards, bad_files, labels, features = [], [], set(), 0
     for k in range(config["shards"]):
@@ -171,15 +174,11 @@ def write_manifest(out: Path, config: dict, items: Sequence[ImageItem]) -> dict:
 # ------------------------------------------------------------------------------------ reading back
 def read_manifest(folder: str | os.PathLike) -> dict:
     """The manifest of a finished extraction; a clear error for an unfinished or foreign folder."""
-    from kgzsl.core.files import check_format, read_json
-
     folder = Path(folder)
     if not folder.is_dir():
         raise KgzslError(f"feature folder {folder} does not exist")
     path = folder / MANIFEST_FILE
     if not path.is_file():
-        from kgzsl.core.outputs import output_kind
-
         if output_kind(folder) == "features":  # kgzsl's own run.json, not any file of that name
             raise KgzslError(f"feature folder {folder} holds an unfinished extraction (no {MANIFEST_FILE}): "
                              "rerun `kgzsl features` with the same arguments to resume it")
@@ -213,8 +212,6 @@ def _shard_path(folder: Path, entry: Any) -> Path:
 
 def _read_shard(path: Path, entry: dict, dim: int) -> tuple[torch.Tensor, dict]:
     """One shard's features [rows, dim] and metadata, checked against its manifest ``entry``."""
-    from kgzsl.core.files import load_tensors
-
     tensors, metadata = load_tensors(path, "feature shard")
     features = tensors.get("features")
     try:

@@ -25,9 +25,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from tqdm import tqdm
 
 from kgzsl.core.devices import tune_cpu_allocator
+from kgzsl.core.files import read_json, write_json
+from kgzsl.core.outputs import check_output_dir
 from kgzsl.errors import KgzslError
+from kgzsl.vision import backbones  # load_backbone read at call time (tests swap it)
 from kgzsl.vision.distributed import (
     Ranks,
     agree,
@@ -202,9 +206,6 @@ def _open_out(job: _Job, config: dict) -> None:
 
 def _prepare_out(out: Path, config: dict, force: bool) -> str | None:
     """Rank 0: refuse a folder of another run, clear it with ``force``, write ``run.json``."""
-    from kgzsl.core.files import read_json, write_json
-    from kgzsl.core.outputs import check_output_dir
-
     check_output_dir(out, "features", force)  # only a feature folder (or an empty one) is ever cleared
     out.mkdir(parents=True, exist_ok=True)
     if force:
@@ -261,8 +262,6 @@ def _extract_shards(job: _Job, pending: list[int]) -> int:
 
 def _progress_bar(job: _Job, total: int) -> Any:
     """A tqdm bar over ``total`` images on stderr (disabled without ``progress``)."""
-    from tqdm import tqdm
-
     ranks = job.ranks
     desc = "features" if ranks.world_size == 1 else f"features rank {ranks.rank}/{ranks.world_size}"
     return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=not job.options.progress,
@@ -329,16 +328,13 @@ def extract_features_distributed(
     allocator on CPU ranks, loads ``backbone`` (a name or a weights file) on this rank's device,
     extracts, and leaves the group. Returns this process's ranks and the run summary.
     """
-    from kgzsl.core.outputs import check_output_dir
-    from kgzsl.vision.backbones import load_backbone
-
     options = options if options is not None else ExtractionOptions()
     check_output_dir(out, "features", options.force)  # before loading a network; rank 0 checks again
     try:
         ranks = setup_distributed(device)
         if ranks.device.type == "cpu":
             tune_cpu_allocator()
-        network = load_backbone(backbone, arch=arch, device=ranks.device)
+        network = backbones.load_backbone(backbone, arch=arch, device=ranks.device)
         summary = extract_features(image_dir, network, out, options)
     finally:
         teardown_distributed()
@@ -366,8 +362,6 @@ def image_list_features(
     chunks = []
     iterator = range(0, len(tensors), batch_size)
     if progress:
-        from tqdm import tqdm
-
         iterator = tqdm(iterator, desc="features", unit="batch", leave=False)
     for start in iterator:
         chunks.append(backbone.features(torch.stack(tensors[start:start + batch_size])))

@@ -9,12 +9,14 @@ extraction run can record them and carry on.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from kgzsl.errors import KgzslError
 
@@ -29,8 +31,6 @@ RESAMPLING = {"bilinear": 2, "bicubic": 3}  # PIL.Image.Resampling values, antia
 
 def _to_rgb(image):
     """Convert any Pillow mode to 8-bit RGB; transparent pixels are composited on white."""
-    from PIL import Image
-
     mode = image.mode
     if mode == "RGB":
         return image
@@ -63,10 +63,8 @@ def _to_rgb(image):
 
 def _icc_to_srgb(image):
     """Colour-manage an image with an embedded ICC profile into sRGB; ``None`` where that fails."""
-    import io
-
     try:
-        from PIL import ImageCms
+        from PIL import ImageCms  # lazy: ImageCms
 
         source = ImageCms.ImageCmsProfile(io.BytesIO(image.info["icc_profile"]))
         return ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
@@ -81,8 +79,6 @@ def load_image(path: str | os.PathLike, min_side: int = MIN_IMAGE_SIDE):
     with alpha (composited on white) all come back as RGB. A missing, unreadable, truncated or
     too-small file raises :class:`KgzslError` naming it.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     path = Path(path)
     if not path.is_file():
         raise KgzslError(f"image {path} does not exist" if not path.exists() else f"image {path} is not a file")
@@ -107,8 +103,6 @@ def load_image(path: str | os.PathLike, min_side: int = MIN_IMAGE_SIDE):
 def rgb_image(image, name: str = "image", min_side: int = MIN_IMAGE_SIDE):
     """An in-memory ``PIL.Image`` as 8-bit RGB, converted and size-checked as :func:`load_image` does a file's
     (``name`` is what an error calls it)."""
-    from PIL import Image
-
     if not isinstance(image, Image.Image):
         raise KgzslError(f"{name} is a {type(image).__name__}, not a PIL image")
     return _large_enough(_to_rgb(image), name, min_side)
@@ -159,7 +153,7 @@ class ImageTransform:
     resample: str = "bicubic"
 
     def __call__(self, image):
-        import torch
+        import torch  # lazy: torch
 
         image = center_crop(resize_short_side(image, self.resize, self.resample), self.crop)
         pixels = torch.from_numpy(np.asarray(image, dtype=np.float32).copy()).permute(2, 0, 1)

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch_geometric.utils import k_hop_subgraph, to_undirected
 
 from kgzsl.errors import KgzslError
 
@@ -112,8 +113,6 @@ class PropagationModel(torch.nn.Module):
 
     def undirected(self, edge_index: Tensor, num_nodes: int) -> Tensor:
         """``edge_index`` validated against ``num_nodes`` and symmetrised (PyG ``to_undirected``)."""
-        from torch_geometric.utils import to_undirected
-
         return to_undirected(check_index(edge_index, num_nodes, f"{type(self).__name__} edge_index"), num_nodes=num_nodes)
 
     def reset_parameters(self) -> None:  # pragma: no cover - abstract
@@ -353,8 +352,6 @@ def hop_plan(
     Layer ``l`` of ``L`` computes the nodes within ``L - l`` hops of ``nodes`` (PyG ``k_hop_subgraph``
     over the undirected ``edge_index``); ``widths`` are the layers' (in, out) sizes, for the FLOP count.
     """
-    from torch_geometric.utils import k_hop_subgraph
-
     sets = [nodes]  # sets[k]: nodes computed by the layer k steps before the last
     for _ in widths:
         sets.append(k_hop_subgraph(sets[-1], 1, edge_index, num_nodes=num_nodes)[0])

@@ -30,14 +30,17 @@ from kgzsl.recognition.hedge.temperature import (
     softmax,
     top1,
 )
+from kgzsl.recognition.scoring import (
+    calibrate,
+    candidate_mask,
+    candidate_scores,
+)
 
 
 def check_calibration_labels(predictions: Any, labels: Sequence[str], where: str = "the features",
                              candidates: str = HEDGE_CANDIDATES) -> None:
     """Refuse labels that are not candidates: unknown to the run, not a candidate class (a structure-only node)
     or, for ``"unseen"``, seen-and-trained. KgzslError naming ``features`` and the first offender."""
-    from kgzsl.recognition.scoring import candidate_mask
-
     if not len(labels):
         raise KgzslError(f"features: {where} hold no images to calibrate on", parameter="features")
     hedge_file(candidates)  # a calibratable candidate set
@@ -59,8 +62,6 @@ def check_calibration_labels(predictions: Any, labels: Sequence[str], where: str
 
 def run_candidates(predictions: Any, candidates: str = HEDGE_CANDIDATES) -> tuple[list[str], Any]:
     """The ids of the run's candidates for hedging (``"unseen"`` or ``"all"``) and their prediction rows."""
-    from kgzsl.recognition.scoring import candidate_mask
-
     hedge_file(candidates)  # a calibratable candidate set
     columns = candidate_mask(predictions, candidates).nonzero().view(-1)
     return [predictions.ids[int(c)] for c in columns], columns
@@ -79,8 +80,6 @@ def _check_targets(targets: Sequence[float]) -> list[float]:
 def fit_gamma(task: HedgeTask, seen: np.ndarray) -> float:
     """Calibrated stacking: the ``gamma`` maximising the harmonic mean of seen and unseen top-1 accuracy on the
     calibration images (:func:`kgzsl.recognition.scoring.calibrate`); they must show both seen and unseen classes."""
-    from kgzsl.recognition.scoring import calibrate
-
     of_seen = seen[task.truth]
     if of_seen.all() or not of_seen.any():
         kind = "seen" if of_seen.all() else "unseen"
@@ -225,8 +224,6 @@ def run_task(run: Any, graph: ClassGraph, features: Any, labels: Sequence[str], 
     """A :class:`HedgeTask` of labelled features against the run's candidates for hedging (labels checked by
     :func:`check_calibration_labels`; ``where`` names the features in its messages; ``gamma`` subtracted
     from seen candidates' scores)."""
-    from kgzsl.recognition.scoring import candidate_scores
-
     check_calibration_labels(run.predictions, labels, where, candidates)
     ids, _ = run_candidates(run.predictions, candidates)
     column = {c: j for j, c in enumerate(ids)}

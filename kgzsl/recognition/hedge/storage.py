@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, Sequence
 
-from kgzsl.core.files import write_json
+from kgzsl.core.files import check_format, read_json, write_json
 from kgzsl.core.resources import calibration_dir
 from kgzsl.errors import KgzslError
 from kgzsl.propagation.run import HEDGE_FILES, Run
@@ -44,8 +45,6 @@ def hedge_file(candidates: str) -> str:
 
 def read_hedge_record(path: str | Path) -> dict[str, Any]:
     """A calibration file, format checked, version 1 brought to version 2's fields (``rules``, ``gamma``)."""
-    from kgzsl.core.files import check_format, read_json
-
     record = check_format(read_json(path, "hedge calibration"), HEDGE_FORMAT, None, path, "hedge calibration")
     if record.get("version") == 1:
         record = {**record, "version": 2, "rules": {"darts": record["lambdas"]}, "default_rule": "darts", "gamma": 0.0,
@@ -72,8 +71,6 @@ def write_calibration(run: Run, record: dict[str, Any]) -> Path:
 
 def candidate_digest(ids: Sequence[str]) -> str:
     """SHA-256 of the candidate ids in column order: which candidate set a calibration holds for."""
-    import hashlib
-
     return hashlib.sha256("\n".join(ids).encode("utf-8")).hexdigest()
 
 
@@ -92,8 +89,6 @@ SHIPPED_FORMAT = "kgzsl.shipped-hedge"
 
 def shipped_calibration(run_key: dict[str, Any], where: Path = SHIPPED_DIR) -> dict[str, Any] | None:
     """The shipped calibration file content whose ``run`` is ``run_key``, or None."""
-    from kgzsl.core.files import read_json
-
     for path in sorted(where.glob("*.json")) if where.is_dir() else []:
         shipped = read_json(path, "shipped calibration")
         if isinstance(shipped, dict) and shipped.get("format") == SHIPPED_FORMAT and shipped.get("run") == run_key:
@@ -104,8 +99,6 @@ def shipped_calibration(run_key: dict[str, Any], where: Path = SHIPPED_DIR) -> d
 def install_shipped_calibration(folder: str | Path, run_key: dict[str, Any], where: Path = SHIPPED_DIR) -> list[str]:
     """Write the shipped calibrations for the run ``run_key`` into ``folder`` where it has none of its own;
     the names of the files written (none where nothing is shipped for that run)."""
-    from kgzsl.core.files import write_json
-
     shipped = shipped_calibration(run_key, where)
     written = []
     for candidates, record in (shipped or {}).get("calibrations", {}).items():
