@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kgzsl import cli
-from kgzsl.cli import main
+from kgzsl.cli import main, steps
 from kgzsl.errors import KgzslError
 from kgzsl.propagation.predictions import load_predictions
 from kgzsl.propagation.run import save_run
@@ -135,7 +134,7 @@ def test_safetensors_state_dicts_record_which_backbone(tmp_path):
     import torch
 
     from kgzsl.core.files import save_tensors
-    from kgzsl.propagation.predictions import backbone_mismatch
+    from kgzsl.vision.backbone_identity import BackboneIdentity
 
     prints = []
     for seed in (0, 1):
@@ -146,9 +145,9 @@ def test_safetensors_state_dicts_record_which_backbone(tmp_path):
         assert targets.backbone == str(path.resolve()) and targets.assumed == ""
         prints.append(targets.fingerprint)
     assert prints[0] != prints[1]
-    meta = {"backbone": str(tmp_path / "net0.safetensors"), "backbone_fingerprint": prints[0]}
-    assert backbone_mismatch(meta, str(tmp_path / "net0.safetensors"), prints[0]) is None
-    trained, given = backbone_mismatch(meta, str(tmp_path / "net1.safetensors"), prints[1])
+    recorded = BackboneIdentity.from_record({"backbone": str(tmp_path / "net0.safetensors"), "backbone_fingerprint": prints[0]})
+    assert recorded.mismatch(BackboneIdentity(str(tmp_path / "net0.safetensors"), prints[0])) is None
+    trained, given = recorded.mismatch(BackboneIdentity(str(tmp_path / "net1.safetensors"), prints[1]))
     assert "net0.safetensors" in trained and prints[0][:8] in trained and prints[1][:8] in given
 
 
@@ -199,11 +198,11 @@ def test_run_folder_and_recorded_graph(setup, capsys):
 
 
 def test_default_graph_is_the_shipped_one(setup, capsys, monkeypatch, tmp_path):
-    assert cli.DEFAULT_GRAPH == Path(cli.__file__).resolve().parent.parent / "graphs" / "imagenet21k"
-    monkeypatch.setattr(cli, "DEFAULT_GRAPH", tmp_path / "absent")
+    assert steps.DEFAULT_GRAPH == Path(steps.__file__).resolve().parents[2] / "graphs" / "imagenet21k"
+    monkeypatch.setattr(steps, "DEFAULT_GRAPH", tmp_path / "absent")
     refused(capsys, ["splits"], "shipped graph", "--graph")
     refused(capsys, ["train", "--out", str(tmp_path / "run")], "shipped graph")
-    monkeypatch.setattr(cli, "DEFAULT_GRAPH", setup["graph"])
+    monkeypatch.setattr(steps, "DEFAULT_GRAPH", setup["graph"])
     monkeypatch.chdir(tmp_path)
     assert main(["splits", "--hops", "2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["graph"] == str(setup["graph"])

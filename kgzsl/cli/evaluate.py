@@ -1,0 +1,172 @@
+"""``kgzsl evaluate``: Hit@k of extracted features against predicted classifiers, per split (the ImageNet-21k protocol),
+with optional GZSL, transductive and hedged-answer reports."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kgzsl.cli.flags import (
+    add_graph,
+    add_json,
+    add_predictions,
+    add_seed,
+    add_seen_rows,
+    subparser,
+)
+from kgzsl.cli.steps import check_backbone, check_plot_file, emit
+from kgzsl.errors import KgzslError
+
+if TYPE_CHECKING:
+    from kgzsl.graph.class_graph import ClassGraph
+    from kgzsl.propagation.predictions import Predictions
+    from kgzsl.propagation.run import Run
+    from kgzsl.recognition.evaluate import SplitEvaluation
+
+
+def add_parser(sub: Any) -> None:
+    p = subparser(
+        sub, "evaluate", help="Hit@k of extracted features against predicted classifiers, per split (ImageNet-21k protocol)",
+        description=(
+            "For each split file (unseen wnids, e.g. 2-hops / 3-hops / All): the images of the split's classes, "
+            "ranked against the split's classes (--with-seen adds the seen classes: the +1K generalized form). "
+            "Hit@1/2/5/10/20 averaged over images, ties counting against."
+        ),
+    )
+    p.add_argument("--features", type=Path, required=True, help="feature folder written by kgzsl features (labels = wnid folders)")
+    add_predictions(p)
+    p.add_argument("--split", type=Path, nargs="+", required=True, help="split files, one wnid a line")
+    p.add_argument("--with-seen", action="store_true", help="add the seen classes to the candidates (+1K)")
+    add_graph(p, help="graph folder for hierarchical Hit@k (default: the graph the run was trained on, if present)")
+    add_seen_rows(p, help="score seen classes with their real classifiers (default) or the predicted ones")
+    p.add_argument("--transductive", action="store_true", help="also report transductive label propagation over these images and its gain")
+    p.add_argument("--gzsl", action="store_true", help="generalized zero-shot with calibrated stacking (needs images of seen classes too)")
+    p.add_argument("--plot", type=Path, help="with --gzsl: write the seen-unseen accuracy curve PNG here")
+    p.add_argument("--hedge", action="store_true",
+                   help="also report hedged answers at each target calibrated by `kgzsl calibrate` (hierarchical accuracy, "
+                        "depth, information gain), with flat top-1 and always-root baselines; candidates: the run's unseen classes")
+    p.add_argument("--hedge-candidates", choices=["unseen", "all"], default="unseen",
+                   help="with --hedge: the candidate set whose calibration to use (all: generalized, seen classes too)")
+    p.add_argument("--hedge-plot", type=Path, help="with --hedge: write the accuracy-specificity curve PNG here (one curve a split)")
+    add_seed(p, help="seed of the calibration/test image split for --gzsl")
+    add_json(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from kgzsl.graph.names import labels_as_node_ids  # lazy: numpy
+    from kgzsl.inspection.plots import plot_seen_unseen  # lazy: torch
+    from kgzsl.propagation.run import load_run  # lazy: startup
+    from kgzsl.recognition.evaluate import evaluate_splits  # lazy: torch
+    from kgzsl.vision.features import load_features, read_manifest  # lazy: torch
+
+    plots = _plot_paths(args)
+    if args.hedge_plot:
+        if not args.hedge:
+            raise KgzslError("--hedge-plot draws the accuracy-specificity curve of hedged answers: it needs --hedge")
+        check_plot_file(args.hedge_plot)
+    run = load_run(args.predictions)
+    graph = _evaluation_graph(args, run)
+    check_backbone(args, run.predictions, read_manifest(args.features).get("backbone"), f"the features in {args.features} come from")
+    feats = load_features(args.features)
+    if graph is not None:  # wnid folders against a taxonomy named by class, say
+        feats = feats._replace(labels=labels_as_node_ids(feats.labels, graph, f"feature folder {args.features}", strict=False))
+    splits = _read_splits(args, run.predictions)
+    evaluations = evaluate_splits(feats.features, feats.labels, run.predictions, splits, with_seen=args.with_seen, graph=graph,
+                                  seen_rows=args.seen_rows, transductive=args.transductive, gzsl=args.gzsl, seed=args.seed)
+    entries = [evaluation.as_dict() for evaluation in evaluations]
+    for entry, evaluation, plot in zip(entries, evaluations, plots):
+        if plot is not None and evaluation.gzsl is not None:
+            plot_seen_unseen(evaluation.gzsl, str(plot), title=f"GZSL on {entry['split']}: seen vs unseen accuracy")
+            entry["gzsl"]["plot"] = str(plot)
+    if args.hedge:
+        _hedge(args, run, feats, splits, entries)
+    summary = {"features": str(args.features), "predictions": str(args.predictions), "splits": entries,
+               "graph": graph.meta.get("folder") if graph is not None else None}
+    emit(args, summary, lambda s: _text(s, evaluations))
+
+
+def _hedge(args: argparse.Namespace, run: Run, feats: Any, splits: list[tuple[str, list[str]]],
+           entries: list[dict[str, Any]]) -> None:
+    """``--hedge``: each split's hedged-answer table into its entry (``hedge``); ``--hedge-plot`` the curve."""
+    import torch  # lazy: torch
+
+    from kgzsl.inspection.plots import plot_accuracy_specificity  # lazy: torch
+    from kgzsl.recognition.hedge.reporting import evaluate_hedging  # lazy: torch
+
+    graph = run.load_graph(args.graph)
+    tasks = {}
+    for (name, split), entry in zip(splits, entries):
+        wanted = set(split)
+        rows = [i for i, label in enumerate(feats.labels) if label in wanted]
+        if not rows:
+            raise KgzslError(f"--features {args.features} hold no images of split {name}'s classes")
+        task, entry["hedge"] = evaluate_hedging(run, graph, feats.features[torch.tensor(rows)],
+                                                [feats.labels[i] for i in rows], name, args.hedge_candidates)
+        tasks[name] = [task]
+    if args.hedge_plot:
+        plot_accuracy_specificity(tasks, entries[0]["hedge"]["rules"], args.hedge_plot)
+        for entry in entries:
+            entry["hedge"]["plot"] = str(args.hedge_plot)
+
+
+def _plot_paths(args: argparse.Namespace) -> list[Path | None]:
+    """The PNG of each split (``--plot`` itself for one split, else its stem + ``-{split}.png``), checked
+    before any work; all None without ``--plot``."""
+    if not args.plot:
+        return [None] * len(args.split)
+    if not args.gzsl:
+        raise KgzslError("--plot draws the generalized zero-shot seen-unseen curve: it needs --gzsl")
+    plot = Path(args.plot)
+    paths = [plot if len(args.split) == 1 else plot.with_name(f"{plot.stem}-{Path(s).stem}.png") for s in args.split]
+    for path in paths:
+        check_plot_file(path)
+    return paths
+
+
+def _read_splits(args: argparse.Namespace, predictions: Predictions) -> list[tuple[str, list[str]]]:
+    """(name, ids) of each ``--split`` file; every id must be a class of the predictions (none silently dropped)."""
+    from kgzsl.core.idlists import read_id_list  # lazy: startup
+
+    splits = []
+    for split_file in args.split:
+        split = read_id_list(split_file, "split")
+        split.require_known(predictions.index, f"a class of the predictions {args.predictions}")
+        splits.append((Path(split_file).stem, split))
+    return splits
+
+
+def _evaluation_graph(args: argparse.Namespace, run: Run) -> ClassGraph | None:
+    """The graph for hierarchical Hit@k: --graph (refused unless it is the run's), else the run's own where it
+    still is; None without one."""
+    from kgzsl.graph.class_graph import load_graph  # lazy: numpy
+
+    if args.graph is not None:
+        return run.load_graph(args.graph)
+    try:
+        folder = run.graph_folder()
+    except KgzslError:  # the run records no graph folder, or it is gone: no hierarchical figures
+        return None
+    graph = load_graph(folder)
+    return graph if run.trained_on(graph) else None
+
+
+def _text(s: dict[str, Any], evaluations: list[SplitEvaluation]) -> str:
+    from kgzsl.recognition.evaluate import format_table  # lazy: torch
+    from kgzsl.recognition.hedge.reporting import format_hedge_table  # lazy: torch
+
+    results = [r for e in evaluations for r in (e.result, e.transductive) if r is not None]
+    lines = [format_table(results)]
+    for entry in s["splits"]:
+        if "gzsl" in entry:
+            g = entry["gzsl"]
+            lines.append(f"GZSL {entry['split']}: gamma {g['gamma']:.4g}, seen {100 * g['seen_accuracy']:.1f}%, "
+                         f"unseen {100 * g['unseen_accuracy']:.1f}%, H {100 * g['harmonic_mean']:.1f}%, AUSUC {g['ausuc']:.3f}")
+        if "hedge" in entry:
+            h = entry["hedge"]
+            title = (f"hedged answers, {entry['split']} (T = {h['temperature']:.4g}; acc%: hierarchical accuracy, "
+                     "conf%: mean probability of the answer)")
+            lines.append(format_hedge_table(h["rows"], title) + (f"\n  curve: {h['plot']}" if "plot" in h else ""))
+    return "\n".join(lines)
+
