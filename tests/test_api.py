@@ -1,6 +1,6 @@
 """The one-object API (kgzsl.Recognizer) on real photos: the darknet giraffe and the foolbox ImageNet images,
 named by a small trained run; feature tensors, PIL images and folders; explain(); pretrained(); and the
-README's Python example, executed as written."""
+docs/recognition.md's Python example (once the README's), executed as written."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from kgzsl import KgzslError, Recognizer
 from kgzsl.api import Explanation, Prediction, RelatedClass
 from kgzsl.vision.samples import GIRAFFE_WNID, darknet_photo, foolbox_imagenet_images
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+RECOGNITION_DOC = ROOT / "docs" / "recognition.md"  # where the README's Python example moved
 
 
 @pytest.fixture(scope="module")
@@ -143,24 +144,24 @@ def test_pretrained_trains_once_into_the_cache(photo_run, tmp_path, monkeypatch)
     assert again.explain("giraffe").id == GIRAFFE_WNID
 
 
-def _python_blocks(section: str) -> list[str]:
-    """The ```python blocks of the README section headed ``section``, as written."""
-    text = README.read_text(encoding="utf-8")
+def _python_blocks(section: str, page: Path = RECOGNITION_DOC) -> list[str]:
+    """The ```python blocks of the section headed ``section`` of a docs page, as written."""
+    text = page.read_text(encoding="utf-8")
     start = text.index(f"\n{section}\n")
     end = text.index("\n## ", start + 1)
     return re.findall(r"```python\n(.*?)```", text[start:end], re.S)
 
 
 def test_readme_python_example_runs_as_written(photo_run, photos, tmp_path, monkeypatch, capsys):
-    """Both blocks of "From Python", in a folder holding what they name: graphs/imagenet21k (the small photo
-    graph), photo.jpg, photos/. The stage-by-stage block writes runs/dgp, which the Recognizer block reads.
+    """Both blocks of docs/recognition.md's "From Python", in a folder holding what they name: graphs/imagenet21k (the small photo
+    graph), photo.jpg, photos/. The stage-by-stage block (first) writes runs/dgp, which the Recognizer block reads.
     Only the schedule is shortened (3 epochs), so that the training it runs is quick."""
     from dataclasses import replace
 
     import kgzsl.propagation.training
 
-    blocks = _python_blocks("### From Python")
-    assert len(blocks) == 2 and "Recognizer.from_run(\"runs/dgp\")" in blocks[0] and "save_run" in blocks[1]
+    blocks = _python_blocks("## From Python")
+    assert len(blocks) == 2 and "Recognizer.from_run(\"runs/dgp\")" in blocks[1] and "save_run" in blocks[0]
     shutil.copytree(photo_run["graph"], tmp_path / "graphs" / "imagenet21k")
     shutil.copy(photos[0], tmp_path / "photo.jpg")
     (tmp_path / "photos").mkdir()
@@ -168,8 +169,8 @@ def test_readme_python_example_runs_as_written(photo_run, photos, tmp_path, monk
         shutil.copy(path, tmp_path / "photos" / path.name)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setitem(kgzsl.propagation.training.SCHEDULES, "dgp", replace(kgzsl.propagation.training.SCHEDULES["dgp"], epochs=3))
-    exec(compile(blocks[1], "README.md (stages)", "exec"), {"__name__": "readme"})
-    exec(compile(blocks[0], "README.md (Recognizer)", "exec"), {"__name__": "readme"})
+    exec(compile(blocks[0], "docs/recognition.md (stages)", "exec"), {"__name__": "readme"})
+    exec(compile(blocks[1], "docs/recognition.md (Recognizer)", "exec"), {"__name__": "readme"})
     out = capsys.readouterr().out.splitlines()
     assert json.loads((tmp_path / "runs" / "dgp" / "train.json").read_text())["epochs_run"] == 3
     assert out[0].startswith("photo.jpg [(")  # the stages' top 5
