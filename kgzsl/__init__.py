@@ -1,9 +1,11 @@
 """kgzsl: knowledge-graph zero-shot image recognition.
 
-Pipeline, one module a stage: ``graph`` (class hierarchy + word vectors -> graph folder),
-``embeddings`` (word vectors), ``models`` (GCNZ / SGCN / DGP), ``train``, ``recognize``,
-``evaluate``, ``explain`` (``kgzsl inspect``); a trained run folder is ``run``. The ``kgzsl`` command
-is a thin layer over these, and so is :class:`Recognizer` (``kgzsl.api``), the one object for Python.
+The package is laid out as the pipeline: ``graph`` (class hierarchy + node features -> graph folder),
+``propagation`` (GCNZ / SGCN / DGP trained to regress seen classifiers; the run folder), ``recognition``
+(scoring images, hedged answers, evaluation) and ``inspection`` (why a class got its classifier, plots),
+with ``vision`` (backbones, images, features) for the CNN side and ``core`` for shared plumbing. The
+``kgzsl`` command (``kgzsl.cli``) is a thin layer over these, and so is :class:`Recognizer` (``kgzsl.api``),
+the one object for Python.
 """
 
 import importlib
