@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-from scipy import sparse
 
 from kgzsl.errors import KgzslError, check_number
 from kgzsl.graph.class_graph import ClassGraph, ancestor_pairs, hop_distances
 from kgzsl.recognition.hedge.temperature import _scores, _truth
 
-# ------------------------------------------------------------------------- hierarchical posteriors
+if TYPE_CHECKING:
+    from scipy import sparse
+
+#: the rules that pick a hedged answer (:mod:`kgzsl.recognition.hedge.rules`)
 RULES = ("threshold", "darts")
-
 DEFAULT_RULE = "threshold"
-
 #: float slack when comparing a subtree's summed probability with a threshold (the root's sums to 1 +- 1e-15)
 PROBABILITY_SLACK = 1e-9
+
 
 def _rule(rule: str) -> str:
     if rule not in RULES:
@@ -26,7 +27,7 @@ def _rule(rule: str) -> str:
     return rule
 
 
-
+# ------------------------------------------------------------------------- hierarchical posteriors
 def node_depths(graph: ClassGraph) -> np.ndarray:
     """Depth of every node: hops on the shortest ``parent -> child`` path from any root (0 at a root)."""
     n = graph.num_nodes
@@ -60,6 +61,8 @@ def subtree_matrix(graph: ClassGraph, candidate_ids: Sequence[str]) -> sparse.cs
     rows = np.repeat(np.arange(len(nodes)), counts)
     cols = anc[np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)])] if counts.sum() else np.zeros(0, np.int64)
     data = np.ones(len(rows), dtype=np.float64)
+    from scipy import sparse  # lazy: scipy
+
     return sparse.csc_matrix((data, (rows, cols)), shape=(len(nodes), graph.num_nodes))
 
 
