@@ -9,7 +9,7 @@
     rec.explain("giraffe")                   # what `kgzsl inspect giraffe` prints, as data
 
 It only composes the library's stages (:mod:`kgzsl.propagation.run`, :func:`kgzsl.vision.backbones.load_backbone`,
-:func:`kgzsl.vision.images.load_image`, :func:`kgzsl.recognition.scoring.predict_features`,
+:func:`kgzsl.vision.images.load_image`, :func:`kgzsl.recognition.recognize.recognize`,
 :func:`kgzsl.inspection.explain.inspect_node`), which stay available for anything it does not cover.
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -223,21 +223,20 @@ class Recognizer:
         most informative graph node meeting it, with its probability (candidates ``"unseen"``, or ``"all"`` where the
         run is calibrated for the generalized setting: seen classes then carry the calibrated gamma).
         """
-        from kgzsl.recognition.scoring import (  # lazy: torch
-            candidate_scores,
-            top_predictions,
+        from kgzsl.recognition.recognize import (  # lazy: torch
+            RecognitionOptions,
+            recognize,
         )
 
         if int(top) < 1:
             raise KgzslError(f"top must be at least 1, got {top}")
         wanted = candidates or self.candidates
-        hedger = self._hedger(hedge, wanted) if hedge is not None else None
+        options = RecognitionOptions(wanted, int(top))  # checked before a hedger is built or an image read
+        if hedge is not None:
+            options = replace(options, hedger=self._hedger(hedge, wanted))
         single, features, names = self._features(x)
-        scores, columns = candidate_scores(features, self.run.predictions, wanted, hedger.gamma if hedger is not None else 0.0)
-        rows = top_predictions(scores, columns, names, self.run.predictions, int(top))
-        hedged = hedger.predict(scores) if hedger is not None else [None] * len(rows)
-        found = [Prediction(r.image, [t[0] for t in r.top], [t[1] for t in r.top], [t[2] for t in r.top], h)
-                 for r, h in zip(rows, hedged)]
+        found = [Prediction(r.image, r.ids, r.names, r.scores, r.hedged)
+                 for r in recognize(features, names, self.run.predictions, options)]
         return found[0] if single else found
 
     def _hedger(self, target: float, candidates: str | list[str]) -> Hedger:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,17 +94,15 @@ def run_demo(
     run, each row's hedged answer at target accuracy ``hedge``)."""
     import torch  # lazy: torch
 
-    from kgzsl.recognition.scoring import (  # lazy: torch
-        candidate_scores,
-        ranks_of_true,
-        top_predictions,
-    )
+    from kgzsl.recognition.recognize import RecognitionOptions, recognize  # lazy: torch
+    from kgzsl.recognition.scoring import candidate_mask  # lazy: torch
     from kgzsl.vision.backbones import load_backbone  # lazy: torch
     from kgzsl.vision.features import image_list_features  # lazy: torch
 
     start = time.perf_counter()
     out = Path(out)
     check_number("hedge", hedge, above=0)
+    options = RecognitionOptions("unseen", top)  # standard zero-shot; checked before any work
     _check_before_work(out, Path(graph_dir), epochs)
     labelled = foolbox_imagenet_images()
     try:
@@ -120,25 +119,22 @@ def run_demo(
     for entry in bad:
         log(f"skipped {entry['path']}: {entry['reason']}")
     truth = {str(p): w for p, w in labelled}
-    scores, columns = candidate_scores(features, predictions, "unseen")
-    rows = top_predictions(scores, columns, good, predictions, top)
-    col_of = {int(c): j for j, c in enumerate(columns)}
-    true_cols = torch.tensor([col_of[predictions.index[truth[g]]] for g in good])
-    ranks = ranks_of_true(scores, true_cols)
-    hedged = _hedged(run, graph, scores, hedge, log) if good else None
-    table = _table(rows, good, ranks.tolist(), truth, hedged)
+    hedger = _hedger(run, graph, hedge, log) if good else None
+    rows = recognize(features, good, predictions, replace(options, hedger=hedger), truth=[truth[g] for g in good]) if good else []
+    ranks = [r.true_rank for r in rows]
+    table = _table(rows, good, ranks, truth, [r.hedged for r in rows] if hedger is not None else None)
     n = max(1, len(table))
     summary = {
         "images": len(table),
-        "candidates": int(columns.numel()),
+        "candidates": int(candidate_mask(predictions, "unseen").sum()),
         "held_out_classes": len(held_out),
         "hit@1": sum(r["hit@1"] for r in table) / n,
         "hit@5": sum(r["hit@5"] for r in table) / n,
-        "median_rank": float(ranks.float().median()) if len(table) else None,
+        "median_rank": float(torch.tensor(ranks, dtype=torch.float32).median()) if len(table) else None,
         "model": predictions.meta.get("model", model),
         "rows": table,
         "bad_files": bad,
-        "hedge": hedge if hedged is not None else None,
+        "hedge": hedge if hedger is not None else None,
     }
     sheet = out / "demo-top5.png"
     write_sheet([p for p in good], table, sheet)
@@ -148,8 +144,8 @@ def run_demo(
     return summary
 
 
-def _hedged(run: Any, graph: ClassGraph, scores: Any, target: float, log: Any) -> list[Any] | None:
-    """The hedged answer of each image where the run is calibrated for ``target``; None (with a note) where not."""
+def _hedger(run: Any, graph: ClassGraph, target: float, log: Any) -> Any:
+    """The run's hedger for ``target`` where it is calibrated (unseen candidates); None (with a note) where not."""
     from kgzsl.recognition.hedge.calibration import run_hedger  # lazy: torch
 
     record = run_calibration(run)
@@ -157,7 +153,7 @@ def _hedged(run: Any, graph: ClassGraph, scores: Any, target: float, log: Any) -
         log(f"(no hedged column: run `kgzsl calibrate --predictions {run.folder} ...` on other held-out images first)")
         return None
     try:
-        return run_hedger(run, graph, target).predict(scores)
+        return run_hedger(run, graph, target)
     except KgzslError as exc:
         log(f"(no hedged column: {exc})")
         return None

@@ -72,7 +72,7 @@ def test_predict_reports_bad_files_and_carries_on(run, images, tmp_path, capsys)
 
 
 def test_predict_scores_are_the_dot_product(run, images):
-    from kgzsl.recognition.scoring import predict_features
+    from kgzsl.recognition.recognize import predict_features
     from kgzsl.vision.backbones import load_backbone
     from kgzsl.vision.features import image_list_features
 

@@ -54,35 +54,30 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from kgzsl.propagation.run import load_run  # lazy: startup
-    from kgzsl.recognition.scoring import (  # lazy: torch
-        candidate_scores,
-        top_predictions,
-    )
+    from kgzsl.recognition.recognize import RecognitionOptions, recognize  # lazy: torch
     from kgzsl.vision.backbones import load_backbone  # lazy: torch
     from kgzsl.vision.features import image_list_features  # lazy: torch
 
     run = load_run(args.predictions)
     candidates = _candidates(args, run.predictions)
     hedger = _hedger(args, run)
+    options = RecognitionOptions(candidates, args.top, args.gamma, args.transductive, args.seen_rows, hedger)
     backbone = load_backbone(_backbone_name(args, run), arch=args.arch)
     check_backbone(args, run.predictions, backbone.describe(), "--backbone is")
     features, good, bad = image_list_features(args.images, backbone)
-    rows, hedged = [], []
-    gamma = hedger.gamma if hedger is not None else (args.gamma or 0.0)
-    if good:
-        scores, columns = candidate_scores(features, run.predictions, candidates, gamma, args.transductive, args.seen_rows)
-        rows = top_predictions(scores, columns, good, run.predictions, args.top)
-        hedged = hedger.predict(scores) if hedger is not None else []
+    rows = recognize(features, good, run.predictions, options) if good else []
     summary = {
         "predictions": str(args.predictions), "backbone": backbone.name, "candidates": args.candidates,
-        "gamma": gamma, "transductive": args.transductive, "hedge": args.hedge,
+        "gamma": options.effective_gamma, "transductive": args.transductive, "hedge": args.hedge,
         "hedge_rule": hedger.rule if hedger is not None else None,
         "images": [{"image": r.image, "top": [{"rank": k + 1, "id": i, "name": n, "score": round(v, 4)}
                                               for k, (i, n, v) in enumerate(r.top)]} for r in rows],
         "bad_files": bad,
     }
-    for entry, answer in zip(summary["images"], hedged):
-        entry["hedged"] = {**answer.as_dict(), "probability": round(answer.probability, 4), "info_gain": round(answer.info_gain, 4)}
+    for entry, row in zip(summary["images"], rows):
+        if row.hedged is not None:
+            answer = row.hedged
+            entry["hedged"] = {**answer.as_dict(), "probability": round(answer.probability, 4), "info_gain": round(answer.info_gain, 4)}
     emit(args, summary, _text)
     if bad and not good:
         raise KgzslError(f"none of the {len(bad)} images could be read")

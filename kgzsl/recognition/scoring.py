@@ -9,6 +9,9 @@ column, exactly as the targets were built from the CNN's ``fc`` layer. Three set
   on validation images to maximise the harmonic mean of seen and unseen accuracy;
 * transductive zero-shot: the unlabelled test images refine each other's scores by label propagation
   over their mutual-nearest-neighbour graph (:func:`transductive_scores`).
+
+:func:`candidate_scores` and :func:`top_predictions` are the building blocks of the one recognition path,
+:func:`kgzsl.recognition.recognize.recognize`, which every caller goes through.
 """
 
 from __future__ import annotations
@@ -241,18 +244,3 @@ def top_predictions(scores: torch.Tensor, columns: torch.Tensor, names: list[str
         rows = [int(columns[i]) for i in idxs]
         out.append(ImagePrediction(name, [(predictions.ids[r], display_name(predictions, r), v) for r, v in zip(rows, vals)]))
     return out
-
-
-def predict_features(
-    features: torch.Tensor,
-    names: list[str],
-    predictions: Predictions,
-    candidates: str | list[str] = "unseen",
-    top: int = 5,
-    gamma: float = 0.0,
-    transductive: bool = False,
-    seen_rows: str = "real",
-) -> list[ImagePrediction]:
-    """Rank candidate classes for each feature row (see :func:`candidate_scores`) and keep the ``top``."""
-    scores, columns = candidate_scores(features, predictions, candidates, gamma, transductive, seen_rows)
-    return top_predictions(scores, columns, names, predictions, top)
