@@ -4,6 +4,7 @@ with optional GZSL, transductive and hedged-answer reports."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,9 @@ def add_parser(sub: Any) -> None:
         description=(
             "For each split file (unseen wnids, e.g. 2-hops / 3-hops / All): the images of the split's classes, "
             "ranked against the split's classes (--with-seen adds the seen classes: the +1K generalized form). "
-            "Hit@1/2/5/10/20 averaged over images, ties counting against."
+            "Hit@1/2/5/10/20 averaged over images, ties counting against. The features are read one shard at a time "
+            "and only each image's ranks kept (GZSL: five numbers an image), so memory does not grow with the images; "
+            "--transductive and --hedge hold the features of the splits' images."
         ),
     )
     p.add_argument("--features", type=Path, required=True, help="feature folder written by kgzsl features (labels = wnid folders)")
@@ -40,12 +43,15 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--with-seen", action="store_true", help="add the seen classes to the candidates (+1K)")
     add_graph(p, help="graph folder for hierarchical Hit@k (default: the graph the run was trained on, if present)")
     add_seen_rows(p, help="score seen classes with their real classifiers (default) or the predicted ones")
-    p.add_argument("--transductive", action="store_true", help="also report transductive label propagation over these images and its gain")
+    p.add_argument("--transductive", action="store_true",
+                   help="also report transductive label propagation over these images and its gain (holds each split's "
+                        "image features in memory: propagation needs them together)")
     p.add_argument("--gzsl", action="store_true", help="generalized zero-shot with calibrated stacking (needs images of seen classes too)")
     p.add_argument("--plot", type=Path, help="with --gzsl: write the seen-unseen accuracy curve PNG here")
     p.add_argument("--hedge", action="store_true",
                    help="also report hedged answers at each target calibrated by `kgzsl calibrate` (hierarchical accuracy, "
-                        "depth, information gain), with flat top-1 and always-root baselines; candidates: the run's unseen classes")
+                        "depth, information gain), with flat top-1 and always-root baselines; candidates: the run's unseen classes "
+                        "(holds each split's image features and candidate scores in memory)")
     p.add_argument("--hedge-candidates", choices=["unseen", "all"], default="unseen",
                    help="with --hedge: the candidate set whose calibration to use (all: generalized, seen classes too)")
     p.add_argument("--hedge-plot", type=Path, help="with --hedge: write the accuracy-specificity curve PNG here (one curve a split)")
@@ -55,11 +61,13 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from kgzsl.graph.names import labels_as_node_ids  # lazy: numpy
     from kgzsl.inspection.plots import plot_seen_unseen  # lazy: torch
     from kgzsl.propagation.run import load_run  # lazy: startup
-    from kgzsl.recognition.evaluate import evaluate_splits  # lazy: torch
-    from kgzsl.vision.features import load_features, read_manifest  # lazy: torch
+    from kgzsl.recognition.evaluate import (  # lazy: torch
+        add_transductive,
+        evaluate_stream,
+    )
+    from kgzsl.vision.feature_folder import read_manifest  # lazy: torch
 
     plots = _plot_paths(args)
     if args.hedge_plot:
@@ -68,13 +76,17 @@ def run(args: argparse.Namespace) -> None:
         check_plot_file(args.hedge_plot)
     run = load_run(args.predictions)
     graph = _evaluation_graph(args, run)
-    check_backbone(args, run.predictions, read_manifest(args.features).get("backbone"), f"the features in {args.features} come from")
-    feats = load_features(args.features)
-    if graph is not None:  # wnid folders against a taxonomy named by class, say
-        feats = feats._replace(labels=labels_as_node_ids(feats.labels, graph, f"feature folder {args.features}", strict=False))
+    manifest = read_manifest(args.features)
+    check_backbone(args, run.predictions, manifest.get("backbone"), f"the features in {args.features} come from")
+    relabel = _relabel(args, manifest, graph)
     splits = _read_splits(args, run.predictions)
-    evaluations = evaluate_splits(feats.features, feats.labels, run.predictions, splits, with_seen=args.with_seen, graph=graph,
-                                  seen_rows=args.seen_rows, transductive=args.transductive, gzsl=args.gzsl, seed=args.seed)
+    shards = ((shard.features, relabel(shard.labels)) for shard in _shards(args.features))
+    evaluations = evaluate_stream(shards, run.predictions, splits, with_seen=args.with_seen, graph=graph,
+                                  seen_rows=args.seen_rows, gzsl=args.gzsl, seed=args.seed)
+    feats = _split_features(args, relabel, splits, int(manifest["dim"])) if args.transductive or args.hedge else None
+    if args.transductive:
+        add_transductive(evaluations, feats.features, feats.labels, run.predictions, splits, with_seen=args.with_seen,
+                         graph=graph, seen_rows=args.seen_rows)
     entries = [evaluation.as_dict() for evaluation in evaluations]
     for entry, evaluation, plot in zip(entries, evaluations, plots):
         if plot is not None and evaluation.gzsl is not None:
@@ -85,6 +97,46 @@ def run(args: argparse.Namespace) -> None:
     summary = {"features": str(args.features), "predictions": str(args.predictions), "splits": entries,
                "graph": graph.meta.get("folder") if graph is not None else None}
     emit(args, summary, lambda s: _text(s, evaluations))
+
+
+def _shards(folder: Path) -> Iterator[Any]:
+    """The feature folder's shards, one at a time (:func:`kgzsl.vision.feature_folder.iter_feature_shards`)."""
+    from kgzsl.vision.feature_folder import iter_feature_shards  # lazy: torch
+
+    yield from iter_feature_shards(folder)
+
+
+def _relabel(args: argparse.Namespace, manifest: dict[str, Any], graph: ClassGraph | None) -> Callable[[list[str]], list[str]]:
+    """Image labels as the graph's node ids (wnid folders against a taxonomy named by class, say), decided once on
+    the manifest's label list as :func:`kgzsl.graph.names.labels_as_node_ids` decides it on every label; unchanged
+    without a graph."""
+    from kgzsl.graph.names import labels_as_node_ids  # lazy: numpy
+
+    if graph is None:
+        return list
+    known = [str(label) for label in manifest.get("labels", [])]
+    mapping = dict(zip(known, labels_as_node_ids(known, graph, f"feature folder {args.features}", strict=False)))
+    return lambda labels: [mapping.get(label, label) for label in labels]
+
+
+def _split_features(args: argparse.Namespace, relabel: Callable[[list[str]], list[str]],
+                    splits: list[tuple[str, list[str]]], dim: int) -> Any:
+    """The features of the images of the splits' classes only (a FeatureSet), for --transductive and --hedge, which
+    need a split's images together: unlike the rest of the evaluation, they hold these in memory."""
+    import torch  # lazy: torch
+
+    from kgzsl.vision.feature_folder import FeatureSet  # lazy: torch
+
+    wanted = {w for _, split in splits for w in split}
+    blocks, labels = [], []
+    for shard in _shards(args.features):
+        shard_labels = relabel(shard.labels)
+        rows = [i for i, label in enumerate(shard_labels) if label in wanted]
+        if rows:
+            blocks.append(shard.features[torch.tensor(rows)])
+            labels.extend(shard_labels[i] for i in rows)
+    features = torch.cat(blocks) if blocks else torch.zeros((0, dim))
+    return FeatureSet(features, labels, [])
 
 
 def _hedge(args: argparse.Namespace, run: Run, feats: Any, splits: list[tuple[str, list[str]]],

@@ -14,7 +14,7 @@ and hierarchical with a graph) summarises the whole rank distribution, not only 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -30,6 +30,7 @@ from kgzsl.recognition.scoring import (
     ranks_of_true,
     transductive_scores,
 )
+from kgzsl.recognition.streaming import GZSLStats, RowBlocks, gzsl_on_halves, gzsl_stats
 
 if TYPE_CHECKING:
     from kgzsl.graph.class_graph import ClassGraph
@@ -155,17 +156,116 @@ def hierarchical_ranks(scores: torch.Tensor, correct: list[torch.Tensor]) -> tor
 
 
 # -------------------------------------------------------------------------------------- splits
-def _labelled_rows(labels: list[str], position: dict[str, int], columns: list[int], n_label_columns: int) -> tuple[list[int], torch.Tensor]:
-    """The images whose label is among the first ``n_label_columns`` candidate ``columns`` (rows of the
-    predictions, via ``position``), and each one's true column among the candidates."""
+def _label_columns(position: dict[str, int], columns: list[int], n_label_columns: int) -> dict[str, int]:
+    """Each class id whose prediction row (``position``) is among the first ``n_label_columns`` candidate ``columns``:
+    its column among the candidates (the images labelled with it are the ones evaluated)."""
     column_of = {c: j for j, c in enumerate(columns)}
-    rows, truth = [], []
-    for i, label in enumerate(labels):
-        j = column_of.get(position.get(label, -1))
-        if j is not None and j < n_label_columns:
-            rows.append(i)
-            truth.append(j)
-    return rows, torch.tensor(truth, dtype=torch.long)
+    found = {label: column_of.get(row) for label, row in position.items()}
+    return {label: j for label, j in found.items() if j is not None and j < n_label_columns}
+
+
+def _labelled_rows(labels: list[str], label_column: dict[str, int]) -> tuple[list[int], torch.Tensor]:
+    """The images whose label has a column in ``label_column`` (:func:`_label_columns`), and those columns."""
+    rows = [i for i, label in enumerate(labels) if label in label_column]
+    return rows, torch.tensor([label_column[labels[i]] for i in rows], dtype=torch.long)
+
+
+class _SplitStream:
+    """One split's :func:`evaluate_split` accumulated over batches of labelled images: per image only its ranks (and
+    with ``gzsl`` its :class:`GZSLStats`) are kept, never the features or the scores."""
+
+    def __init__(self, name: str, split: list[str], class_ids: list[str], weights: torch.Tensor, seen_ids: list[str] | None,
+                 with_seen: bool, graph: ClassGraph | None, ks: tuple[int, ...] = DEFAULT_KS, batch_size: int = 4096,
+                 gzsl: bool = False) -> None:
+        position = {c: i for i, c in enumerate(class_ids)}
+        self.missing = [w for w in split if w not in position]
+        split_cols = [position[w] for w in split if w in position]
+        if not split_cols:
+            raise KgzslError(f"none of the {len(split)} classes of split {name} has a predicted classifier: wrong predictions file?")
+        columns = list(split_cols)
+        if with_seen:
+            if not seen_ids:
+                raise KgzslError("with_seen needs the seen classes: the predictions file lists none", parameter="with_seen")
+            split_set = set(split_cols)
+            columns += [position[w] for w in seen_ids if w in position and position[w] not in split_set]
+        self.name, self.split_size, self.with_seen, self.ks, self.batch_size = name, len(split), with_seen, ks, batch_size
+        self.candidates, self.label_column = len(columns), _label_columns(position, columns, len(split_cols))
+        self.weights = torch.as_tensor(weights, dtype=torch.float32)[columns]
+        self.graph, self.column_ids, self.correct = graph, [class_ids[c] for c in columns], None
+        if graph is not None:  # the correct columns of every split class in the graph, once
+            index = graph.index()
+            known = [label for label in self.label_column if label in index]
+            self.correct = dict(zip(known, correct_columns(graph, known, self.column_ids)))
+        self.ranks: list[torch.Tensor] = []
+        self.hier: list[torch.Tensor] = []
+        self.classes: set[str] = set()
+        self.stats: list[GZSLStats] = []
+        self.gzsl, self.pending, self.g_pending = gzsl, RowBlocks(batch_size), RowBlocks(batch_size)
+        if gzsl:  # gzsl_scores' problem: the split's classes, then the seen ones
+            unseen = set(split)
+            gcols = split_cols + [position[w] for w in seen_ids or [] if w in position and w not in unseen]
+            self.g_label_column = _label_columns(position, gcols, len(gcols))
+            self.g_weights = torch.as_tensor(weights)[gcols]
+            self.g_seen = torch.tensor([False] * len(split_cols) + [True] * (len(gcols) - len(split_cols)))
+
+    def _correct_of(self, label: str) -> torch.Tensor:
+        if label not in self.correct:
+            correct_columns(self.graph, [label], self.column_ids)  # raises: the label is not in the graph
+        return self.correct[label]
+
+    def add(self, features: torch.Tensor, labels: list[str], transductive: bool = False) -> None:
+        """Queue one batch of images for scoring (``transductive``: all of the split's images, refined together now)."""
+        rows, truth = _labelled_rows(labels, self.label_column)
+        self.classes.update(labels[i] for i in rows)
+        if rows:
+            chunk = torch.as_tensor(features[rows], dtype=torch.float32)
+            correct = [self._correct_of(labels[i]) for i in rows] if self.correct is not None else [None] * len(rows)
+            blocks = [(chunk, truth, correct)] if transductive else self.pending.add(chunk, truth, correct)
+            for block in blocks:  # label propagation needs all the images at once
+                self._score(*block, transductive=transductive)
+        if self.gzsl:
+            rows, truth = _labelled_rows(labels, self.g_label_column)
+            if rows:
+                for chunk, truth in self.g_pending.add(torch.as_tensor(features[rows], dtype=torch.float32), truth):
+                    self.stats.append(gzsl_stats(class_scores(chunk, self.g_weights), truth, self.g_seen))
+
+    def _score(self, chunk: torch.Tensor, truth: torch.Tensor, correct: list, transductive: bool = False) -> None:
+        scores = class_scores(chunk, self.weights)
+        if transductive:
+            scores = transductive_scores(chunk, scores)
+        self.ranks.append(ranks_of_true(scores, truth).to(torch.int32))
+        if self.correct is not None:
+            self.hier.append(hierarchical_ranks(scores, correct).to(torch.int32))
+
+    def _flush(self) -> None:
+        for block in self.pending.flush():
+            self._score(*block)
+        for chunk, truth in self.g_pending.flush():
+            self.stats.append(gzsl_stats(class_scores(chunk, self.g_weights), truth, self.g_seen))
+
+    def result(self) -> SplitResult:
+        """The split's Hit@k and median ranks over every image added."""
+        self._flush()
+        ranks = torch.cat(self.ranks) if self.ranks else torch.zeros(0, dtype=torch.int32)
+        if not len(ranks):
+            raise KgzslError(f"no image has a label in split {self.name} ({self.split_size} classes): are these the right features?")
+        flat = rank_metrics(ranks, self.ks)
+        result = SplitResult(self.name, self.with_seen, len(ranks), len(self.classes), self.candidates, flat["hit"],
+                             self.missing, median_rank=flat["median_rank"])
+        if self.correct is not None:
+            hier = rank_metrics(torch.cat(self.hier), self.ks)
+            result.hier_hit, result.hier_median_rank = hier["hit"], hier["median_rank"]
+        return result
+
+    def gzsl_result(self, seed: int = 0, calibration_fraction: float = 0.5) -> tuple[GZSLResult, GZSLResult]:
+        """:func:`evaluate_gzsl_split` over every image added, from their statistics: (test result, calibration)."""
+        self._flush()
+        if not self.stats:
+            raise KgzslError("no image is labelled with a seen or unseen candidate class")
+        stats = GZSLStats(*(torch.cat(parts) for parts in zip(*self.stats)))
+        if stats.of_seen.all() or not stats.of_seen.any():
+            raise KgzslError("generalized zero-shot needs images of both seen and unseen classes")
+        return gzsl_on_halves(stats, calibration_fraction, seed)
 
 
 def evaluate_split(
@@ -187,41 +287,9 @@ def evaluate_split(
     the hierarchical Hit@k and median rank, where any candidate descending from the true class counts.
     ``transductive`` refines the scores of the split's images together (their labels are not used),
     see :func:`kgzsl.recognition.scoring.transductive_scores`."""
-    position = {c: i for i, c in enumerate(class_ids)}
-    missing = [w for w in split if w not in position]
-    split_cols = [position[w] for w in split if w in position]
-    if not split_cols:
-        raise KgzslError(f"none of the {len(split)} classes of split {name} has a predicted classifier: wrong predictions file?")
-    columns = list(split_cols)
-    if with_seen:
-        if not seen_ids:
-            raise KgzslError("with_seen needs the seen classes: the predictions file lists none", parameter="with_seen")
-        split_set = set(split_cols)
-        columns += [position[w] for w in seen_ids if w in position and position[w] not in split_set]
-    rows, truth = _labelled_rows(labels, position, columns, len(split_cols))
-    if not rows:
-        raise KgzslError(f"no image has a label in split {name} ({len(split)} classes): are these the right features?")
-    correct = None
-    if graph is not None:
-        correct = correct_columns(graph, [labels[i] for i in rows], [class_ids[c] for c in columns])
-    w = torch.as_tensor(weights, dtype=torch.float32)[columns]
-    ranks, hier_ranks = [], []
-    step = len(rows) if transductive else batch_size  # label propagation needs all the images at once
-    for start in range(0, len(rows), step):
-        chunk = torch.as_tensor(features[rows[start:start + step]], dtype=torch.float32)
-        scores = class_scores(chunk, w)
-        if transductive:
-            scores = transductive_scores(chunk, scores)
-        ranks.append(ranks_of_true(scores, truth[start:start + step]))
-        if correct is not None:
-            hier_ranks.append(hierarchical_ranks(scores, correct[start:start + step]))
-    flat = rank_metrics(torch.cat(ranks), ks)
-    classes = len({labels[i] for i in rows})
-    result = SplitResult(name, with_seen, len(rows), classes, len(columns), flat["hit"], missing, median_rank=flat["median_rank"])
-    if correct is not None:
-        hier = rank_metrics(torch.cat(hier_ranks), ks)
-        result.hier_hit, result.hier_median_rank = hier["hit"], hier["median_rank"]
-    return result
+    stream = _SplitStream(name, split, class_ids, weights, seen_ids, with_seen, graph, ks, batch_size)
+    stream.add(features, labels, transductive)
+    return stream.result()
 
 
 def _cell(value: float | None, fmt: str) -> str:
@@ -265,21 +333,24 @@ def gzsl_scores(
     weights: torch.Tensor,
     unseen_ids: list[str],
     seen_ids: list[str],
+    batch_size: int = 4096,
 ) -> GZSLScores:
     """Score the images labelled with an unseen or seen class against both (``weights`` rows follow
-    ``class_ids``; a seen id that is also unseen counts as unseen); images of other classes are left out.
+    ``class_ids``; a seen id that is also unseen counts as unseen; ``batch_size`` images at a time, as
+    :func:`evaluate_stream` scores them); images of other classes are left out.
     A KgzslError when no image is left, or only images of seen or only of unseen classes."""
     position = {c: i for i, c in enumerate(class_ids)}
     unseen_cols = [position[w] for w in unseen_ids if w in position]
     seen_cols = [position[w] for w in seen_ids if w in position and w not in set(unseen_ids)]
     columns = unseen_cols + seen_cols
-    rows, truth = _labelled_rows(labels, position, columns, len(columns))
+    rows, truth = _labelled_rows(labels, _label_columns(position, columns, len(columns)))
     if not rows:
         raise KgzslError("no image is labelled with a seen or unseen candidate class")
     seen_mask = torch.tensor([False] * len(unseen_cols) + [True] * len(seen_cols))
     if seen_mask[truth].all() or not seen_mask[truth].any():
         raise KgzslError("generalized zero-shot needs images of both seen and unseen classes")
-    scores = class_scores(torch.as_tensor(features, dtype=torch.float32)[rows], torch.as_tensor(weights)[columns])
+    x, w = torch.as_tensor(features, dtype=torch.float32)[rows], torch.as_tensor(weights)[columns]
+    scores = torch.cat([class_scores(x[i:i + batch_size], w) for i in range(0, len(rows), batch_size)])  # as evaluate_stream
     return GZSLScores(scores, truth, seen_mask)
 
 
@@ -330,6 +401,68 @@ class SplitEvaluation:
         return entry
 
 
+def _check_dim(features: torch.Tensor, predictions: Predictions) -> None:
+    if features.shape[1] + 1 != predictions.pred.shape[1]:
+        raise KgzslError(
+            f"features are {features.shape[1]}-d but the predictions are {predictions.pred.shape[1] - 1}-d (+1 bias): "
+            "extract features with the backbone the predictions were trained for"
+        )
+
+
+def _pairs(splits: Mapping[str, list[str]] | Sequence[tuple[str, list[str]]]) -> list[tuple[str, list[str]]]:
+    return list(splits.items() if isinstance(splits, Mapping) else splits)
+
+
+def _seen_ids(predictions: Predictions) -> list[str]:
+    return [i for i, seen in zip(predictions.ids, predictions.seen.tolist()) if seen]
+
+
+def evaluate_stream(
+    batches: Iterable[tuple[torch.Tensor, list[str]]],
+    predictions: Predictions,
+    splits: Mapping[str, list[str]] | Sequence[tuple[str, list[str]]],
+    with_seen: bool = False,
+    graph: ClassGraph | None = None,
+    seen_rows: str = "real",
+    gzsl: bool = False,
+    seed: int = 0,
+    batch_size: int = 4096,
+) -> list[SplitEvaluation]:
+    """:func:`evaluate_splits` without transduction over images that come in batches of ``(features, labels)``, e.g.
+    the shards of a feature folder (:func:`kgzsl.vision.feature_folder.iter_feature_shards`), read once for every
+    split. A batch is scored and let go: per image only its ranks (with ``gzsl`` :class:`GZSLStats`) are kept, so
+    memory does not grow with the features. Images are scored ``batch_size`` at a time whatever the batches, so the
+    results are those of :func:`evaluate_splits`."""
+    weights = predictions.classifiers(seen_rows)
+    streams = [_SplitStream(name, split, predictions.ids, weights, _seen_ids(predictions), with_seen, graph,
+                            batch_size=batch_size, gzsl=gzsl)
+               for name, split in _pairs(splits)]
+    for features, labels in batches:
+        _check_dim(features, predictions)
+        for stream in streams:
+            stream.add(features, labels)
+    return [SplitEvaluation(s.result(), gzsl=s.gzsl_result(seed)[0] if gzsl else None) for s in streams]
+
+
+def add_transductive(
+    evaluations: list[SplitEvaluation],
+    features: torch.Tensor,
+    labels: list[str],
+    predictions: Predictions,
+    splits: Mapping[str, list[str]] | Sequence[tuple[str, list[str]]],
+    with_seen: bool = False,
+    graph: ClassGraph | None = None,
+    seen_rows: str = "real",
+) -> None:
+    """Set each split's transductive Hit@k (:func:`evaluate_split` with ``transductive``) in ``evaluations``. Label
+    propagation needs all of a split's images together: this holds their features (give it only those rows)."""
+    _check_dim(features, predictions)
+    weights = predictions.classifiers(seen_rows)
+    for evaluation, (name, split) in zip(evaluations, _pairs(splits)):
+        evaluation.transductive = evaluate_split(features, labels, predictions.ids, weights, split, _seen_ids(predictions),
+                                                 with_seen=with_seen, name=name + "+trans", graph=graph, transductive=True)
+
+
 def evaluate_splits(
     features: torch.Tensor,
     labels: list[str],
@@ -345,22 +478,10 @@ def evaluate_splits(
     """Evaluate ``predictions`` on labelled ``features`` for each split (name -> unseen ids, or (name, ids) pairs), as
     ``kgzsl evaluate`` does: :func:`evaluate_split` (hierarchical too, given ``graph``); with
     ``transductive`` also its transductive form; with ``gzsl`` also :func:`evaluate_gzsl_split` (``seed``:
-    its calibration/test image split). Seen classes are scored with their ``seen_rows`` classifiers."""
-    if features.shape[1] + 1 != predictions.pred.shape[1]:
-        raise KgzslError(
-            f"features are {features.shape[1]}-d but the predictions are {predictions.pred.shape[1] - 1}-d (+1 bias): "
-            "extract features with the backbone the predictions were trained for"
-        )
-    seen_ids = [i for i, seen in zip(predictions.ids, predictions.seen.tolist()) if seen]
-    weights = predictions.classifiers(seen_rows)
-    found = []
-    for name, split in splits.items() if isinstance(splits, Mapping) else splits:
-        common = dict(with_seen=with_seen, graph=graph)
-        evaluation = SplitEvaluation(evaluate_split(features, labels, predictions.ids, weights, split, seen_ids, name=name, **common))
-        if transductive:
-            evaluation.transductive = evaluate_split(features, labels, predictions.ids, weights, split, seen_ids,
-                                                     name=name + "+trans", transductive=True, **common)
-        if gzsl:
-            evaluation.gzsl = evaluate_gzsl_split(features, labels, predictions.ids, weights, split, seen_ids, seed=seed)[0]
-        found.append(evaluation)
+    its calibration/test image split). Seen classes are scored with their ``seen_rows`` classifiers.
+    :func:`evaluate_stream` does the same without holding every feature."""
+    _check_dim(features, predictions)
+    found = evaluate_stream([(features, labels)], predictions, splits, with_seen, graph, seen_rows, gzsl, seed)
+    if transductive:
+        add_transductive(found, features, labels, predictions, splits, with_seen, graph, seen_rows)
     return found
