@@ -67,6 +67,11 @@ def run_candidates(predictions: Any, candidates: str = HEDGE_CANDIDATES) -> tupl
     return [predictions.ids[int(c)] for c in columns], columns
 
 
+def seen_columns(predictions: Any, candidates: str) -> np.ndarray | None:
+    """Which candidate columns are seen classes, for calibrated stacking (``"all"``); None for ``"unseen"``."""
+    return predictions.seen[run_candidates(predictions, "all")[1]].numpy() if candidates == "all" else None
+
+
 def _check_targets(targets: Sequence[float]) -> list[float]:
     for target in targets:
         check_number("targets", target, above=0, meaning=" (an accuracy in (0, 1])")
@@ -125,7 +130,7 @@ def fit_calibration(run: Any, graph: ClassGraph, features: Any, labels: Sequence
     _check_targets(targets)  # before any scoring
     where = f"feature folder {feature_folder}" if feature_folder else "the features"
     task = run_task(run, graph, features, labels, where=where, candidates=candidates)
-    seen = run.predictions.seen[run_candidates(run.predictions, "all")[1]].numpy() if candidates == "all" else None
+    seen = seen_columns(run.predictions, candidates)
     task, fitted = fit_hedging(task, targets, seen, gamma)
     raw, temperature, params, reached = task.scores, fitted["temperature"], fitted["rules"], fitted["reached"]
     record = {

@@ -8,7 +8,12 @@ import numpy as np
 
 from kgzsl.errors import KgzslError
 from kgzsl.graph.class_graph import ClassGraph
-from kgzsl.recognition.hedge.calibration import HedgeTask, run_hedger, run_task
+from kgzsl.recognition.hedge.calibration import (
+    HedgeTask,
+    run_hedger,
+    run_task,
+    seen_columns,
+)
 from kgzsl.recognition.hedge.storage import (
     HEDGE_CANDIDATES,
     hedge_file,
@@ -68,7 +73,10 @@ def evaluate_hedging(run: Any, graph: ClassGraph, features: Any, labels: Sequenc
         raise KgzslError(f"hedge: run {run.source} is not calibrated for candidates {candidates} (no "
                          f"{hedge_file(candidates)}): run `kgzsl calibrate` first", parameter="hedge")
     run_hedger(run, graph, float(next(iter(record["rules"][record["default_rule"]]))), candidates)  # same candidate set
-    task = run_task(run, graph, features, labels, name, candidates=candidates, gamma=record["gamma"])
+    task = run_task(run, graph, features, labels, name, candidates=candidates)
+    seen = seen_columns(run.predictions, candidates)
+    if seen is not None:  # stacked in float64 after scoring, as calibration did: the same images give its answers
+        task = task.stacked(record["gamma"], seen)
     task.calibrate(record["temperature"])
     return task, {"split": name, "candidates": candidates, "temperature": record["temperature"], "gamma": record["gamma"],
                   "rules": record["rules"], "default_rule": record["default_rule"], "calibrated_on": record.get("features"),
