@@ -41,13 +41,15 @@ def test_the_commands_are_the_registry() -> None:
 
 def test_spelled_out_choices_are_the_registries() -> None:
     """--model and --arch list their registries' names without importing them (torch): the same names, in order."""
-    from kgzsl.cli.flags import DEFAULT_BACKBONE, MODEL_NAMES, RESNET_ARCHS
+    from kgzsl.cli.flags import DEFAULT_BACKBONE, MODEL_NAMES, PRECISIONS, RESNET_ARCHS
     from kgzsl.propagation.models import MODELS
     from kgzsl.propagation.targets import DEFAULT_BACKBONE as LIBRARY_DEFAULT
     from kgzsl.vision.backbones.resnet import RESNET_LAYERS
+    from kgzsl.vision.speed import PRECISIONS as LIBRARY_PRECISIONS
 
     assert MODEL_NAMES == tuple(MODELS)
     assert RESNET_ARCHS == tuple(RESNET_LAYERS)
+    assert PRECISIONS == LIBRARY_PRECISIONS
     assert DEFAULT_BACKBONE == LIBRARY_DEFAULT
 
 

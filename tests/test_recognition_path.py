@@ -167,7 +167,7 @@ def fake_images(stored, monkeypatch):
     import kgzsl.vision.features
 
     backbone = SimpleNamespace(name="efficientnet-lite0", describe=lambda: None)
-    monkeypatch.setattr(kgzsl.vision.backbones, "load_backbone", lambda name, arch=None: backbone)
+    monkeypatch.setattr(kgzsl.vision.backbones, "load_backbone", lambda name, arch=None, precision="fp32": backbone)
     monkeypatch.setattr(kgzsl.vision.features, "image_list_features",
                         lambda paths, network: (stored.features, list(stored.names), []))
     return stored.names

@@ -13,6 +13,7 @@ from kgzsl.cli.flags import (
     add_device,
     add_force,
     add_json,
+    add_precision,
     subparser,
 )
 from kgzsl.cli.steps import emit
@@ -47,6 +48,7 @@ def add_parser(sub: Any) -> None:
         help="efficientnet-lite0|1|2 (real ImageNet-1k weights) or a torchvision ResNet-50/101/152 state dict file",
     )
     add_arch(p, help="architecture of a ResNet state dict; omitted: told from its keys")
+    add_precision(p)
     p.add_argument("--out", type=Path, required=True, help="feature folder to write (or to resume)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     p.add_argument("--shard-size", type=int, default=1024, help="images per shard file (the unit of resumption)")
@@ -66,7 +68,8 @@ def run(args: argparse.Namespace) -> None:
     options = ExtractionOptions(batch_size=args.batch_size, shard_size=args.shard_size, workers=args.workers,
                                 force=args.force, progress=not args.json)
     ranks, summary = extract_features_distributed(args.image_dir, args.out, args.backbone, arch=args.arch,
-                                                  device=args.device, options=options)
+                                                  device=args.device, options=options,
+                                                  precision=args.precision)
     if ranks.rank == 0:  # one summary per run, from rank 0
         emit(args, summary, _text)
 

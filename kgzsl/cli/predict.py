@@ -13,6 +13,7 @@ from kgzsl.cli.flags import (
     add_hedge_rule,
     add_json,
     add_number,
+    add_precision,
     add_predictions,
     add_seen_rows,
     subparser,
@@ -44,6 +45,7 @@ def add_parser(sub: Any) -> None:
     add_seen_rows(p, help="with seen candidates: score seen classes with their real classifiers (default) or the predicted ones")
     p.add_argument("--backbone", help="feature extractor (default: the one the predictions were trained for)")
     add_arch(p, help="architecture of a ResNet state dict")
+    add_precision(p)
     add_hedge(p, help="also print the hedged answer (the most specific graph node meeting this target accuracy, "
                       "and its probability), calibrated by `kgzsl calibrate`")
     add_hedge_rule(p)
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> None:
     candidates = _candidates(args, run.predictions)
     hedger = _hedger(args, run)
     options = RecognitionOptions(candidates, args.top, args.gamma, args.transductive, args.seen_rows, hedger)
-    backbone = load_backbone(_backbone_name(args, run), arch=args.arch)
+    backbone = load_backbone(_backbone_name(args, run), arch=args.arch, precision=args.precision)
     check_backbone(args, run.predictions, backbone.describe(), "--backbone is")
     features, good, bad = image_list_features(args.images, backbone)
     rows = recognize(features, good, run.predictions, options) if good else []

@@ -37,20 +37,45 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
+def _libc() -> ctypes.CDLL | None:
+    """glibc, or None on another C library or platform."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+def release_free_heap() -> None:
+    """Hand the free pages of glibc's heap back to the OS (``malloc_trim(0)``; nothing elsewhere).
+
+    Once a big freed block has been unmapped, glibc serves blocks of up to 32 MB from its heap, and the varying sizes
+    of a feature shard's tensors fragment it: without this a process scoring shard after shard grows by megabytes a
+    shard (a 200k-image folder: 1.4 GB) although it holds one shard at a time.
+    """
+    libc = _LIBC.setdefault("libc", _libc())
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
+_LIBC: dict[str, ctypes.CDLL | None] = {}
+
+
 def tune_cpu_allocator() -> bool:
     """Stop glibc from returning big freed blocks to the OS after every CNN layer (a CPU-speed fix).
 
     By default each large activation is a fresh ``mmap`` that is unmapped when freed, so every
     forward pass page-faults its whole working set again: on CPU this made EfficientNet-Lite 2-10x
     slower here, most of the time spent in the kernel. Raising the mmap and trim thresholds keeps
-    those pages in the heap for reuse. Process-wide, so only process entry points call it, not the
-    library; returns whether it applied (glibc on Linux only).
+    those pages in the heap for reuse. Process-wide (it only moves glibc's thresholds): loading a backbone
+    applies it (:func:`kgzsl.vision.speed.apply_cpu_policy`), so Python users get the CLI's speed; returns
+    whether it applied (glibc on Linux only).
     """
-    if not sys.platform.startswith("linux"):
-        return False
+    libc = _LIBC.setdefault("libc", _libc())
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         m_trim_threshold, m_mmap_threshold = -1, -3
         return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
-    except (OSError, AttributeError):  # musl or another libc without mallopt
+    except AttributeError:  # no glibc, or a libc without mallopt
         return False

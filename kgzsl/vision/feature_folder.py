@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
+from kgzsl.core.devices import release_free_heap
 from kgzsl.core.files import (
     check_format,
     load_tensors,
@@ -239,27 +240,6 @@ def _shard_entries(folder: Path, manifest: dict) -> list[tuple[dict, Path]]:
     if rows != manifest["features"]:
         raise KgzslError(f"feature folder {folder} has {rows} rows, its manifest says {manifest['features']}")
     return entries
-
-
-def release_free_heap() -> None:
-    """Hand the free pages of glibc's heap back to the OS (``malloc_trim``; nothing elsewhere).
-
-    Once a big freed block has been unmapped, glibc serves blocks of up to 32 MB from its heap, and the varying sizes
-    of a shard's tensors fragment it: without this a process scoring shard after shard grows by megabytes a shard
-    (a 200k-image folder: 1.4 GB) although it holds one shard at a time.
-    """
-    if _LIBC.get("trim") is None:
-        import ctypes  # lazy: rare
-        import ctypes.util  # lazy: rare
-
-        try:
-            _LIBC["trim"] = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-        except (OSError, AttributeError):  # not glibc
-            _LIBC["trim"] = lambda pad: 0
-    _LIBC["trim"](0)
-
-
-_LIBC: dict[str, Any] = {}
 
 
 def iter_feature_shards(folder: str | os.PathLike, rows: Collection[int] | None = None) -> Iterator[FeatureSet]:

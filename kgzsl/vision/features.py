@@ -19,7 +19,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,7 +58,7 @@ from kgzsl.vision.feature_folder import (
     write_manifest,
     write_shard,
 )
-from kgzsl.vision.images import ImageItem, list_image_folder, load_image
+from kgzsl.vision.images import ImageItem, ImageTransform, list_image_folder, load_image
 
 if TYPE_CHECKING:
     from kgzsl.vision.backbones import Backbone
@@ -107,44 +108,74 @@ class _Job:
 
 # ------------------------------------------------------------------------------------ data loading
 class _ImageDataset(torch.utils.data.Dataset):
-    """Item ``i`` -> ``(i, tensor or None, reason or None)``: a bad file becomes a reason, never an exception."""
+    """Item ``i`` -> ``(i, 8-bit pixels or None, reason or None)``: a bad file becomes a reason, never an exception."""
 
-    def __init__(self, items: Sequence[ImageItem], transform: Callable) -> None:
+    def __init__(self, items: Sequence[ImageItem], transform: ImageTransform, draft: int | None = None) -> None:
         self.items = items
         self.transform = transform
+        self.draft = draft
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
+    def __getitem__(self, index: int) -> tuple[int, Any, str | None]:
         item = self.items[index]
         try:
-            return index, self.transform(load_image(item.path)), None
+            return index, self.transform.pixels(load_image(item.path, draft=self.draft)), None
         except KgzslError as exc:
             return index, None, str(exc)
         except Exception as exc:  # one odd file must not end a run over a million images
             return index, None, f"image {item.path} failed in preprocessing ({type(exc).__name__}: {exc})"
 
 
-def _collate(batch: list) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
-    good = [(i, x) for i, x, _ in batch if x is not None]
-    bad = [(i, reason) for i, x, reason in batch if x is None]
-    stacked = torch.stack([x for _, x in good]) if good else None
-    return [i for i, _ in good], stacked, bad
+@dataclass(frozen=True)
+class _Collate:
+    """A batch of dataset items -> ``(good indices, normalised tensors or None, [(index, reason)])``."""
+
+    transform: ImageTransform
+
+    def __call__(self, batch: list) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
+        good = [(i, x) for i, x, _ in batch if x is not None]
+        bad = [(i, reason) for i, x, reason in batch if x is None]
+        stacked = self.transform.normalise([x for _, x in good]) if good else None
+        return [i for i, _ in good], stacked, bad
 
 
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # loader workers only decode/resize: leave the cores to the network
 
 
-def _loader(job: _Job, batches: list[list[int]]) -> torch.utils.data.DataLoader:
-    """Batches of image indices -> ``(good indices, stacked tensors or None, [(index, reason)])``."""
+def _loader(job: _Job, batches: list[list[int]]) -> Iterable[tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]]:
+    """Batches of image indices -> ``(good indices, stacked tensors or None, [(index, reason)])``.
+
+    With ``workers`` > 0, DataLoader worker processes decode; with 0, threads of this process decode the next
+    batch while the network runs the current one (Pillow releases the GIL while it decodes and resizes).
+    """
     workers = job.options.workers
+    backbone = job.backbone
+    dataset = _ImageDataset(job.items, backbone.transform, _draft_side(backbone))
+    collate = _Collate(backbone.transform)
+    if workers == 0:
+        return _threaded(dataset, batches, collate)
     return torch.utils.data.DataLoader(
-        _ImageDataset(job.items, job.backbone.transform), batch_sampler=batches, num_workers=workers, collate_fn=_collate,
-        worker_init_fn=_worker_init if workers else None, pin_memory=job.backbone.device.type == "cuda",
-        persistent_workers=False,
+        dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate,
+        worker_init_fn=_worker_init, pin_memory=backbone.device.type == "cuda", persistent_workers=False,
     )
+
+
+def _draft_side(backbone: Backbone) -> int | None:
+    """The short side a JPEG may be draft-decoded down to for ``backbone`` (None: decode in full)."""
+    return backbones.DRAFT_FACTOR * backbone.transform.resize if getattr(backbone, "draft", False) else None
+
+
+def _threaded(dataset: _ImageDataset, batches: list[list[int]], collate: _Collate, threads: int = 2) -> Iterator[Any]:
+    """``collate`` of each batch of ``dataset``, decoded one batch ahead by ``threads`` threads, in order."""
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kgzsl-decode") as pool:
+        pending = [pool.submit(dataset.__getitem__, i) for i in batches[0]] if batches else []
+        for index in range(len(batches)):
+            results = [future.result() for future in pending]
+            pending = [pool.submit(dataset.__getitem__, i) for i in batches[index + 1]] if index + 1 < len(batches) else []
+            yield collate(results)
 
 
 # ------------------------------------------------------------------------------------ extraction
@@ -321,6 +352,7 @@ def extract_features_distributed(
     arch: str | None = None,
     device: str = "auto",
     options: ExtractionOptions | None = None,
+    precision: str = "fp32",
 ) -> tuple[Ranks, dict[str, Any]]:
     """A whole extraction process, as ``kgzsl features`` runs it, alone or as one torchrun rank.
 
@@ -334,7 +366,7 @@ def extract_features_distributed(
         ranks = setup_distributed(device)
         if ranks.device.type == "cpu":
             tune_cpu_allocator()
-        network = backbones.load_backbone(backbone, arch=arch, device=ranks.device)
+        network = backbones.load_backbone(backbone, arch=arch, device=ranks.device, precision=precision)
         summary = extract_features(image_dir, network, out, options)
     finally:
         teardown_distributed()
@@ -350,20 +382,13 @@ def image_list_features(
     A file that is missing, corrupt, not an image or too small is reported in ``bad`` (path and reason)
     and skipped; the others are still processed.
     """
-    good: list[str] = []
-    bad: list[dict[str, str]] = []
-    tensors: list[torch.Tensor] = []
-    for path in paths:
-        try:
-            tensors.append(backbone.transform(load_image(path)))
-            good.append(str(path))
-        except KgzslError as exc:
-            bad.append({"path": str(path), "reason": str(exc)})
-    chunks = []
-    iterator = range(0, len(tensors), batch_size)
     if progress:
-        iterator = tqdm(iterator, desc="features", unit="batch", leave=False)
-    for start in iterator:
-        chunks.append(backbone.features(torch.stack(tensors[start:start + batch_size])))
-    features = torch.cat(chunks) if chunks else torch.zeros(0, backbone.dim)
-    return features, good, bad
+        chunk = max(batch_size, 8 * batch_size)
+        features, good, bad = [], [], []
+        for start in tqdm(range(0, len(paths), chunk), desc="features", unit="chunk", leave=False):
+            part = backbone.embed_files(list(paths[start:start + chunk]), batch_size)
+            features.append(part[0])
+            good += part[1]
+            bad += part[2]
+        return (torch.cat(features) if features else torch.zeros(0, backbone.dim)), good, bad
+    return backbone.embed_files(list(paths), batch_size)

@@ -72,10 +72,12 @@ def _icc_to_srgb(image):
         return None
 
 
-def load_image(path: str | os.PathLike, min_side: int = MIN_IMAGE_SIDE):
+def load_image(path: str | os.PathLike, min_side: int = MIN_IMAGE_SIDE, draft: int | None = None):
     """Open ``path`` as an 8-bit RGB ``PIL.Image`` with its EXIF orientation applied.
 
-    Grayscale, palette, CMYK (colour-managed when it embeds an ICC profile), 16-bit and images
+    ``draft``: a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) whose short side is still at least
+    ``draft`` pixels (Pillow's ``Image.draft``: much less decoding work for photos far larger than the network
+    input); other formats and smaller JPEGs decode in full. Grayscale, palette, CMYK (colour-managed when it embeds an ICC profile), 16-bit and images
     with alpha (composited on white) all come back as RGB. A missing, unreadable, truncated or
     too-small file raises :class:`KgzslError` naming it.
     """
@@ -86,6 +88,11 @@ def load_image(path: str | os.PathLike, min_side: int = MIN_IMAGE_SIDE):
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as handle:
+                if draft and handle.format == "JPEG":
+                    width, height = handle.size
+                    short = min(width, height)
+                    if short >= 2 * draft:  # else no DCT scale keeps the short side >= draft
+                        handle.draft(None, (-(-width * draft // short), -(-height * draft // short)))
                 handle.load()  # decode now so a truncated file fails here, not later
                 image = ImageOps.exif_transpose(handle) or handle
                 image = _to_rgb(image)
@@ -153,13 +160,25 @@ class ImageTransform:
     resample: str = "bicubic"
 
     def __call__(self, image):
+        return self.normalise(self.pixels(image)[None])[0].contiguous()
+
+    def pixels(self, image) -> np.ndarray:
+        """Resized and centre-cropped 8-bit pixels [crop, crop, 3] (the cheap per-image part, batched later)."""
+        return np.asarray(center_crop(resize_short_side(image, self.resize, self.resample), self.crop))
+
+    def normalise(self, pixels, dtype=None):
+        """8-bit pixels [B, H, W, 3] (array or tensor) -> float tensor [B, 3, H, W], channels-last in memory.
+
+        One vectorised pass per batch: ``(pixel - mean) / std`` in float32, then cast to ``dtype`` if given;
+        the same values, image by image, as normalising each image alone.
+        """
         import torch  # lazy: torch
 
-        image = center_crop(resize_short_side(image, self.resize, self.resample), self.crop)
-        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32).copy()).permute(2, 0, 1)
-        mean = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
-        return (pixels - mean) / std
+        batch = (pixels if isinstance(pixels, torch.Tensor) else torch.from_numpy(np.array(pixels, dtype=np.uint8))).permute(0, 3, 1, 2)
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(1, 3, 1, 1)
+        out = (batch.float() - mean).div_(std).contiguous(memory_format=torch.channels_last)
+        return out if dtype is None else out.to(dtype)
 
     def describe(self) -> dict:
         """A JSON-able record of the preprocessing (stored beside extracted features)."""

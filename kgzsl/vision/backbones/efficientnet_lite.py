@@ -69,6 +69,16 @@ class EfficientNetLite(nn.Module):
             state_dict = {f"net.{key}": value for key, value in state_dict.items()}
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
+    def conv_bn_pairs(self) -> list[tuple[nn.Module, str, str]]:
+        """``(owner, conv attribute, batch-norm attribute)`` of every conv followed by a batch norm (for folding)."""
+        net = self.net
+        pairs = [(net, "_conv_stem", "_bn0")]
+        for block in net._blocks:
+            if hasattr(block, "_expand_conv"):
+                pairs.append((block, "_expand_conv", "_bn0"))
+            pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+        return [*pairs, (net, "_conv_head", "_bn1")]
+
     def forward(self, x: Tensor) -> Tensor:
         """Images [B, 3, S, S] normalised as (pixel - 127) / 128 -> pooled features [B, 1280]."""
         return torch.flatten(self.net._avg_pooling(self.net.extract_features(x)), 1)

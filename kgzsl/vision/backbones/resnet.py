@@ -118,6 +118,16 @@ class ResNet(nn.Module):
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return torch.flatten(self.avgpool(x), 1)
 
+    def conv_bn_pairs(self) -> list[tuple[nn.Module, str, str]]:
+        """``(owner, conv attribute, batch-norm attribute)`` of every conv followed by a batch norm (for folding)."""
+        pairs: list[tuple[nn.Module, str, str]] = [(self, "conv1", "bn1")]
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            for block in layer:
+                pairs += [(block, f"conv{i}", f"bn{i}") for i in (1, 2, 3)]
+                if block.downsample is not None:
+                    pairs.append((block.downsample, "0", "1"))
+        return pairs
+
     def logits(self, features: Tensor) -> Tensor:
         """Pooled features [B, 2048] -> class logits [B, num_classes]."""
         return self.fc(features)
