@@ -89,12 +89,13 @@ def trained(graph_dir: Path, graph: ClassGraph, targets, model: str, exclude: li
     held = hashlib.sha256("\n".join(sorted(exclude)).encode()).hexdigest()[:8] if exclude else "all"
     tag = f"{graph_tag(graph_dir, graph)}-{model}-{held}-s{args.seed}" + ("" if args.refit else "-norefit")
     plan = SCHEDULES[model]
-    tag += f"-e{plan.epochs}-lr{plan.lr:g}-v{plan.val_fraction:g}-p{DEFAULT_PATIENCE}"
+    epochs, lr = args.epochs or plan.epochs, args.lr or plan.lr
+    tag += f"-e{epochs}-lr{lr:g}-v{plan.val_fraction:g}-p{DEFAULT_PATIENCE}"
     run = args.work / "runs" / tag
     if not (run / PREDICTIONS_FILE).is_file():
         start = time.perf_counter()
         result = train(graph, targets, model=model, exclude=exclude, seed=args.seed, refit=args.refit,
-                       device=args.device, progress=False)
+                       device=args.device, progress=False, epochs=epochs, lr=lr)
         save_run(result, graph, run, force=True)
         log(f"    trained {model} ({tag}): best epoch {result.best_epoch}, {time.perf_counter() - start:.0f} s")
     return load_run(run).predictions
@@ -234,6 +235,8 @@ def main() -> None:
     parser.add_argument("--protocols", nargs="+", default=["unseen", "heldout"], choices=["unseen", "heldout"])
     parser.add_argument("--folds", type=int, default=5, help="how many of the 5 held-out folds to run")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, help="override the model's schedule (default: kgzsl.propagation.training.SCHEDULES)")
+    parser.add_argument("--lr", type=float, help="override the model's learning rate (default: its schedule's)")
     parser.add_argument("--no-refit", dest="refit", action="store_false", help="train without the refit on all seen classes")
     parser.add_argument("--transductive", action="store_true")
     parser.add_argument("--gzsl", action="store_true")
