@@ -39,6 +39,8 @@ class Predictions:
     meta: dict[str, Any] = field(default_factory=dict)
     index: dict[str, int] = field(default_factory=dict)
     seen_true: torch.Tensor | None = None
+    #: derived matrices kept for reuse (a candidate set's classifier rows): predictions are never modified in place
+    cache: dict[Any, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.index:
@@ -51,9 +53,19 @@ class Predictions:
             raise KgzslError(f"seen_rows must be 'real' or 'predicted', got {seen_rows!r}")
         if seen_rows == "predicted" or self.seen_true is None or not bool(self.seen.any()):
             return self.pred
-        weights = self.pred.clone()
-        weights[self.seen] = self.seen_true
-        return weights
+        if "real" not in self.cache:
+            weights = self.pred.clone()
+            weights[self.seen] = self.seen_true
+            self.cache["real"] = weights
+        return self.cache["real"]
+
+    def candidate_rows(self, columns: torch.Tensor, seen_rows: str = "real") -> torch.Tensor:
+        """The classifier rows of candidate ``columns`` (see :meth:`classifiers`), gathered once per candidate set:
+        scoring one photo against 20k candidates then reads the rows instead of copying 100 MB."""
+        key = (seen_rows, columns.numpy().tobytes())
+        if key not in self.cache:
+            self.cache[key] = self.classifiers(seen_rows)[columns]
+        return self.cache[key]
 
     def rows(self, ids: list[str]) -> torch.Tensor:
         """Prediction rows of ``ids``, in that order (KgzslError naming the first unknown id)."""

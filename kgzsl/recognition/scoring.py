@@ -227,7 +227,7 @@ def candidate_scores(
     (calibrated stacking); ``transductive`` first refines the unseen classifiers on these features."""
     check_number("gamma", gamma)  # NaN would rank every seen class NaN, without a word
     columns = candidate_mask(predictions, candidates).nonzero().view(-1)
-    weights = predictions.classifiers(seen_rows)[columns]
+    weights = predictions.candidate_rows(columns, seen_rows)
     seen_cols = predictions.seen[columns]
     scores = class_scores(features, weights)
     if transductive:
