@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from tqdm import tqdm
 
 from kgzsl.core.resources import cache_dir
 from kgzsl.demo import DEFAULT_GRAPH, load_or_build_graph, reusable_run
@@ -281,46 +278,41 @@ class Recognizer:
         return single, features, names
 
     def _image_features(self, items: list[tuple[str, Any]], single: bool) -> tuple[torch.Tensor, list[str]]:
-        """Features of ``items`` (name, path or PIL image), in input order, under one progress bar. Files go through
-        :meth:`kgzsl.vision.backbones.Backbone.embed_files` (the next batch decoded while the network runs), a few
-        batches at a time; PIL images through :meth:`~kgzsl.vision.backbones.Backbone.embed`."""
+        """Features of ``items`` (name, path or PIL image), in input order: files through
+        :func:`kgzsl.vision.features.image_list_features` (the next batch decoded while the network runs, a progress
+        bar over many), PIL images through :meth:`~kgzsl.vision.backbones.Backbone.embed`."""
         import torch  # lazy: torch
 
+        from kgzsl.vision.features import image_list_features  # lazy: torch
         from kgzsl.vision.images import rgb_image  # lazy: PIL
 
         rows: dict[int, torch.Tensor] = {}
         files = [i for i, (_, item) in enumerate(items) if isinstance(item, (str, os.PathLike))]
-        pictures = [i for i, (_, item) in enumerate(items) if not isinstance(item, (str, os.PathLike))]
-        chunk = 8 * self.batch_size
-        with tqdm(total=len(items), desc="recognize", unit="image", file=sys.stderr,
-                  disable=not self.progress or len(items) < 2) as bar:
-            for start in range(0, len(files), chunk):
-                part = files[start:start + chunk]
-                features, good, bad = self.backbone.embed_files([items[i][1] for i in part], self.batch_size)
-                loaded, failed = iter(zip(good, features)), iter(bad)
-                upcoming = next(loaded, None)
-                for i in part:  # embed_files keeps input order: each file is the next loaded one, or the next failure
-                    if upcoming is not None and upcoming[0] == str(items[i][1]):
-                        rows[i], upcoming = upcoming[1], next(loaded, None)
-                        continue
-                    reason = next(failed)["reason"]
+        if files:
+            features, good, bad = image_list_features([items[i][1] for i in files], self.backbone, self.batch_size,
+                                                      progress=self.progress and len(files) > 1, desc="recognize")
+            loaded, failed = iter(zip(good, features)), iter(bad)
+            upcoming = next(loaded, None)
+            for i in files:  # input order is kept: each file is the next loaded one, or the next failure
+                if upcoming is not None and upcoming[0] == str(items[i][1]):
+                    rows[i], upcoming = upcoming[1], next(loaded, None)
+                    continue
+                reason = next(failed)["reason"]
+                if single:
+                    raise KgzslError(reason)
+                log.warning("skipped %s: %s", items[i][0], reason)
+        pictures, images = [], []
+        for i, (name, item) in enumerate(items):
+            if not isinstance(item, (str, os.PathLike)):
+                try:
+                    images.append(rgb_image(item, name))
+                    pictures.append(i)
+                except KgzslError as exc:
                     if single:
-                        raise KgzslError(reason)
-                    log.warning("skipped %s: %s", items[i][0], reason)
-                bar.update(len(part))
-            for start in range(0, len(pictures), self.batch_size):
-                part, images = [], []
-                for i in pictures[start:start + self.batch_size]:
-                    try:
-                        images.append(rgb_image(items[i][1], items[i][0]))
-                        part.append(i)
-                    except KgzslError as exc:
-                        if single:
-                            raise
-                        log.warning("skipped %s: %s", items[i][0], exc)
-                if images:
-                    rows.update(zip(part, self.backbone.embed(images, self.batch_size)))
-                bar.update(len(pictures[start:start + self.batch_size]))
+                        raise
+                    log.warning("skipped %s: %s", name, exc)
+        if images:
+            rows.update(zip(pictures, self.backbone.embed(images, self.batch_size)))
         if not rows:
             raise KgzslError(f"none of the {len(items)} images could be read")
         order = sorted(rows)

@@ -375,20 +375,23 @@ def extract_features_distributed(
 
 # ------------------------------------------------------------------------------------ loose images
 def image_list_features(
-    paths: Sequence[str | os.PathLike], backbone: Backbone, batch_size: int = 32, progress: bool = False
+    paths: Sequence[str | os.PathLike], backbone: Backbone, batch_size: int = 32, progress: bool = False,
+    desc: str = "features",
 ) -> tuple[torch.Tensor, list[str], list[dict[str, str]]]:
     """Features of a few loose image files, in memory: (features [n, D], the paths that loaded, bad files).
 
     A file that is missing, corrupt, not an image or too small is reported in ``bad`` (path and reason)
-    and skipped; the others are still processed.
+    and skipped; the others are still processed. ``progress``: a bar over the images (``desc`` names it).
     """
-    if progress:
-        chunk = max(batch_size, 8 * batch_size)
-        features, good, bad = [], [], []
-        for start in tqdm(range(0, len(paths), chunk), desc="features", unit="chunk", leave=False):
+    if not progress:
+        return backbone.embed_files(list(paths), batch_size)
+    chunk = 8 * batch_size  # a few batches a call: decoding still runs one batch ahead, the bar moves
+    features, good, bad = [], [], []
+    with tqdm(total=len(paths), desc=desc, unit="image", file=sys.stderr, leave=False) as bar:
+        for start in range(0, len(paths), chunk):
             part = backbone.embed_files(list(paths[start:start + chunk]), batch_size)
             features.append(part[0])
             good += part[1]
             bad += part[2]
-        return (torch.cat(features) if features else torch.zeros(0, backbone.dim)), good, bad
-    return backbone.embed_files(list(paths), batch_size)
+            bar.update(len(paths[start:start + chunk]))
+    return (torch.cat(features) if features else torch.zeros(0, backbone.dim)), good, bad
