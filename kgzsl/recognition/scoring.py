@@ -112,7 +112,11 @@ def calibrate(scores: torch.Tensor, true_index: torch.Tensor, seen_columns: torc
     seen_columns = torch.as_tensor(seen_columns, dtype=torch.bool)
     if seen_columns.all() or not seen_columns.any():
         raise KgzslError("generalized zero-shot needs both seen and unseen candidate classes")
-    curve = seen_unseen_curve(scores, true_index, seen_columns, steps)
+    return best_on_curve(seen_unseen_curve(scores, true_index, seen_columns, steps))
+
+
+def best_on_curve(curve: list[tuple[float, float, float]]) -> GZSLResult:
+    """The point of a seen-unseen ``curve`` with the best harmonic mean (ties: the smallest ``|gamma|``)."""
     best = max(curve, key=lambda c: (harmonic(c[1], c[2]), -abs(c[0])))
     return GZSLResult(best[0], best[1], best[2], harmonic(best[1], best[2]), curve)
 

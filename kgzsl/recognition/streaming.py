@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from kgzsl.errors import KgzslError
-from kgzsl.recognition.scoring import GZSLResult, harmonic
+from kgzsl.recognition.scoring import GZSLResult, best_on_curve, harmonic
 
 
 class RowBlocks:
@@ -105,8 +105,6 @@ def gzsl_on_halves(stats: GZSLStats, calibration_fraction: float = 0.5, seed: in
     cal, test = stats.take(order[:n_cal]), stats.take(order[n_cal:])
     if len(test.true) == 0:
         raise KgzslError("too few images to hold some out for calibration")
-    curve = stats_curve(cal)
-    best = max(curve, key=lambda c: (harmonic(c[1], c[2]), -abs(c[0])))
-    chosen = GZSLResult(best[0], best[1], best[2], harmonic(best[1], best[2]), curve)
+    chosen = best_on_curve(stats_curve(cal))
     s, u = stats_accuracies(test, chosen.gamma)
     return GZSLResult(chosen.gamma, s, u, harmonic(s, u), stats_curve(test)), chosen
