@@ -28,6 +28,9 @@ FORMAT_NAME = "kgzsl.predictions"
 FORMAT_VERSION = 1
 RESERVED = ("format", "version", "ids")
 
+#: how seen classes are scored: with their real classifiers, or with the GCN's predicted ones
+SEEN_ROWS = ("real", "predicted")
+
 
 @dataclass
 class Predictions:
@@ -49,7 +52,7 @@ class Predictions:
     def classifiers(self, seen_rows: str = "real") -> torch.Tensor:
         """Every row's classifier: the predicted one, except that seen classes keep their real (unit-norm)
         classifier with ``seen_rows="real"``, where the file has them; ``"predicted"`` uses the GCN's rows."""
-        if seen_rows not in ("real", "predicted"):
+        if seen_rows not in SEEN_ROWS:
             raise KgzslError(f"seen_rows must be 'real' or 'predicted', got {seen_rows!r}")
         if seen_rows == "predicted" or self.seen_true is None or not bool(self.seen.any()):
             return self.pred

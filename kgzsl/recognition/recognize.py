@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from kgzsl.errors import KgzslError, check_number
-from kgzsl.propagation.predictions import Predictions
+from kgzsl.propagation.predictions import SEEN_ROWS, Predictions
 from kgzsl.recognition.hedge.hierarchy import HedgedAnswer
 from kgzsl.recognition.hedge.rules import Hedger
 from kgzsl.recognition.scoring import (
@@ -26,8 +26,6 @@ from kgzsl.recognition.scoring import (
     ranks_of_true,
     top_predictions,
 )
-
-SEEN_ROWS = ("real", "predicted")
 
 
 @dataclass(frozen=True)
