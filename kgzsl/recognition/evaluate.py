@@ -14,8 +14,9 @@ and hierarchical with a graph) summarises the whole rank distribution, not only 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -170,11 +171,19 @@ def _labelled_rows(labels: list[str], label_column: dict[str, int]) -> tuple[lis
     return rows, torch.tensor([label_column[labels[i]] for i in rows], dtype=torch.long)
 
 
+#: classifier rows, one a class id (a ``[classes, D + 1]`` matrix), or a function giving those of some row numbers
+Weights = torch.Tensor | Callable[[list[int]], torch.Tensor]
+
+
+def _rows(weights: Weights, rows: list[int]) -> torch.Tensor:
+    return weights(rows) if callable(weights) else torch.as_tensor(weights, dtype=torch.float32)[rows]
+
+
 class _SplitStream:
     """One split's :func:`evaluate_split` accumulated over batches of labelled images: per image only its ranks (and
     with ``gzsl`` its :class:`GZSLStats`) are kept, never the features or the scores."""
 
-    def __init__(self, name: str, split: list[str], class_ids: list[str], weights: torch.Tensor, seen_ids: list[str] | None,
+    def __init__(self, name: str, split: list[str], class_ids: list[str], weights: Weights, seen_ids: list[str] | None,
                  with_seen: bool, graph: ClassGraph | None, ks: tuple[int, ...] = DEFAULT_KS, batch_size: int = 4096,
                  gzsl: bool = False) -> None:
         position = {c: i for i, c in enumerate(class_ids)}
@@ -190,7 +199,7 @@ class _SplitStream:
             columns += [position[w] for w in seen_ids if w in position and position[w] not in split_set]
         self.name, self.split_size, self.with_seen, self.ks, self.batch_size = name, len(split), with_seen, ks, batch_size
         self.candidates, self.label_column = len(columns), _label_columns(position, columns, len(split_cols))
-        self.weights = torch.as_tensor(weights, dtype=torch.float32)[columns]
+        self.weights = _rows(weights, columns)
         self.graph, self.column_ids, self.correct = graph, [class_ids[c] for c in columns], None
         if graph is not None:  # the correct columns of every split class in the graph, once
             index = graph.index()
@@ -205,7 +214,7 @@ class _SplitStream:
             unseen = set(split)
             gcols = split_cols + [position[w] for w in seen_ids or [] if w in position and w not in unseen]
             self.g_label_column = _label_columns(position, gcols, len(gcols))
-            self.g_weights = torch.as_tensor(weights)[gcols]
+            self.g_weights = _rows(weights, gcols)
             self.g_seen = torch.tensor([False] * len(split_cols) + [True] * (len(gcols) - len(split_cols)))
 
     def _correct_of(self, label: str) -> torch.Tensor:
@@ -272,7 +281,7 @@ def evaluate_split(
     features: torch.Tensor,
     labels: list[str],
     class_ids: list[str],
-    weights: torch.Tensor,
+    weights: Weights,
     split: list[str],
     seen_ids: list[str] | None = None,
     with_seen: bool = False,
@@ -433,7 +442,7 @@ def evaluate_stream(
     split. A batch is scored and let go: per image only its ranks (with ``gzsl`` :class:`GZSLStats`) are kept, so
     memory does not grow with the features. Images are scored ``batch_size`` at a time whatever the batches, so the
     results are those of :func:`evaluate_splits`."""
-    weights = predictions.classifiers(seen_rows)
+    weights = partial(predictions.candidate_rows, seen_rows=seen_rows, keep=False)  # not every row copied first
     streams = [_SplitStream(name, split, predictions.ids, weights, _seen_ids(predictions), with_seen, graph,
                             batch_size=batch_size, gzsl=gzsl)
                for name, split in _pairs(splits)]
@@ -457,7 +466,7 @@ def add_transductive(
     """Set each split's transductive Hit@k (:func:`evaluate_split` with ``transductive``) in ``evaluations``. Label
     propagation needs all of a split's images together: this holds their features (give it only those rows)."""
     _check_dim(features, predictions)
-    weights = predictions.classifiers(seen_rows)
+    weights = partial(predictions.candidate_rows, seen_rows=seen_rows, keep=False)
     for evaluation, (name, split) in zip(evaluations, _pairs(splits)):
         evaluation.transductive = evaluate_split(features, labels, predictions.ids, weights, split, _seen_ids(predictions),
                                                  with_seen=with_seen, name=name + "+trans", graph=graph, transductive=True)
