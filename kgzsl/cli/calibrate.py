@@ -39,6 +39,16 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from kgzsl.cli.evaluate import check_run_inputs  # lazy: startup
+
+    too_high = [t for t in args.targets if t > 1]
+    if too_high:
+        raise KgzslError(f"--targets must be accuracies in (0, 1], got {too_high[0]:g}")
+    if args.gamma is not None and args.candidates != "all":
+        raise KgzslError("--gamma offsets seen candidates' scores: it needs --candidates all")
+    if args.plot:
+        check_plot_file(args.plot)
+    check_run_inputs(args)  # torch-free: a mistake is reported before seconds of loading
     from kgzsl.graph.names import labels_as_node_ids  # lazy: numpy
     from kgzsl.inspection.plots import plot_reliability  # lazy: torch
     from kgzsl.propagation.run import load_run  # lazy: startup
@@ -46,10 +56,6 @@ def run(args: argparse.Namespace) -> None:
     from kgzsl.recognition.hedge.storage import write_calibration  # lazy: startup
     from kgzsl.vision.features import load_features, read_manifest  # lazy: torch
 
-    if args.gamma is not None and args.candidates != "all":
-        raise KgzslError("--gamma offsets seen candidates' scores: it needs --candidates all")
-    if args.plot:
-        check_plot_file(args.plot)
     run = load_run(args.predictions)
     graph = run.load_graph(args.graph)
     check_backbone(args, run.predictions, read_manifest(args.features).get("backbone"), f"the features in {args.features} come from")

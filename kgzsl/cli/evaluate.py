@@ -61,6 +61,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    check_inputs(args)  # torch-free: a mistake is reported before seconds of loading
     from kgzsl.inspection.plots import plot_seen_unseen  # lazy: torch
     from kgzsl.propagation.run import load_run  # lazy: startup
     from kgzsl.recognition.evaluate import (  # lazy: torch
@@ -80,6 +81,7 @@ def run(args: argparse.Namespace) -> None:
     check_backbone(args, run.predictions, manifest.get("backbone"), f"the features in {args.features} come from")
     relabel = _relabel(args, manifest, graph)
     splits = _read_splits(args, run.predictions)
+    _refuse_seen_images(args, run.predictions, splits, relabel(list(manifest.get("labels", []))))
     shards = ((shard.features, relabel(shard.labels)) for shard in _shards(args.features))
     evaluations = evaluate_stream(shards, run.predictions, splits, with_seen=args.with_seen, graph=graph,
                                   seen_rows=args.seen_rows, gzsl=args.gzsl, seed=args.seed)
@@ -97,6 +99,57 @@ def run(args: argparse.Namespace) -> None:
     summary = {"features": str(args.features), "predictions": str(args.predictions), "splits": entries,
                "graph": graph.meta.get("folder") if graph is not None else None}
     emit(args, summary, lambda s: _text(s, evaluations))
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+    """What can be checked without torch, before any model or feature is read: the input files and folders exist,
+    the split files read, and with ``--hedge`` the run has the calibration it needs."""
+    from kgzsl.core.idlists import read_id_list  # lazy: startup
+    from kgzsl.propagation.run_files import HEDGE_FILES  # lazy: startup
+
+    run_folder = check_run_inputs(args)
+    for split_file in args.split:
+        read_id_list(split_file, "split")
+    if args.hedge and not (run_folder / HEDGE_FILES[args.hedge_candidates]).is_file():
+        flag = "" if args.hedge_candidates == "unseen" else f" --candidates {args.hedge_candidates}"
+        raise KgzslError(f"--hedge: run {args.predictions} is not calibrated for candidates {args.hedge_candidates} (no "
+                         f"{HEDGE_FILES[args.hedge_candidates]}): run `kgzsl calibrate --features FEATS --predictions "
+                         f"{args.predictions}{flag}` first")
+
+
+def check_run_inputs(args: argparse.Namespace) -> Path:
+    """``--predictions``, ``--features`` and ``--graph`` exist (torch-free, for evaluate and calibrate); the run's folder."""
+    from kgzsl.propagation.run_files import predictions_file  # lazy: startup
+
+    file = predictions_file(args.predictions)
+    if not file.is_file():
+        raise KgzslError(f"--predictions {args.predictions} does not exist: give a run folder of `kgzsl train` or its "
+                         "predictions file")
+    if not Path(args.features).is_dir():
+        raise KgzslError(f"--features: feature folder {args.features} does not exist")
+    if not (Path(args.features) / "manifest.json").is_file() and not (Path(args.features) / "run.json").is_file():
+        raise KgzslError(f"--features: feature folder {args.features} has no manifest.json: it is not the output of "
+                         "`kgzsl features`")
+    if args.graph is not None and not Path(args.graph).is_dir():
+        raise KgzslError(f"--graph: graph folder {args.graph} does not exist")
+    return file.parent
+
+
+def _refuse_seen_images(args: argparse.Namespace, predictions: Predictions, splits: list[tuple[str, list[str]]],
+                        labels: list[str]) -> None:
+    """Refuse to evaluate images of classes seen in training as zero-shot ones (their real classifiers were trained
+    on such images: every figure would read 100 %), as ``kgzsl calibrate`` refuses to calibrate on them unless
+    asked for the generalized setting (here ``--with-seen``)."""
+    if args.with_seen:
+        return
+    present = set(labels)
+    for name, split in splits:
+        trained = [w for w in split if w in present and bool(predictions.seen[predictions.index[w]])]
+        if trained:
+            raise KgzslError(
+                f"--split {name}: {len(trained)} of its classes with images in --features {args.features} were seen in "
+                f"training, their real classifier used (first: {trained[0]}): a split lists held-out or unseen classes "
+                "(or evaluate the generalized setting, --with-seen)")
 
 
 def _shards(folder: Path) -> Iterator[Any]:
