@@ -98,6 +98,39 @@ def peak_rss(cmd: list[str]) -> tuple[float, float, str]:
     return usage.ru_maxrss / 1024, time.perf_counter() - start, out
 
 
+def measure(work: Path, rows: list[int], classes: int = 1000, shard_size: int = 1024, gzsl: bool = False,
+            in_memory: bool = False, echo: bool = True) -> dict[int, dict[str, float]]:
+    """For each row count: ``kgzsl evaluate``'s peak RSS in MiB (``rss``), seconds, and with ``in_memory`` the
+    peak RSS of evaluating after loading every feature (``rss_in_memory``). Printed as it goes with ``echo``."""
+    import numpy as np
+
+    work.mkdir(parents=True, exist_ok=True)
+    run = train_run(work)
+    drawn = unseen_classes(run)
+    if classes:
+        drawn = sorted(np.random.default_rng(0).choice(drawn, size=min(classes, len(drawn)), replace=False).tolist())
+    split = work / f"split-{len(drawn)}.txt"
+    split.write_text("\n".join(drawn) + "\n")
+    say = print if echo else (lambda *a, **k: None)
+    say(f"run {run}: {len(drawn)} unseen classes as labels and split; shards of {shard_size}")
+    results: dict[int, dict[str, float]] = {}
+    for count in rows:
+        folder = write_folder(work / f"feats-{count}-{len(drawn)}", count, drawn, shard_size, seed=count)
+        cmd = [sys.executable, "-m", "kgzsl", "evaluate", "--features", str(folder), "--predictions", str(run),
+               "--split", str(split), "--json"] + (["--with-seen"] if gzsl else [])
+        rss, seconds, out = peak_rss(cmd)
+        entry = json.loads(out)["splits"][0]
+        results[count] = {"rss": rss, "seconds": seconds}
+        say(f"{count:>9,} rows: kgzsl evaluate peak RSS {rss:8.1f} MiB  ({seconds:.0f} s; {entry['images']} images, "
+            f"{entry['candidates']} candidates, hit@1 {entry['hit@1']})", flush=True)
+        if in_memory:
+            rss_mem, seconds, _ = peak_rss([sys.executable, "-c", IN_MEMORY, str(folder), str(run), str(split)])
+            results[count]["rss_in_memory"] = rss_mem
+            say(f"{'':>9}       in memory (load_features + evaluate_splits) peak RSS {rss_mem:8.1f} MiB  ({seconds:.0f} s)",
+                flush=True)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/kgzsl-eval-memory"), help="run, folders and split go here")
@@ -107,33 +140,10 @@ def main() -> None:
     parser.add_argument("--gzsl", action="store_true", help="evaluate with --with-seen")
     parser.add_argument("--in-memory", action="store_true", help="also measure evaluating with every feature loaded")
     args = parser.parse_args()
-    import numpy as np
-
-    args.work.mkdir(parents=True, exist_ok=True)
-    run = train_run(args.work)
-    classes = unseen_classes(run)
-    if args.classes:
-        classes = sorted(np.random.default_rng(0).choice(classes, size=min(args.classes, len(classes)), replace=False).tolist())
-    split = args.work / f"split-{len(classes)}.txt"
-    split.write_text("\n".join(classes) + "\n")
-    print(f"run {run}: {len(classes)} unseen classes as labels and split; shards of {args.shard_size}")
-    results = {}
-    for rows in args.rows:
-        folder = write_folder(args.work / f"feats-{rows}-{len(classes)}", rows, classes, args.shard_size, seed=rows)
-        cmd = [sys.executable, "-m", "kgzsl", "evaluate", "--features", str(folder), "--predictions", str(run),
-               "--split", str(split), "--json"] + (["--with-seen"] if args.gzsl else [])
-        rss, seconds, out = peak_rss(cmd)
-        entry = json.loads(out)["splits"][0]
-        results[rows] = rss
-        print(f"{rows:>9,} rows: kgzsl evaluate peak RSS {rss:8.1f} MiB  ({seconds:.0f} s; {entry['images']} images, "
-              f"{entry['candidates']} candidates, hit@1 {entry['hit@1']})", flush=True)
-        if args.in_memory:
-            rss_mem, seconds, _ = peak_rss([sys.executable, "-c", IN_MEMORY, str(folder), str(run), str(split)])
-            print(f"{'':>9}       in memory (load_features + evaluate_splits) peak RSS {rss_mem:8.1f} MiB  ({seconds:.0f} s)",
-                  flush=True)
+    results = measure(args.work, args.rows, args.classes, args.shard_size, args.gzsl, args.in_memory)
     if len(results) > 1:
         small, large = min(results), max(results)
-        print(f"ratio {large:,} / {small:,} rows: {results[large] / results[small]:.3f}")
+        print(f"ratio {large:,} / {small:,} rows: {results[large]['rss'] / results[small]['rss']:.3f}")
 
 
 if __name__ == "__main__":
