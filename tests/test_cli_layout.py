@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CLI = ROOT / "kgzsl" / "cli"
 COMMANDS = ("build-graph", "splits", "train", "targets", "features", "predict", "demo", "calibrate", "evaluate",
-            "inspect", "propagate")
+            "inspect", "explore", "propagate")
 HELP_SCRIPT = """
 import sys
 from kgzsl.cli import main
