@@ -13,10 +13,17 @@ if [ ! -f /usr/share/wordnet/data.noun ] || [ ! -f /usr/share/wordnet/index.sens
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wordnet-base wordnet-sense-index >/dev/null
 fi
 
+# Headless Chromium and its WebDriver from Debian: the explorer's browser test (tests/test_explore_browser.py) and
+# scripts/explorer_screenshots.py drive them with Selenium.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=".venv/bin/python -m pip"
-if ! .venv/bin/python -c "import kgzsl, torch, torch_geometric, gensim, nltk, pytest, transformers, sklearn, importlinter" 2>/dev/null; then
+if ! .venv/bin/python -c "import kgzsl, torch, torch_geometric, gensim, nltk, pytest, transformers, sklearn, importlinter, onnxruntime, onnx, openTSNE, plotly, hypothesis, selenium" 2>/dev/null; then
   # torch pinned to the CPU build: an unpinned torch pulls a multi-GB CUDA build. Pillow (its JPEG decoder)
   # and transformers/tokenizers (the node-feature encoder) pinned too: they decide the demo's figures.
   $PIP install -q --disable-pip-version-check torch==2.13.0 pillow==13.0.0 transformers==5.24.0 tokenizers==0.23.3

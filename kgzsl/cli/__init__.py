@@ -16,11 +16,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from kgzsl import __version__
 from kgzsl.cli import (
     build_graph,
     calibrate,
     demo,
     evaluate,
+    explore,
     features,
     inspect_class,
     predict,
@@ -33,7 +35,7 @@ from kgzsl.cli.flags import Parser, UsageError
 from kgzsl.errors import KgzslError
 
 #: the subcommands in the order ``kgzsl --help`` lists them
-COMMANDS = (build_graph, splits, train, targets, features, predict, demo, calibrate, evaluate, inspect_class, propagate)
+COMMANDS = (build_graph, splits, train, targets, features, predict, demo, calibrate, evaluate, inspect_class, explore, propagate)
 #: the flag of each library parameter whose flag is not ``--`` + its name with dashes (see :func:`_cli_message`)
 FLAGS = {"graph_dir": "--graph", "method": "--map"}
 
@@ -52,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kgzsl",
         description="Knowledge-graph zero-shot image recognition. Pipeline: build-graph -> (targets) -> train -> (calibrate) -> predict / evaluate -> inspect; propagate grows a graph.",
     )
+    parser.add_argument("--version", action="version", version=f"kgzsl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for command in COMMANDS:
