@@ -1,14 +1,19 @@
-"""The fast image path (kgzsl.vision.speed, Backbone.embed_files, draft decoding) against plain fp32 eager, on real photos."""
+"""The fast image path (kgzsl.vision.speed, the ONNX Runtime engine, Backbone.embed_files, draft decoding) against
+plain fp32 eager, on real photos; the ONNX model cache (atomic, rebuilt when stale)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from kgzsl.errors import KgzslError
+from kgzsl.vision import onnx_backend
 from kgzsl.vision.backbones import load_backbone
-from kgzsl.vision.images import load_image
+from kgzsl.vision.images import ImageTransform, load_image
 from kgzsl.vision.samples import foolbox_imagenet_images
 from kgzsl.vision.speed import fold_batchnorms, inference_copy
+
+needs_onnx = pytest.mark.skipif(not onnx_backend.onnx_available(), reason="onnxruntime / onnx are not installed")
 
 COSINE_MEAN, COSINE_MIN = 0.995, 0.98
 
@@ -59,6 +64,14 @@ def test_embed_files_matches_one_by_one(lite0, photos, tmp_path):
     assert torch.equal(lite0.embed([load_image(p) for p in photos[:5]], batch_size=2), one_by_one)
 
 
+def test_prepare_is_normalise_on_one_thread(lite0, photos):
+    pixels = [lite0.transform.pixels(load_image(path)) for path in photos[:3]]
+    before = torch.get_num_threads()
+    prepared = lite0.prepare(pixels)
+    assert torch.equal(prepared, lite0.transform.normalise(pixels)) and torch.get_num_threads() == before
+    assert prepared.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_fast_fp32_matches_eager(lite0, photos, eager):
     fast = lite0.embed_files(photos)[0]
     assert ((fast - eager).norm(dim=1) / eager.norm(dim=1)).max() < 1e-4
@@ -91,8 +104,10 @@ def test_fold_resnet_batchnorms():
     assert ((out - expected).norm(dim=1) / expected.norm(dim=1)).max() < 1e-4
 
 
-@pytest.mark.parametrize(("precision", "draft"), [("fp32", False), ("bf16", False), ("bf16", True)])
+@pytest.mark.parametrize(("precision", "draft"), [("fp32", False), ("bf16", False), ("bf16", True),
+                                                pytest.param("int8", True, marks=needs_onnx)])
 def test_reduced_modes_hold_the_cosine_tolerance(photos, eager, precision, draft):
+    """int8 is calibrated on these photos (and darknet's); the 875 held-out photos are in docs/benchmarks.md."""
     backbone = load_backbone("efficientnet-lite0", precision=precision, draft=draft)
     features = backbone.embed_files(photos)[0]
     assert features.dtype == torch.float32
@@ -118,7 +133,110 @@ def test_draft_decodes_large_jpegs_smaller(tmp_path, photos):
 
 
 def test_unknown_precision_is_refused():
-    from kgzsl.errors import KgzslError
-
     with pytest.raises(KgzslError, match="precision 'int4'"):
         load_backbone("efficientnet-lite0", precision="int4")
+
+
+@needs_onnx
+def test_onnx_fp32_is_torch_fp32_and_batch_invariant(photos, eager):
+    backbone = load_backbone("efficientnet-lite0", engine="onnx")
+    assert isinstance(backbone.runner, onnx_backend.OnnxRunner)
+    features = backbone.embed_files(photos)[0]
+    assert ((features - eager).norm(dim=1) / eager.norm(dim=1)).max() < 1e-5
+    assert torch.equal(backbone.embed_files(photos, batch_size=3, workers=0)[0], features)
+    assert torch.equal(backbone.embed_files(photos[:2], batch_size=1)[0], features[:2])
+    with pytest.raises(KgzslError, match=r"takes images \[B, 3, 224, 224\]"):
+        backbone.features(torch.zeros(1, 3, 200, 200))
+
+
+@needs_onnx
+def test_int8_is_built_the_same_from_scratch(photos, tmp_path, monkeypatch):
+    from kgzsl.core.resources import cache_dir
+
+    cached = load_backbone("efficientnet-lite0", precision="int8").embed_files(photos[:6])[0]
+    (tmp_path / "darknet").symlink_to(cache_dir() / "darknet")  # the calibration photos stay where they are
+    monkeypatch.setenv("KGZSL_CACHE", str(tmp_path))  # a fresh model cache: export, calibrate and quantise again
+    fresh = load_backbone("efficientnet-lite0", precision="int8")
+    assert fresh.runner.path.parent == tmp_path / "models" / "onnx"
+    assert torch.equal(fresh.embed_files(photos[:6])[0], cached)
+
+
+def test_torch_engine_and_precision_checks():
+    assert not isinstance(load_backbone("efficientnet-lite0", engine="torch").runner, onnx_backend.OnnxRunner)
+    with pytest.raises(KgzslError, match="int8 runs on ONNX Runtime"):
+        load_backbone("efficientnet-lite0", precision="int8", engine="torch")
+    with pytest.raises(KgzslError, match="engine 'tensorrt'"):
+        load_backbone("efficientnet-lite0", engine="tensorrt")
+
+
+# ------------------------------------------------------------------------------------ the ONNX model cache
+TINY = ImageTransform(resize=36, crop=32, mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0))  # hand-written fixture
+
+
+class TinyNet(torch.nn.Module):
+    """Hand-written unit fixture: conv, batch norm (folded on export), ReLU6, global pooling."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.conv, self.bn = torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.BatchNorm2d(8)
+        self.bn.running_mean.uniform_(-0.2, 0.2)
+        self.bn.running_var.uniform_(0.5, 1.5)
+        self.eval()
+
+    def conv_bn_pairs(self) -> list:
+        return [(self, "conv", "bn")]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.relu6(self.bn(self.conv(x))).mean(dim=(2, 3))
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("KGZSL_CACHE", str(tmp_path))
+    return tmp_path / "models" / "onnx"
+
+
+def _agrees(runner, net) -> bool:
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        return torch.allclose(runner(x), net(x), atol=1e-5)
+
+
+@needs_onnx
+def test_onnx_cache_is_written_once_and_atomically(cache):
+    net = TinyNet()
+    runner = onnx_backend.onnx_runner(net, "tiny", "fp32", TINY)
+    assert [p.name for p in cache.iterdir()] == [runner.path.name]  # no temporary left beside it
+    assert _agrees(runner, net)
+    stamp = runner.path.stat().st_mtime_ns
+    again = onnx_backend.onnx_runner(net, "tiny", "fp32", TINY)
+    assert again.path == runner.path and runner.path.stat().st_mtime_ns == stamp  # read, not rebuilt
+
+
+@needs_onnx
+def test_a_failed_write_leaves_no_cached_model(cache, monkeypatch, caplog):
+    import os
+
+    def full_disk(source, target):
+        raise OSError("disk full")
+
+    net = TinyNet()
+    monkeypatch.setattr(os, "replace", full_disk)  # the temporary is written, the rename into place fails
+    runner = onnx_backend.onnx_runner(net, "tiny", "fp32", TINY)
+    assert "cannot cache the ONNX model" in caplog.text
+    assert list(cache.iterdir()) == [] and _agrees(runner, net)  # no temporary left; the model runs from memory
+
+
+@needs_onnx
+def test_onnx_cache_is_rebuilt_when_corrupt_or_stale(cache):
+    net = TinyNet()
+    path = onnx_backend.onnx_runner(net, "tiny", "fp32", TINY).path
+    path.write_bytes(path.read_bytes()[:100])  # truncated
+    assert _agrees(onnx_backend.onnx_runner(net, "tiny", "fp32", TINY), net)
+    other = TinyNet(seed=1)  # other weights: another key, another file
+    other_path = onnx_backend.onnx_runner(other, "tiny", "fp32", TINY).path
+    assert other_path != path and _agrees(onnx_backend.onnx_runner(other, "tiny", "fp32", TINY), other)
+    path.write_bytes(other_path.read_bytes())  # a readable model whose stored key is not this file's
+    rebuilt = onnx_backend.onnx_runner(net, "tiny", "fp32", TINY)
+    assert rebuilt.path == path and _agrees(rebuilt, net)

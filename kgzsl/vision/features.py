@@ -59,6 +59,7 @@ from kgzsl.vision.feature_folder import (
     write_shard,
 )
 from kgzsl.vision.images import ImageItem, ImageTransform, list_image_folder, load_image
+from kgzsl.vision.speed import one_torch_thread
 
 if TYPE_CHECKING:
     from kgzsl.vision.backbones import Backbone
@@ -137,7 +138,8 @@ class _Collate:
     def __call__(self, batch: list) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
         good = [(i, x) for i, x, _ in batch if x is not None]
         bad = [(i, reason) for i, x, reason in batch if x is None]
-        stacked = self.transform.normalise([x for _, x in good]) if good else None
+        with one_torch_thread():  # OpenMP threads cost more than they save on elementwise work (kgzsl.vision.speed)
+            stacked = self.transform.normalise([x for _, x in good]) if good else None
         return [i for i, _ in good], stacked, bad
 
 

