@@ -6,6 +6,7 @@
     rec = Recognizer.from_run("runs/dgp")     # or Recognizer.pretrained(): the demo's default, trained once
     rec.predict("photo.jpg", top=5)          # a Prediction; a list, a folder, PIL images, features: a list
     rec.predict("photo.jpg", hedge=0.9).hedged  # after `kgzsl calibrate`: a graph node and its probability
+    rec("photo.jpg", candidate_labels=["okapi", "zebra", "red panda cub"])  # [{"label", "score"}], most probable first
     rec.explain("giraffe")                   # what `kgzsl inspect giraffe` prints, as data
 
 It only composes the library's stages (:mod:`kgzsl.propagation.run`, :func:`kgzsl.vision.backbones.load_backbone`,
@@ -44,13 +45,18 @@ log = logging.getLogger("kgzsl")
 @dataclass(frozen=True)
 class Prediction:
     """The best candidate classes of one image, best first: graph node ids (wnids in WordNet graphs),
-    their names and scores (``[feature, 1] . classifier``); with ``predict(hedge=...)``, the hedged answer too."""
+    their names and scores (``[feature, 1] . classifier``); with ``predict(hedge=...)``, the hedged answer too;
+    with ``predict(labels=...)``, the labels and their probabilities."""
 
     image: str
     ids: list[str]
     names: list[str]
     scores: list[float]
     hedged: HedgedAnswer | None = None
+    #: with ``predict(labels=...)``: the labels as given, most probable first (``ids``, ``names``, ``scores`` follow
+    #: that order), and their probabilities (softmax over the labels at the run's calibrated temperature; sum 1)
+    labels: list[str] | None = None
+    probabilities: list[float] | None = None
 
 
 @dataclass(frozen=True)
@@ -213,31 +219,74 @@ class Recognizer:
             return None
 
     # ------------------------------------------------------------------------------------ the API
-    def predict(self, x: Any, top: int = 5, candidates: str | list[str] | None = None,
-                hedge: float | None = None) -> Prediction | list[Prediction]:
-        """The ``top`` best candidate classes of each image in ``x``: a path, a folder (its images, sorted),
+    def predict(self, x: Any, top: int | None = None, candidates: str | list[str] | None = None,
+                hedge: float | None = None, labels: list[str] | None = None) -> Prediction | list[Prediction]:
+        """The ``top`` (default 5) best candidate classes of each image in ``x``: a path, a folder (its images, sorted),
         a PIL image, a list of paths / PIL images, or features of the run's backbone (``[D]`` or ``[B, D]``).
 
         One image (a path, a PIL image, ``[D]``) gives one :class:`Prediction`; anything else a list, in
-        input order. Among several files, unreadable ones are skipped with a warning; a single one raises.
+        input order. Among several files, unreadable ones are skipped with a warning naming each and why; a single one raises.
         ``hedge``: a target accuracy calibrated by ``kgzsl calibrate``; each Prediction's ``hedged`` is then the
         most informative graph node meeting it, with its probability (candidates ``"unseen"``, or ``"all"`` where the
         run is calibrated for the generalized setting: seen classes then carry the calibrated gamma).
+        ``labels``: rank these instead of ``candidates`` (``top`` default: all of them), each a graph id, a wnid, a synset
+        name (``ray.n.07``), a WordNet name (``ray``: the sense a photo can show, reported in a warning), ``NAME=SYNSET``,
+        or free text (``red panda cub``, ``NAME<PARENT``: a new node, its classifier propagated by the run's model);
+        each Prediction then has ``labels`` and ``probabilities`` (see docs/recognition.md).
         """
         from kgzsl.recognition.recognize import (  # lazy: torch
             RecognitionOptions,
             recognize,
         )
 
-        if int(top) < 1:
+        if top is not None and (isinstance(top, bool) or int(top) < 1):
             raise KgzslError(f"top must be at least 1, got {top}")
+        if labels is not None:
+            if candidates is not None or hedge is not None:
+                raise KgzslError("labels: give labels, or candidates / hedge, not both", parameter="labels")
+            return self._predict_labels(x, labels, top)
         wanted = candidates or self.candidates
-        options = RecognitionOptions(wanted, int(top))  # checked before a hedger is built or an image read
+        options = RecognitionOptions(wanted, int(top or 5))  # checked before a hedger is built or an image read
         if hedge is not None:
             options = replace(options, hedger=self._hedger(hedge, wanted))
         single, features, names = self._features(x)
         found = [Prediction(r.image, r.ids, r.names, r.scores, r.hedged)
                  for r in recognize(features, names, self.run.predictions, options)]
+        return found[0] if single else found
+
+    def __call__(self, images: Any, candidate_labels: list[str], top_k: int | None = None) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
+        """Hugging Face's zero-shot-image-classification pipeline shape: ``[{"label": ..., "score": ...}, ...]``, each
+        label exactly as given, most probable first, ``score`` its probability (for a list of images, a list of
+        those). ``images`` and ``candidate_labels`` as :meth:`predict`'s ``x`` and ``labels``."""
+        found = self.predict(images, top=top_k, labels=candidate_labels)
+
+        def shape(p: Prediction) -> list[dict[str, Any]]:
+            return [{"label": label, "score": score} for label, score in zip(p.labels or [], p.probabilities or [])]
+
+        return shape(found) if isinstance(found, Prediction) else [shape(p) for p in found]
+
+    def labels(self, labels: list[str]) -> Any:
+        """``labels`` resolved against the run's graph, with a classifier each: a
+        :class:`kgzsl.recognition.labels.LabelSet` (kept for the next call with the same labels)."""
+        from kgzsl.recognition.labels import label_set  # lazy: torch
+
+        key = tuple(labels) if isinstance(labels, (list, tuple)) else labels
+        cache = self.__dict__.setdefault("_label_sets", {})
+        if not isinstance(key, tuple):
+            raise KgzslError(f"labels must be a list of strings, got {labels!r}", parameter="labels")
+        if key not in cache:
+            model = self.__dict__.get("model")
+            cache[key] = label_set(self.run, self.graph, list(key), model=model)
+        return cache[key]
+
+    def _predict_labels(self, x: Any, labels: list[str], top: int | None) -> Prediction | list[Prediction]:
+        from kgzsl.recognition.labels import rank_labels  # lazy: torch
+
+        chosen = self.labels(labels)  # resolved (and checked) before any image is read
+        single, features, names = self._features(x)
+        keep = int(top) if top is not None else len(chosen.labels)
+        found = [Prediction(r.image, r.ids[:keep], r.names[:keep], r.scores[:keep], None, r.labels[:keep],
+                            r.probabilities[:keep]) for r in rank_labels(features, names, chosen)]
         return found[0] if single else found
 
     def _hedger(self, target: float, candidates: str | list[str]) -> Hedger:
@@ -287,6 +336,7 @@ class Recognizer:
         from kgzsl.vision.images import rgb_image  # lazy: PIL
 
         rows: dict[int, torch.Tensor] = {}
+        reasons: list[str] = []
         files = [i for i, (_, item) in enumerate(items) if isinstance(item, (str, os.PathLike))]
         if files:
             features, good, bad = image_list_features([items[i][1] for i in files], self.backbone, self.batch_size,
@@ -300,6 +350,7 @@ class Recognizer:
                 reason = next(failed)["reason"]
                 if single:
                     raise KgzslError(reason)
+                reasons.append(reason)
                 log.warning("skipped %s: %s", items[i][0], reason)
         pictures, images = [], []
         for i, (name, item) in enumerate(items):
@@ -310,11 +361,13 @@ class Recognizer:
                 except KgzslError as exc:
                     if single:
                         raise
+                    reasons.append(str(exc))
                     log.warning("skipped %s: %s", name, exc)
         if images:
             rows.update(zip(pictures, self.backbone.embed(images, self.batch_size)))
         if not rows:
-            raise KgzslError(f"none of the {len(items)} images could be read")
+            raise KgzslError(f"none of the {len(items)} images could be read: {'; '.join(reasons[:3])}"
+                             + (f"; and {len(reasons) - 3} more" if len(reasons) > 3 else ""))
         order = sorted(rows)
         return torch.stack([rows[i] for i in order]), [items[i][0] for i in order]
 

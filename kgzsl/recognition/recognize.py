@@ -9,8 +9,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from numbers import Integral, Real
 from typing import Any
 
@@ -33,7 +34,8 @@ class RecognitionOptions:
     """How :func:`recognize` ranks: ``candidates`` ``"unseen"`` (standard zero-shot), ``"all"`` (generalized) or a
     list of ids; the ``top`` best kept; ``gamma`` subtracted from seen classes' scores (None: the hedger's, else 0);
     ``transductive`` label propagation among the images; seen classes scored with their ``"real"`` or
-    ``"predicted"`` classifiers (``seen_rows``); a calibrated ``hedger`` adds a hedged answer per image.
+    ``"predicted"`` classifiers (``seen_rows``); a calibrated ``hedger`` adds a hedged answer per image; a
+    ``temperature`` adds each kept class's probability, ``softmax(scores / temperature)`` over all the candidates.
     Checked on creation: a KgzslError names the bad parameter."""
 
     candidates: str | Sequence[str] = "unseen"
@@ -42,6 +44,7 @@ class RecognitionOptions:
     transductive: bool = False
     seen_rows: str = "real"
     hedger: Hedger | None = None
+    temperature: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.candidates, str):
@@ -62,6 +65,10 @@ class RecognitionOptions:
             check_number("gamma", self.gamma)  # NaN would rank every seen class NaN, without a word
         if not isinstance(self.transductive, bool):
             raise KgzslError(f"transductive must be True or False, got {self.transductive!r}", parameter="transductive")
+        if self.temperature is not None:
+            if isinstance(self.temperature, bool) or not isinstance(self.temperature, Real):
+                raise KgzslError(f"temperature must be a number, got {self.temperature!r}", parameter="temperature")
+            check_number("temperature", self.temperature, above=0)
         if self.seen_rows not in SEEN_ROWS:
             raise KgzslError(f"seen_rows must be 'real' or 'predicted', got {self.seen_rows!r}", parameter="seen_rows")
         if self.hedger is not None:
@@ -93,6 +100,7 @@ class RankedImage:
     scores: list[float]
     hedged: HedgedAnswer | None = None
     true_rank: int | None = None
+    probabilities: list[float] | None = None
 
     @property
     def top(self) -> list[tuple[str, str, float]]:
@@ -122,7 +130,12 @@ def recognize(features: Any, names: Sequence[str], predictions: Predictions, opt
     ranks: list[int | None] = [None] * len(rows)
     if truth is not None:
         ranks = _true_ranks(scores, columns, predictions, truth)
-    return [_ranked(row, answer, rank) for row, answer, rank in zip(rows, hedged, ranks)]
+    found = [_ranked(row, answer, rank) for row, answer, rank in zip(rows, hedged, ranks)]
+    if options.temperature is not None:
+        log_norm = torch.logsumexp(scores.double() / options.temperature, dim=1).tolist()
+        found = [replace(r, probabilities=[math.exp(v / options.temperature - z) for v in r.scores])
+                 for r, z in zip(found, log_norm)]
+    return found
 
 
 def predict_features(
