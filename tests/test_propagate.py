@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import SMALL_SEEN, SMALL_UNSEEN
 
 from kgzsl.cli import main
 from kgzsl.propagation.run import load_run
@@ -39,7 +40,7 @@ def world(tmp_path_factory, glove):
     """Graph folders (the birds; the birds and two more; the birds with other features of the same and of
     another width) and one run a model on the birds (60 epochs, narrower layers, Lite0 targets, the pelican held out)."""
     from kgzsl.core.idlists import read_id_list
-    from kgzsl.graph.class_graph import load_graph
+    from kgzsl.graph.class_graph import build_wordnet_graph, load_graph
     from kgzsl.graph.embeddings import (
         DEFAULT_VECTORS,
         GLOVE_50D,
@@ -61,6 +62,8 @@ def world(tmp_path_factory, glove):
     for name, taxonomy, vectors in (("birds", DATA / "birds.csv", default), ("bigger", bigger, default),
                                     ("names", bigger, names_only), ("glove", bigger, glove)):
         build_taxonomy_graph(load_taxonomy(taxonomy), seen, vectors=vectors).save(root / name)
+    # another domain's graph with the same node features (issue 24, defect 1): no class of the birds in it
+    build_wordnet_graph(SMALL_SEEN, SMALL_UNSEEN, vectors=default).save(root / "wordnet")
     graph, targets = load_graph(root / "birds"), load_targets()
     for model in MODELS:
         result = train(graph, targets, model=model, epochs=60, seed=0, exclude=[HELD], progress=False, **WIDTHS[model])
@@ -155,6 +158,8 @@ REFUSALS = [
     pytest.param(["--run", "{W}/run-dgp", "--graph", "{W}/names"], ["feature source differs", "minilm-names", "{W}/birds", "{W}/names"],
                  id="same-width-other-features"),
     pytest.param(["--run", "{W}/run-dgp", "--graph", "{W}/glove"], ["width differ", "434-d", "50-d", "{W}/glove"], id="other-width"),
+    pytest.param(["--run", "{W}/run-dgp", "--graph", "{W}/wordnet"], ["holds none of the 5 classes", "'bald eagle'", "{W}/wordnet",
+                                                                    "{W}/birds"], id="d1-graph-of-another-domain"),
     pytest.param(["--run", "preds", "--graph", "{W}/bigger"], ["predictions only", "model.safetensors"], id="predictions-only"),
     pytest.param(["--run", "no-such-run", "--graph", "{W}/bigger"], ["run no-such-run does not exist"], id="missing-run"),
     pytest.param(["--run", "{W}/run-dgp", "--graph", "no-such-graph"], ["graph folder no-such-graph does not exist"], id="missing-graph"),

@@ -138,3 +138,53 @@ def test_align_targets(small_graph, lite0, caplog):
     stranger = Targets(["n99999999"], torch.ones(1, 4), "hand-written")
     with pytest.raises(KgzslError, match="none of the 1 target classes"):
         align_targets(small_graph, stranger)
+
+
+# ------------------------------------------------------------------ `kgzsl targets` on a user's tree (issue 24)
+@pytest.fixture(scope="module")
+def photo_tree(tmp_path_factory, small_graph):
+    """A graph folder and an image tree of two classes of real photos: Chihuahua (two foolbox photos) and golden
+    retriever, whose two files are both unreadable (a text file named .jpg and a JPEG cut in half)."""
+    import shutil
+
+    from kgzsl.vision.samples import foolbox_imagenet_images
+
+    root = tmp_path_factory.mktemp("targets-tree")
+    small_graph.save(root / "graph")
+    photos = [path for path, _ in foolbox_imagenet_images()[:2]]
+    (root / "tree" / "n02085620").mkdir(parents=True)
+    for photo in photos:
+        shutil.copy(photo, root / "tree" / "n02085620" / photo.name)
+    bad = root / "tree" / "n02099601"
+    bad.mkdir()
+    (bad / "notes.jpg").write_text("not a photo\n")
+    data = photos[0].read_bytes()
+    (bad / "cut.jpg").write_bytes(data[: len(data) // 3])
+    return root
+
+
+def _targets_cli(capsys, *argv) -> tuple[int, str]:
+    from kgzsl.cli import main
+
+    capsys.readouterr()
+    code = main(["targets", *map(str, argv)])
+    return code, capsys.readouterr().err
+
+
+def test_a_class_whose_images_are_all_unreadable_is_named_with_its_files(photo_tree, capsys, tmp_path):
+    """Defect 3: not "need images of at least 2 classes, got 1" alone: the dropped class and its bad files."""
+    code, err = _targets_cli(capsys, photo_tree / "tree", "--graph", photo_tree / "graph", "--out", tmp_path / "t.safetensors", "--json")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("kgzsl: error: "), err
+    for fragment in ("n02099601", "no readable image", "notes.jpg", "cut.jpg", "n02085620"):
+        assert fragment in lines[0], (fragment, lines[0])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_targets_out_a_folder_suggests_a_targets_file_name(photo_tree, capsys, tmp_path):
+    """Defect 4: ``--out EXISTING_FOLDER --force`` suggests FOLDER/targets.safetensors, not FOLDER/plot.png."""
+    folder = tmp_path / "existing_folder"
+    folder.mkdir()
+    code, err = _targets_cli(capsys, photo_tree / "tree", "--graph", photo_tree / "graph", "--out", folder, "--force")
+    assert code == 2 and "is a folder" in err and str(folder / "targets.safetensors") in err and "plot.png" not in err, err
+    assert list(folder.iterdir()) == []

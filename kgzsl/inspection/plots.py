@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -116,9 +117,25 @@ def plot_inspection(
     max_points: int = 4000,
     seed: int = 0,
 ) -> None:
-    """One PNG with up to three panels: the 2-D map of predicted weights (seen / unseen coloured, the
-    inspected node's subtree labelled), the DGP distance-group weights, and the predicted-vs-true
-    cosine histogram of held-out classes (classes with a real classifier not used in training)."""
+    """Write :func:`inspection_figure` as a PNG (atomically)."""
+    fig = inspection_figure(graph, predictions, node, model, targets, method, max_points, seed)
+    save_png(fig, out, dpi=110)
+
+
+def inspection_figure(
+    graph: ClassGraph,
+    predictions: Predictions,
+    node: int,
+    model: PropagationModel | None = None,
+    targets: Targets | None = None,
+    method: str = "pca",
+    max_points: int = 4000,
+    seed: int = 0,
+) -> Any:
+    """A figure with up to three panels: the 2-D map of predicted weights (seen / unseen coloured, the
+    inspected node's subtree labelled where a label finds room, the rest listed below the map), the DGP
+    distance-group weights, and the predicted-vs-true cosine histogram of held-out classes (classes with a
+    real classifier not used in training; whole-number counts)."""
     plt = pyplot()
     rng = np.random.default_rng(seed)
     is_class = np.array([r != "internal" for r in graph.roles])
@@ -147,10 +164,10 @@ def plot_inspection(
     for mask, colour, label in ((seen_mask[nodes], "tab:blue", "trained (seen)"), (~seen_mask[nodes], "tab:orange", "predicted (unseen)")):
         pts = proj.coords[mask]
         ax.scatter(pts[:, 0], pts[:, 1], s=4, alpha=0.35, c=colour, label=label, linewidths=0)
-    for i in sorted(subtree, key=lambda i: i != node)[:25]:
+    order = sorted(subtree, key=lambda i: (i != node, i != index[parent], i))  # the node, its parent, then by index
+    for i in order:
         x, y = pos[i]
-        ax.scatter([x], [y], s=40 if i == node else 18, c="red" if i == node else "black", zorder=3)
-        ax.annotate(graph.names[i][0][:22] if graph.names[i] else graph.ids[i], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.scatter([x], [y], s=40 if i == node else 18, c="red" if i == node else "black", zorder=4 if i == node else 3)
     ax.set_title(f"{proj.method} of predicted classifiers; labelled: the subtree of '{graph.names[index[parent]][0]}'", fontsize=9)
     ax.legend(loc="best", fontsize=8, markerscale=3)
     col = 1
@@ -158,14 +175,92 @@ def plot_inspection(
         _plot_distance_weights(axes[0, col], weights, model.name)
         col += 1
     if held_rows is not None:
-        axes[0, col].hist(held_rows, bins=30, color="tab:green")
-        axes[0, col].axvline(float(np.mean(held_rows)), color="black", linestyle="--", label=f"mean {np.mean(held_rows):.3f}")
-        axes[0, col].set_xlabel("cosine(predicted, true classifier)")
-        axes[0, col].set_ylabel("held-out classes")
-        axes[0, col].set_title(f"{len(held_rows)} held-out classes", fontsize=9)
-        axes[0, col].legend(fontsize=8)
+        _plot_held_out(axes[0, col], held_rows)
+    labels = [(graph.names[i][0][:22] if graph.names[i] else graph.ids[i], tuple(pos[i])) for i in order]
+    _label_without_overlap(fig, ax, labels)
+    return fig
+
+
+def _plot_held_out(ax: Any, cosines: np.ndarray) -> None:
+    """The histogram of held-out classes' predicted-vs-true cosines; class counts are whole numbers."""
+    from matplotlib.ticker import MaxNLocator  # lazy: matplotlib
+
+    ax.hist(cosines, bins=30, color="tab:green")
+    ax.axvline(float(np.mean(cosines)), color="black", linestyle="--", label=f"mean {np.mean(cosines):.3f}")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("cosine(predicted, true classifier)")
+    ax.set_ylabel("held-out classes")
+    ax.set_title(f"{len(cosines)} held-out classes", fontsize=9)
+    ax.legend(fontsize=8)
+
+
+#: where a point's label may go, in points from the point (text anchor, alignment), nearest first
+_LABEL_SPOTS = [((dx * r, dy * r), ha, va) for r in (1, 2.5, 4) for dx, dy, ha, va in (
+    (3, 3, "left", "bottom"), (3, -3, "left", "top"), (-3, 3, "right", "bottom"), (-3, -3, "right", "top"),
+    (0, 4, "center", "bottom"), (0, -4, "center", "top"), (4, 0, "left", "center"), (-4, 0, "right", "center"))]
+#: at most this many labels are tried; the names of the rest are listed below the map
+MAX_LABELS = 25
+
+
+def _label_without_overlap(fig: Any, ax: Any, labels: list[tuple[str, tuple[float, float]]]) -> list[str]:
+    """Label points of ``ax`` (name, data position; the first ones first) where a label overlaps no other label
+    and stays inside the axes, trying spots round the point (:data:`_LABEL_SPOTS`); the names that found no
+    room (or came after :data:`MAX_LABELS`) are listed as the axes' x label. Lays the figure out; returns those names.
+
+    Placement is measured in display space, so it is done after the layout, and repeated while listing the
+    left-out names changes the layout (the list below the map takes room)."""
+    ax.set_xlim(ax.get_xlim())  # freeze the autoscaled view: later texts must not move the points
+    ax.set_ylim(ax.get_ylim())
     fig.tight_layout()
-    save_png(fig, out, dpi=110)
+    note = None
+    for _ in range(3):
+        left = _place_labels(fig, ax, labels)
+        text = _left_out_note(left)
+        if text == note:
+            break
+        note = text
+        ax.set_xlabel(text, fontsize=7, loc="left")
+        fig.tight_layout()
+    else:
+        left = _place_labels(fig, ax, labels)
+    return left
+
+
+def _place_labels(fig: Any, ax: Any, labels: list[tuple[str, tuple[float, float]]]) -> list[str]:
+    """One greedy pass of :func:`_label_without_overlap` (removing the labels of an earlier pass first)."""
+    for text in [t for t in ax.texts if t.get_gid() == "subtree-label"]:
+        text.remove()
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    legend = ax.get_legend()
+    placed: list[Any] = [legend.get_window_extent(renderer)] if legend is not None else []  # labels keep off the legend
+    left: list[str] = []
+    for k, (name, xy) in enumerate(labels):
+        spot = None
+        if k < MAX_LABELS:
+            for offset, ha, va in _LABEL_SPOTS:
+                label = ax.annotate(name, xy, fontsize=7, xytext=offset, textcoords="offset points", ha=ha, va=va,
+                                    gid="subtree-label", zorder=5, bbox={"boxstyle": "square,pad=0.1", "fc": "white",
+                                                                         "alpha": 0.75, "lw": 0})
+                box = label.get_window_extent(renderer).padded(1)
+                inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+                if inside and not any(box.overlaps(other) for other in placed):
+                    spot = box
+                    break
+                label.remove()
+        if spot is None:
+            left.append(name)
+        else:
+            placed.append(spot)
+    return left
+
+
+def _left_out_note(names: list[str], shown: int = 12) -> str:
+    """The x label listing subtree members without a label on the map ("" when every one has one)."""
+    if not names:
+        return ""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return textwrap.fill("not labelled (no room): " + ", ".join(names[:shown]) + more, 110)
 
 
 def _plot_distance_weights(ax: Any, weights: DistanceWeights, model_name: str) -> None:

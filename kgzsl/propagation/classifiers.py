@@ -352,6 +352,11 @@ def targets_from_images(
     else:
         feats, bad = _extract(folder, network, batch_size, progress)
     missing = sorted(set(mapping) - set(feats.labels))
+    if missing and len(set(feats.labels)) < 2:  # say why a class is gone before "need 2 classes" hides it
+        unread = "; ".join(f"{b['path']}: {b['reason']}" for b in bad if b.get("label") in missing)
+        raise KgzslError(f"{folder}: class folders {', '.join(missing)} have no readable image ({unread or 'none listed'}), "
+                         f"leaving {len(set(feats.labels))} class ({', '.join(sorted(set(feats.labels))) or 'none'}); "
+                         "classifiers need images of at least 2 classes: replace the unreadable files")
     mapping = {k: v for k, v in mapping.items() if k not in missing}
     fitted = fit_classifiers(feats.features, [mapping[label] for label in feats.labels], seed=seed, folds=folds, Cs=Cs,
                              min_images=min_images, backbone=network)

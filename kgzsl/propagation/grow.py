@@ -102,6 +102,7 @@ def propagate(run: Run | str | Path, graph: ClassGraph | str | Path, out: str | 
         raise KgzslError(f"output folder {out} is the run being propagated ({run.source}): choose another --out")
     graph = _load_graph(graph)
     _check_features(run, graph)
+    _check_shared_classes(run, graph)
     model, info = load_checkpoint(run.folder, graph, same_graph=False)
     pred = predict(model, graph)
     seen, seen_true = _seen_rows(run.predictions, graph)
@@ -159,7 +160,10 @@ def run_vectors(run: Run) -> str | None:
 def _check_features(run: Run, graph: ClassGraph) -> None:
     """Refuse a graph whose node features are of another source or width than those the model was trained on."""
     record = run.record or {}
-    run_dim = int(record["model_config"]["in_channels"])
+    config = record.get("model_config")
+    run_dim = config.get("in_channels") if isinstance(config, dict) else None
+    if not isinstance(run_dim, int):
+        return  # a damaged record: load_checkpoint refuses it, naming the file
     trained = run_vectors(run)
     dim = int(graph.features.shape[1])
     vectors = graph.meta.get("vectors")
@@ -173,6 +177,21 @@ def _check_features(run: Run, graph: ClassGraph) -> None:
         f"{record.get('graph') or '?'} has {trained or 'unrecorded'} node features, {run_dim}-d; graph "
         f"{_where(graph)} has {vectors or 'unrecorded'}, {dim}-d): build the graph with "
         f"`kgzsl build-graph --vectors {trained or '...'}`, or train a run on it"
+    )
+
+
+def _check_shared_classes(run: Run, graph: ClassGraph) -> None:
+    """Refuse a graph that holds none of the classes the run trained on (matched by node id): it is not a grown
+    copy of the run's graph, so no trained class would keep its real classifier (another domain's graph, say)."""
+    trained = [run.predictions.ids[i] for i in run.predictions.seen.nonzero().view(-1).tolist()]
+    if not trained or set(trained) & set(graph.ids):
+        return
+    shown = ", ".join(repr(node_id) for node_id in trained[:3]) + (" ..." if len(trained) > 3 else "")
+    recorded = (run.record or {}).get("graph")
+    raise KgzslError(
+        f"cannot propagate run {run.source} onto graph {_where(graph)}: the graph holds none of the {len(trained)} "
+        f"classes the run trained on ({shown}, by node id): propagate needs the run's graph"
+        f"{f' ({recorded})' if recorded else ''} grown with new classes; build it from the same taxonomy or wnid lists"
     )
 
 
