@@ -419,9 +419,9 @@ CASES = [
     case("predict-gamma-nan", [*PREDICT, "--candidates", "all", "--gamma", "nan"], "--gamma", "nan"),
     case("predict-seen-rows-bad-choice", [*PREDICT, "--seen-rows", "fake"], "--seen-rows", "fake"),
     case("predict-backbone-unknown", [*PREDICT, "--backbone", "efficientnet-b7"], "efficientnet-b7"),
-    case("predict-image-missing", ["predict", "nowhere.jpg", "--predictions", "{R}", "--json"], "none of the 1 images"),
-    case("predict-image-is-a-folder", ["predict", "images", "--predictions", "{R}", "--json"], "none of the 1 images"),
-    case("predict-image-is-text", ["predict", "notes.txt", "--predictions", "{R}", "--json"], "none of the 1 images"),
+    case("predict-image-missing", ["predict", "nowhere.jpg", "--predictions", "{R}", "--json"], "nowhere.jpg", "does not exist"),
+    case("predict-image-folder-without-images", ["predict", "thesis", "--predictions", "{R}", "--json"], "thesis"),
+    case("predict-image-is-text", ["predict", "notes.txt", "--predictions", "{R}", "--json"], "notes.txt", "not an image file"),
 
     # ------------------------------------------------------------------ evaluate
     case("d10-evaluate-plot-without-gzsl", [*EVALUATE, "--plot", "curve.png"], "--plot", "--gzsl"),

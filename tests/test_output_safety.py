@@ -48,11 +48,25 @@ def _one_line_error(capsys) -> str:
 
 @pytest.fixture
 def no_work(monkeypatch):
-    """Make the first step of each long command fail loudly, so a test shows the check came first."""
+    """Make the first step of each long command fail loudly, so a test shows the check came first.
+
+    Every kgzsl module is imported first: one imported for the first time while the patch is on would keep the
+    patched function for the rest of the session (``from ... import load_graph`` binds it), failing later tests."""
+    import importlib
+    import pkgutil
+
+    import kgzsl
     import kgzsl.graph.class_graph
     import kgzsl.graph.embeddings
     import kgzsl.propagation.training
     import kgzsl.vision.backbones
+
+    for info in pkgutil.walk_packages(kgzsl.__path__, "kgzsl."):
+        if not info.name.endswith("__main__"):
+            try:
+                importlib.import_module(info.name)
+            except ImportError:  # an optional dependency that is not installed
+                pass
 
     def started(*args, **kwargs):
         raise AssertionError("work started before the output was checked")
@@ -179,11 +193,16 @@ def test_feature_writer_never_clears_a_foreign_folder(tmp_path):
 
 # -------------------------------------------------------------------------- checked before work
 def _read_only_cases(locked: Path, tmp_path: Path) -> dict[str, list[str]]:
+    # inputs that pass the cheap checks made before the output's (they exist); never read further
+    (tmp_path / "feats").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "feats" / "manifest.json").write_text("{}\n")
+    (tmp_path / "p.safetensors").write_bytes(b"")
+    (tmp_path / "s.txt").write_text("n02084071\n")
     return {
         **_commands(locked / "out", tmp_path),
         "splits": ["splits", "--graph", str(tmp_path / "graph"), "--out", str(locked / "splits")],
         "inspect": ["inspect", "dog", "--predictions", str(tmp_path / "p.safetensors"), "--plot", str(locked / "p.png")],
-        "evaluate": ["evaluate", "--features", str(tmp_path), "--predictions", str(tmp_path / "p.safetensors"),
+        "evaluate": ["evaluate", "--features", str(tmp_path / "feats"), "--predictions", str(tmp_path / "p.safetensors"),
                      "--split", str(tmp_path / "s.txt"), "--gzsl", "--plot", str(locked / "p.png")],
     }
 
@@ -249,12 +268,12 @@ def test_plot_to_a_folder_or_below_a_file_is_refused_at_once(tmp_path, capsys, n
     for plot, says in [(folder, "is a folder"), (notes / "p.png", "is a file, not a folder")]:
         assert main(["inspect", "dog", "--predictions", missing, "--plot", str(plot)]) == 2
         assert says in _one_line_error(capsys)
-        assert main(["evaluate", "--features", missing, "--predictions", missing, "--split", str(notes), "--gzsl",
-                     "--plot", str(plot)]) == 2
+        inputs = _read_only_cases(folder, tmp_path / "inputs")["evaluate"][:7]  # inputs that pass the cheap checks
+        assert main([*inputs, "--gzsl", "--plot", str(plot)]) == 2
         assert says in _one_line_error(capsys)
     assert main(["splits", "--graph", missing, "--out", str(notes / "splits")]) == 2
     assert "is a file" in _one_line_error(capsys)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "plots"] and not list(folder.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs", "notes.txt", "plots"] and not list(folder.iterdir())
 
 
 def test_atomic_file_refuses_a_folder(tmp_path):

@@ -8,6 +8,7 @@ and those of a killed writer (SIGKILL) are removed by the next writer of the sam
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -132,10 +133,43 @@ def _probe(folder: Path, name: str, what: str, path: Path) -> None:
         ) from None
 
 
+# ------------------------------------------------------------------------------- a full disk
+class DiskFull(KgzslError):
+    """Writing an output ran out of room (no space left, a quota, the file-size limit); ``reason`` says which."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+_FULL = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "file too large (the file-size limit)",
+         errno.EDQUOT: "disk quota exceeded"}
+
+
+def _full_disk(exc: BaseException) -> str | None:
+    """Why ``exc`` is a write that ran out of room, or None. safetensors reports it as a text with the OS error code."""
+    if isinstance(exc, DiskFull):
+        return exc.reason
+    if isinstance(exc, OSError) and exc.errno in _FULL:
+        return _FULL[exc.errno]
+    found = re.search(r"os error (\d+)|code: (\d+)", str(exc)) if type(exc).__name__ == "SafetensorError" else None
+    code = int(found.group(1) or found.group(2)) if found else None
+    return _FULL.get(code) if code is not None else None
+
+
+def _out_of_room(exc: BaseException, what: str, path: Path) -> None:
+    """Raise a one-line :class:`DiskFull` naming ``path`` where ``exc`` is a write that ran out of room."""
+    reason = _full_disk(exc)
+    if reason is not None:
+        raise DiskFull(f"cannot write {what} {path}: {reason}; nothing was replaced (the previous output, if any, is "
+                       "untouched): make room and run again", reason) from None
+
+
 # ------------------------------------------------------------------------------- atomic writes
 @contextlib.contextmanager
 def staged_file(path: str | os.PathLike, what: str = "output file") -> Iterator[Path]:
-    """Yield the path of a new temporary sibling of ``path``; rename it over ``path`` only if the block succeeds."""
+    """Yield the path of a new temporary sibling of ``path``; rename it over ``path`` only if the block succeeds.
+    A write that runs out of room ends in a one-line :class:`DiskFull` naming ``path``."""
     path = Path(path)
     if path.is_dir():
         raise KgzslError(f"{what} {path} is a folder: give a file name")
@@ -145,10 +179,11 @@ def staged_file(path: str | os.PathLike, what: str = "output file") -> Iterator[
             tmp = _temporary(path, what=what)
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if tmp is not None:
             with _signals_deferred():
                 _remove(tmp)
+        _out_of_room(exc, what, path)
         raise
 
 
@@ -161,7 +196,8 @@ def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
 
 @contextlib.contextmanager
 def staged_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling folder of ``path``; it replaces ``path`` only if the block succeeds.
+    """Yield a temporary sibling folder of ``path``; it replaces ``path`` only if the block succeeds (a write
+    that runs out of room ends in a one-line :class:`DiskFull` naming ``path``).
 
     No checks on ``path``: the caller decides whether it may be replaced (see :func:`atomic_dir`).
     The old ``path`` is removed only after the new folder is in place.
@@ -185,10 +221,11 @@ def staged_dir(path: str | os.PathLike) -> Iterator[Path]:
             else:
                 os.replace(tmp, path)
             tmp = None
-    except BaseException:
+    except BaseException as exc:
         if tmp is not None:
             with _signals_deferred():
                 shutil.rmtree(tmp, ignore_errors=True)
+        _out_of_room(exc, "output folder", path)
         raise
     finally:
         if old is not None:

@@ -30,6 +30,12 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
         raise KgzslError(f"{what} {path} does not exist") from None
     except json.JSONDecodeError as exc:
         raise KgzslError(f"{what} {path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError as exc:
+        raise KgzslError(f"{what} {path} is not valid JSON (not UTF-8 text: byte {exc.start})") from None
+    except RecursionError:
+        raise KgzslError(f"{what} {path} is not valid JSON kgzsl reads (nested too deeply)") from None
+    except OSError as exc:
+        raise KgzslError(f"{what} {path} cannot be read ({exc.strerror or exc})") from None
 
 
 def check_format(header: Any, name: str | int, version: int | str | None, where: str | os.PathLike, what: str) -> dict:

@@ -3,7 +3,8 @@
 :func:`check_output_dir` lets ``--force`` replace only a kgzsl output of the same kind and never the current
 folder, a parent of it, the home folder, ``/`` or the project; :func:`check_output_file` and
 :func:`check_folder_for_files` make sure a file or a folder of files can be written there; :func:`atomic_dir`
-writes a checked output folder atomically.
+writes a checked output folder atomically. An output folder is claimed (:mod:`kgzsl.core.locks`) from the
+check until a command ends (and by :func:`atomic_dir` while it writes): another process writing it is refused.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from kgzsl.core.atomic import _probe, _writable_place, staged_dir
+from kgzsl.core.locks import claim_output, release_output
 from kgzsl.core.resources import project_root
 from kgzsl.errors import KgzslError
 
@@ -87,6 +89,7 @@ def check_output_dir(path: str | os.PathLike, kind: str, force: bool = False) ->
         raise KgzslError(f"output folder {path} is {reason}: kgzsl never writes a {label} there; choose a new folder inside it")
     if not (path.exists() or path.is_symlink()):
         _writable_place(path, label)
+        claim_output(path, "output folder", for_command=True)
         return path
     if not path.is_dir():
         raise KgzslError(f"output {path} exists and is not a folder: kgzsl never replaces a file with a {label}; choose another --out")
@@ -104,6 +107,7 @@ def check_output_dir(path: str | os.PathLike, kind: str, force: bool = False) ->
             raise KgzslError(f"output folder {path} is not empty and holds no kgzsl feature run (e.g. {visible[0]}): "
                              f"{'--force only starts over in a feature folder; ' if force else ''}choose an empty or new folder")
         _probe(path, "run.json", label, path)
+        claim_output(path, "output folder", for_command=True)
         return path
     if not force:
         if found == kind or not entries:
@@ -114,14 +118,16 @@ def check_output_dir(path: str | os.PathLike, kind: str, force: bool = False) ->
         raise KgzslError(f"output folder {path} is not a kgzsl {label} (no kgzsl {marker}; it holds {entries[0]}): "
                          "--force only replaces kgzsl's own output; choose another --out")
     _writable_place(path, label)
+    claim_output(path, "output folder", for_command=True)
     return path
 
 
-def check_output_file(path: str | os.PathLike, what: str = "output file") -> Path:
-    """Refuse, before any work, a file output that cannot be written (a folder, an unwritable place)."""
+def check_output_file(path: str | os.PathLike, what: str = "output file", example: str = "plot.png") -> Path:
+    """Refuse, before any work, a file output that cannot be written (a folder, an unwritable place);
+    ``example`` is the file name suggested inside a folder given instead of a file."""
     path = Path(path)
     if path.is_dir():
-        raise KgzslError(f"{what} {path} is a folder: give a file name, e.g. {path / 'plot.png'}")
+        raise KgzslError(f"{what} {path} is a folder: give a file name, e.g. {path / example}")
     _writable_place(path, what)
     return path
 
@@ -144,9 +150,14 @@ def atomic_dir(path: str | os.PathLike, force: bool = False, *, kind: str) -> It
 
     ``path`` is checked by :func:`check_output_dir` first: an existing one is refused unless
     ``force``, which replaces only a kgzsl output of the same ``kind``, after the new one is complete.
+    The claim on ``path`` that check takes (:mod:`kgzsl.core.locks`) is given up when the block ends.
     """
-    path = check_output_dir(path, kind, force)
-    with staged_dir(path) as tmp:
-        yield tmp
+    try:
+        path = check_output_dir(path, kind, force)
+        claim_output(path, "output folder")  # a library caller's claim too, for the write itself
+        with staged_dir(path) as tmp:
+            yield tmp
+    finally:
+        release_output(path)
 
 

@@ -10,6 +10,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from kgzsl.core.locks import command_scope
+
 
 # ------------------------------------------------------------------------------------- signals
 class Terminated(KeyboardInterrupt):
@@ -57,16 +59,16 @@ def raise_on_sigterm() -> Iterator[None]:
 
     A plain SIGTERM would skip the ``except BaseException`` blocks that remove temporaries. SIGINT
     keeps raising KeyboardInterrupt; both wait until a rename pair or a cleanup in progress is done.
+    The block is one command's run (:func:`kgzsl.core.locks.command_scope`): on leaving it, the outputs it claimed are released.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     installed = {}
-    for signum, default in ((signal.SIGTERM, signal.SIG_DFL), (signal.SIGINT, signal.default_int_handler)):
-        if signal.getsignal(signum) is default:  # leave a handler someone else chose (or SIG_IGN) alone
-            installed[signum] = signal.signal(signum, _on_signal)
+    if threading.current_thread() is threading.main_thread():
+        for signum, default in ((signal.SIGTERM, signal.SIG_DFL), (signal.SIGINT, signal.default_int_handler)):
+            if signal.getsignal(signum) is default:  # leave a handler someone else chose (or SIG_IGN) alone
+                installed[signum] = signal.signal(signum, _on_signal)
     try:
-        yield
+        with command_scope():  # the outputs the command claims are released when it ends (kgzsl.core.locks)
+            yield
     finally:
         for signum, previous in installed.items():
             signal.signal(signum, previous)

@@ -16,6 +16,7 @@ Folder format, version 1 (loads without pickle)::
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -153,29 +154,68 @@ def load_graph(folder: str | Path) -> ClassGraph:
     if not (folder / "graph.json").is_file():
         raise KgzslError(f"folder {folder} has no graph.json: it is not a graph folder of `kgzsl build-graph`")
     header = check_format(read_json(folder / "graph.json", "graph header"), FORMAT_NAME, FORMAT_VERSION, folder / "graph.json", "graph")
-    nodes = read_json(folder / "nodes.json", "graph node list")
-    tensors, _ = load_tensors(folder / "tensors.safetensors", "graph tensors")
+    nodes = _node_records(read_json(folder / "nodes.json", "graph node list"), folder / "nodes.json")
+    tensors = _graph_tensors(folder / "tensors.safetensors", len(nodes))
+    build = header.get("build", {})
     graph = ClassGraph(
         ids=[n["id"] for n in nodes],
         wnids=[n.get("wnid") for n in nodes],
         names=[list(n["names"]) for n in nodes],
-        glosses=[n.get("gloss", "") for n in nodes],
+        glosses=[n.get("gloss") or "" for n in nodes],
         roles=[n["role"] for n in nodes],
         features=tensors["features"].float().numpy(),
         has_vector=tensors["has_vector"].numpy().astype(bool),
         edge_index=tensors["edge_index"].numpy(),
         dense_index=tensors["dense_index"].numpy(),
         dense_distance=tensors["dense_distance"].numpy(),
-        meta=dict(header.get("build", {})),
+        meta=dict(build) if isinstance(build, dict) else {},
     )
     n = graph.num_nodes
-    if graph.features.shape[0] != n or graph.has_vector.shape[0] != n or n != header.get("nodes"):
-        raise KgzslError(f"graph folder {folder} is inconsistent: node list and tensors disagree on the node count")
+    if n != header.get("nodes"):
+        raise KgzslError(f"graph folder {folder} is inconsistent: nodes.json lists {n} nodes, graph.json says {header.get('nodes')}")
     for name, index in (("edge_index", graph.edge_index), ("dense_index", graph.dense_index)):
         if index.size and (index.min() < 0 or index.max() >= n):
             raise KgzslError(f"graph folder {folder}: {name} refers to nodes outside 0..{n - 1}")
     graph.meta["folder"] = str(folder)
     return graph
+
+
+def _node_records(nodes: Any, path: Path) -> list[dict[str, Any]]:
+    """The node list of ``nodes.json``, each record checked (id, names, role; wnid and gloss optional), ids unique."""
+    if not isinstance(nodes, list):
+        raise KgzslError(f"graph node list {path} is not a list of nodes (found {type(nodes).__name__}): rebuild the graph")
+    for k, node in enumerate(nodes):
+        ok = (isinstance(node, dict) and isinstance(node.get("id"), str) and node.get("role") in ROLES
+              and isinstance(node.get("names"), list) and all(isinstance(name, str) for name in node["names"])
+              and isinstance(node.get("wnid"), (str, type(None))) and isinstance(node.get("gloss"), (str, type(None))))
+        if not ok:
+            raise KgzslError(f"graph node list {path}: node {k} is not a node record (id, names, role, wnid, gloss): "
+                             f"{json.dumps(node)[:80]}: rebuild the graph")
+    ids = [node["id"] for node in nodes]
+    if len(set(ids)) != len(ids):
+        raise KgzslError(f"graph node list {path} lists a node id twice: rebuild the graph")
+    return nodes
+
+
+#: the tensors of a graph folder: name -> (dimensions, integer-valued)
+_GRAPH_TENSORS = {"features": (2, False), "has_vector": (1, False), "edge_index": (2, True), "dense_index": (2, True),
+                  "dense_distance": (1, True)}
+
+
+def _graph_tensors(path: Path, nodes: int) -> dict[str, Any]:
+    """The tensors of ``tensors.safetensors``, each present with its shape checked against the node count."""
+    tensors, _ = load_tensors(path, "graph tensors")
+    for name, (dims, integer) in _GRAPH_TENSORS.items():
+        tensor = tensors.get(name)
+        if tensor is None or tensor.dim() != dims or (integer and tensor.is_floating_point()):
+            found = "missing" if tensor is None else f"{tensor.dtype} of shape {list(tensor.shape)}"
+            raise KgzslError(f"graph tensors {path}: {name} is {found}, not a {dims}-d {'integer ' if integer else ''}tensor: rebuild the graph")
+    shapes = {name: list(tensors[name].shape) for name in _GRAPH_TENSORS}
+    if (shapes["features"][0] != nodes or shapes["has_vector"][0] != nodes or shapes["edge_index"][0] != 2
+            or shapes["dense_index"][0] != 2 or shapes["dense_index"][1] != shapes["dense_distance"][0]):
+        raise KgzslError(f"graph folder {path.parent} is inconsistent: nodes.json lists {nodes} nodes, the tensors of "
+                         f"{path.name} have shapes {shapes}: rebuild the graph")
+    return tensors
 
 
 def undirected_neighbours(edge_index: np.ndarray, num_nodes: int) -> list[list[int]]:

@@ -19,6 +19,7 @@ pinned synset's gloss. Unpinned names without a description are embedded from th
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 from dataclasses import dataclass, field
@@ -67,8 +68,10 @@ def _load_csv(path: Path) -> Taxonomy:
     synsets: dict[str, str] = {}
     descriptions: dict[str, str] = {}
     seen_rows: set[tuple[str, str]] = set()
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.reader(handle))
+    try:
+        rows = list(csv.reader(io.StringIO(_text(path), newline="")))
+    except csv.Error as exc:
+        raise KgzslError(f"taxonomy {path} is not a readable CSV file ({exc}): one 'child,parent[,synset[,description]]' a line") from None
     for line, row in enumerate(rows, start=1):
         row = [cell.strip() for cell in row]
         if not row or not any(row) or row[0].startswith("#"):
@@ -117,8 +120,18 @@ def _walk(node: Any, parent: str | None, tax: Taxonomy, where: str) -> None:
         _walk(sub, name, tax, where)
 
 
+def _text(path: Path) -> str:
+    """The file's text; a KgzslError naming it where it is not UTF-8 (an image or archive given by mistake)."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise KgzslError(f"taxonomy {path} is not UTF-8 text (byte {exc.start}): give a CSV, JSON or YAML taxonomy") from None
+    except OSError as exc:
+        raise KgzslError(f"taxonomy {path} cannot be read ({exc.strerror or exc})") from None
+
+
 def _load_nested(path: Path) -> Taxonomy:
-    text = path.read_text(encoding="utf-8")
+    text = _text(path)
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(text)

@@ -144,7 +144,13 @@ def load_checkpoint(folder: str | Path, graph: ClassGraph, targets: Targets | No
             f"checkpoint {folder} was trained on another graph ({info.get('graph', '?')}, fingerprint "
             f"{str(info.get('graph_fingerprint'))[:12]}), not on {where} ({fingerprint[:12]})"
         )
-    config = dict(info["model_config"])
+    record = folder / RECORD_FILE
+    config = info.get("model_config")
+    if (not isinstance(config, dict) or not isinstance(info.get("model"), str)
+            or not all(isinstance(config.get(k), int) and config[k] > 0 for k in ("in_channels", "out_channels"))):
+        raise KgzslError(f"training record {record} does not say which model it trained (model, and model_config with "
+                         "in_channels and out_channels): the run folder is damaged; train it again")
+    config = dict(config)
     in_channels, out_channels = config.pop("in_channels"), config.pop("out_channels")
     feature_dim = int(np.asarray(graph.features).shape[1])
     if feature_dim != in_channels:
@@ -153,7 +159,13 @@ def load_checkpoint(folder: str | Path, graph: ClassGraph, targets: Targets | No
         raise KgzslError(
             f"checkpoint {folder} predicts {out_channels}-d classifiers but the targets from {targets.source} are {targets.dim}-d"
         )
-    model = build_model(info["model"], in_channels, out_channels, **config)
+    try:
+        model = build_model(info["model"], in_channels, out_channels, **config)
+    except KgzslError as exc:
+        raise KgzslError(f"training record {record}: {exc}") from None
+    except (TypeError, ValueError, OverflowError, RuntimeError) as exc:  # a damaged value of model_config
+        raise KgzslError(f"training record {record}: its model_config does not build a {info['model']} model "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): train the run again") from None
     state, _ = load_tensors(folder / MODEL_FILE, "model weights")
     try:
         model.load_state_dict(state, strict=True)

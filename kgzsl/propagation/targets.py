@@ -162,8 +162,9 @@ def _load_matrix(path: Path) -> torch.Tensor:
             if "pickle" not in str(exc):
                 raise KgzslError(f"matrix file {path} is not a readable .npy file ({exc})") from None
             raise KgzslError(f"matrix file {path} cannot be read without pickle ({exc}); save a plain numeric array") from None
-        except (OSError, EOFError) as exc:  # a cut-off file ends in EOFError
-            raise KgzslError(f"matrix file {path} is not a readable .npy file ({exc})") from None
+        except Exception as exc:  # a cut-off file ends in EOFError, a damaged header in SyntaxError or TokenError, ...
+            text = str(exc).splitlines()[0] if str(exc) else ""
+            raise KgzslError(f"matrix file {path} is not a readable .npy file ({type(exc).__name__}: {text})") from None
         if array.dtype.kind not in "fiu":
             raise KgzslError(f"matrix file {path} holds {array.dtype} data, not numbers")
         return torch.from_numpy(np.asarray(array, dtype=np.float32))
@@ -322,7 +323,7 @@ TARGETS_FILE = "targets.safetensors"
 def check_targets_out(path: str | os.PathLike, force: bool = False) -> Path:
     """Refuse, before any work, a targets file path that cannot be written, is not ``.safetensors`` (the
     loaders tell files by their suffix) or exists without ``force``."""
-    path = check_output_file(path, "targets file")
+    path = check_output_file(path, "targets file", example=TARGETS_FILE)
     if path.suffix != ".safetensors":
         raise KgzslError(f"targets file {path} must end in .safetensors (e.g. {path.with_suffix('.safetensors').name})")
     if (path.exists() or path.is_symlink()) and not force:

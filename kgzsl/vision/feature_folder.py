@@ -188,6 +188,10 @@ def read_manifest(folder: str | os.PathLike) -> dict:
     manifest = check_format(read_json(path, "feature manifest"), FORMAT, None, path, "feature manifest")
     if not isinstance(manifest.get("shards"), list):
         raise KgzslError(f"feature manifest {path} lists no shards: it is not a kgzsl feature manifest")
+    for key in ("dim", "features"):
+        value = manifest.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < (1 if key == "dim" else 0):
+            raise KgzslError(f"feature manifest {path}: {key!r} is {value!r}, not a count: re-extract the features with --force")
     return manifest
 
 
@@ -218,10 +222,12 @@ def _read_shard(path: Path, entry: dict, dim: int) -> tuple[torch.Tensor, dict]:
     features = tensors.get("features")
     try:
         meta = json.loads(metadata.get("kgzsl", "null"))
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         meta = None
     if features is None or not isinstance(meta, dict):
         raise KgzslError(f"feature shard {path} lacks its features tensor or its kgzsl metadata")
+    if not all(isinstance(meta.get(key), list) and all(isinstance(v, str) for v in meta[key]) for key in ("paths", "labels")):
+        raise KgzslError(f"feature shard {path}: its kgzsl metadata has no list of image paths and labels: re-extract it with --force")
     if features.dim() != 2 or features.shape[1] != dim:
         raise KgzslError(f"feature shard {path} has features of shape {list(features.shape)}, expected [n, {dim}]")
     if not features.shape[0] == len(meta["paths"]) == len(meta["labels"]) == entry["rows"]:
