@@ -154,7 +154,8 @@ def test_predict_candidates_name_the_line(tmp_path, capsys):
     save_predictions(tmp_path / "p.safetensors", ids, torch.randn(3, 1281), torch.tensor([False, False, True]),
                      meta={"names": ["golf cart", "go-kart", "dog"], "backbone": "efficientnet-lite0"})
     candidates = _write(tmp_path, "cands.txt", "golf cart\ngo-kart\ndog\n")
-    code = main(["predict", str(tmp_path / "missing.jpg"), "--predictions", str(tmp_path / "p.safetensors"),
+    photo = _write(tmp_path, "photo.jpg", "not read: the candidates are refused first\n")
+    code = main(["predict", str(photo), "--predictions", str(tmp_path / "p.safetensors"),
                  "--candidates", str(candidates)])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1

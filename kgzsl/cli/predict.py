@@ -155,9 +155,9 @@ def run(args: argparse.Namespace) -> None:
     from kgzsl.vision.backbones import load_backbone  # lazy: torch
 
     run = load_run(args.predictions)
-    scorer = _LabelScorer(args, run, labels) if labels is not None else _ClassScorer(args, run)
     backbone = load_backbone(_backbone_name(args, run), arch=args.arch, precision=args.precision)
-    check_backbone(args, run.predictions, backbone.describe(), "--backbone is")
+    check_backbone(args, run.predictions, backbone.describe(), "--backbone is")  # before the scorer's notes
+    scorer = _LabelScorer(args, run, labels) if labels is not None else _ClassScorer(args, run)
     out = _Output(args, scorer, several=len(paths) > 1)
     for chunk, features, good, bad in _chunks(paths, backbone, whole=args.transductive):
         out.bad(bad)

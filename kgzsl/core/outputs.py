@@ -21,9 +21,10 @@ from kgzsl.core.resources import project_root
 from kgzsl.errors import KgzslError
 
 # -------------------------------------------------------------------------------- output checks
-OUTPUT_KINDS = {"graph": "graph folder", "train": "training run folder", "features": "feature folder"}
-# Each kind's own format file, as kgzsl.graph.class_graph, kgzsl.propagation.run and kgzsl.vision.features write it (format names "kgzsl.graph", "kgzsl.train").
-_FORMAT_FILES = {"graph": ("graph.json", "kgzsl.graph"), "train": ("train.json", "kgzsl.train")}
+OUTPUT_KINDS = {"graph": "graph folder", "train": "training run folder", "features": "feature folder", "site": "explorer site"}
+# Each kind's own format file, as kgzsl.graph.class_graph, kgzsl.propagation.run, kgzsl.inspection.explore and kgzsl.vision.features write it (format names "kgzsl.graph", "kgzsl.train").
+_FORMAT_FILES = {"graph": ("graph.json", "kgzsl.graph"), "train": ("train.json", "kgzsl.train"),
+                 "site": ("kgzsl-site.json", "kgzsl.explore")}
 
 
 def _json_dict(path: Path) -> dict | None:

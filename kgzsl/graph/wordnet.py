@@ -31,7 +31,18 @@ def reader() -> "WordNetCorpusReader":
         nltk.data.path.insert(0, data_root)
     with warnings.catch_warnings():  # "multilingual functions are not available": we use none
         warnings.simplefilter("ignore")
-        return WordNetCorpusReader(str(folder), None)
+        return _reader_class(WordNetCorpusReader)(str(folder), None)
+
+
+def _reader_class(base: type) -> type:
+    """nltk's reader without its map to other WordNet versions (for multilingual data kgzsl never reads), which
+    costs about 10 s each process."""
+
+    class EnglishReader(base):  # type: ignore[misc, valid-type]
+        def map_wn(self, version: str = "wordnet") -> dict:
+            return {}
+
+    return EnglishReader
 
 
 def wnid_of(synset: "Synset") -> str:

@@ -142,8 +142,10 @@ def load_predictions(path: str | Path) -> Predictions:
     check_format(metadata, FORMAT_NAME, str(FORMAT_VERSION), path, "predictions file")
     try:
         ids = json.loads(metadata["ids"])
-    except (KeyError, json.JSONDecodeError):
-        raise KgzslError(f"predictions file {path} has no readable id list in its metadata") from None
+    except (KeyError, json.JSONDecodeError, RecursionError):
+        ids = None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or len(set(ids)) != len(ids):
+        raise KgzslError(f"predictions file {path} has no readable id list in its metadata")
     pred, seen = tensors.get("pred"), tensors.get("seen")
     if pred is None or seen is None:
         raise KgzslError(f"predictions file {path} lacks the 'pred' or 'seen' tensor")

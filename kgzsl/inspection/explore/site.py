@@ -23,10 +23,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from kgzsl.core.atomic import _writable_place, staged_dir
-from kgzsl.core.outputs import _json_dict, _protected
+from kgzsl.core.atomic import staged_dir
+from kgzsl.core.outputs import check_output_dir
 from kgzsl.core.resources import package_file
-from kgzsl.errors import KgzslError
 
 SITE_FORMAT = "kgzsl.explore"
 SITE_VERSION = 1
@@ -41,27 +40,7 @@ def check_site_dir(path: str | os.PathLike, force: bool = False) -> Path:
     """Refuse, before any work, a site folder kgzsl may not write: an existing one unless ``force``, and with
     ``force`` only a site kgzsl wrote (its marker file) or an empty folder; never the current folder, a parent of
     it, the home folder, ``/`` or the project (as :func:`kgzsl.core.outputs.check_output_dir` does for runs)."""
-    path = Path(path)
-    reason = _protected(path)
-    if reason:
-        raise KgzslError(f"output folder {path} is {reason}: kgzsl never writes a site there; choose a new folder inside it")
-    if not (path.exists() or path.is_symlink()):
-        _writable_place(path, "explorer site")
-        return path
-    if not path.is_dir():
-        raise KgzslError(f"output {path} exists and is not a folder: kgzsl never replaces a file with a site; choose another --out")
-    entries = sorted(p.name for p in path.iterdir())
-    ours = (_json_dict(path / MARKER) or {}).get("format") == SITE_FORMAT
-    if not force:
-        if ours or not entries:
-            raise KgzslError(f"output folder {path} already exists: pass --force to replace it")
-        raise KgzslError(f"output folder {path} already exists and is not a kgzsl explorer site (it holds {entries[0]}): "
-                         "choose another --out")
-    if entries and not ours:
-        raise KgzslError(f"output folder {path} is not a kgzsl explorer site (no {MARKER}; it holds {entries[0]}): "
-                         "--force only replaces kgzsl's own output; choose another --out")
-    _writable_place(path, "explorer site")
-    return path
+    return check_output_dir(path, "site", force)
 
 
 def plotly_js() -> Path:
