@@ -135,3 +135,37 @@ def test_evaluate_split_and_with_seen():
     assert plus.candidates == 3 and plus.hit[1] == 0.0  # s1 scores above every unseen class here
     with pytest.raises(KgzslError, match="no image has a label"):
         evaluate_split(features, ["x"] * 4, class_ids, weights, ["u1"])
+
+
+def _hand_written_predictions(seed=0):
+    """A hand-written unit-test fixture: 7 nodes (one internal, three seen with real rows), 4-d features."""
+    from kgzsl.propagation.predictions import Predictions
+
+    g = torch.Generator().manual_seed(seed)
+    seen = torch.tensor([True, False, True, False, False, True, False])
+    return Predictions(ids=[f"n{i}" for i in range(7)], pred=torch.randn(7, 5, generator=g), seen=seen,
+                       meta={"roles": ["seen", "unseen", "seen", "internal", "unseen", "seen", "unseen"]},
+                       seen_true=torch.randn(3, 5, generator=g))
+
+
+@pytest.mark.parametrize("candidates", ["unseen", "all", ["n1", "n2", "n6"]])
+def test_candidate_scores_are_the_same_floats_call_after_call(candidates):
+    """Masks and columns are kept between calls (the warm one-photo path): the scores must stay exactly those of the
+    full computation, and a caller changing a returned mask or score matrix must not change the next call's."""
+    from kgzsl.recognition.scoring import candidate_mask, candidate_scores
+
+    predictions = _hand_written_predictions()
+    features = torch.randn(3, 4, generator=torch.Generator().manual_seed(1))
+    columns = candidate_mask(_hand_written_predictions(), candidates).nonzero().view(-1)
+    weights = _hand_written_predictions().classifiers("real")[columns]
+    seen = _hand_written_predictions().seen[columns].float().view(1, -1)
+    for gamma in (0.0, -0.0, 0.7):
+        expected = class_scores(features, weights) - gamma * seen
+        for _ in range(2):
+            scores, got_columns = candidate_scores(features, predictions, candidates, gamma)
+            assert torch.equal(got_columns, columns)
+            assert torch.equal(scores, expected) and torch.equal(scores.signbit(), expected.signbit())
+            scores.fill_(float("nan"))  # the caller's to change
+            candidate_mask(predictions, candidates).fill_(False)
+    if candidates == "unseen":
+        assert [predictions.ids[int(c)] for c in columns] == ["n1", "n4", "n6"]  # not internal n3, not the seen ones

@@ -43,7 +43,7 @@ class Predictions:
     index: dict[str, int] = field(default_factory=dict)
     seen_true: torch.Tensor | None = None
     #: derived matrices kept for reuse (a candidate set's classifier rows): predictions are never modified in place
-    cache: dict[Any, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
+    cache: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.index:
