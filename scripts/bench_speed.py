@@ -16,7 +16,8 @@ are the dense matrix products of one training step (forward, weight gradients, i
 where needed); "of peak" compares the achieved rate with an fp32 matmul measured in this process.
 
     .venv/bin/python scripts/bench_speed.py [--graph DIR] [--models dgp sgcn gcnz] [--epochs 5]
-    .venv/bin/python scripts/bench_speed.py --full-dgp        # also time one full default `kgzsl train`
+    .venv/bin/python scripts/bench_speed.py --full-dgp        # also time the full default `kgzsl train`, fp32 and --bf16
+    .venv/bin/python scripts/bench_speed.py --full-dgp-only --quality --repeat 2 --json -   # those alone, with unseen Hit@5
 """
 
 from __future__ import annotations
@@ -200,19 +201,85 @@ def run_worker(args: argparse.Namespace, model: str, impl: str, graph: str, epoc
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def full_dgp_run(graph: str) -> dict:
-    """One full default ``kgzsl train --model dgp`` (3000 epochs at most, early stopping), timed."""
+def full_dgp_run(graph: str, bf16: bool = False, out: str | None = None) -> dict:
+    """One full default ``kgzsl train --model dgp`` (500 epochs; ``--bf16`` with ``bf16``), timed as a user runs it."""
     with tempfile.TemporaryDirectory() as tmp:
+        run = out or f"{tmp}/run"
+        cmd = [sys.executable, "-m", "kgzsl", "train", "--graph", graph, "--model", "dgp", "--out", run, "--json", "--force"]
         start = time.perf_counter()
-        cmd = [sys.executable, "-m", "kgzsl", "train", "--graph", graph, "--model", "dgp", "--out", f"{tmp}/run", "--json"]
-        done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        done = subprocess.run(cmd + (["--bf16"] if bf16 else []), capture_output=True, text=True, cwd=ROOT)
         seconds = time.perf_counter() - start
         if done.returncode != 0:
             raise SystemExit(f"kgzsl train failed:\n{done.stderr[-3000:]}")
         summary = json.loads(done.stdout.strip().splitlines()[-1])
+    summary["bf16"] = bf16
     summary["wall_seconds"] = round(seconds, 1)
-    summary["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
     return summary
+
+
+def unseen_hit5(run: str, graph_dir: str, images: Path, work: Path) -> float:
+    """Hit@5 of a run on the unseen photos (``images/unseen``), as ``scripts/bench_images.py``'s unseen protocol."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_images  # lazy: sibling script (the unseen protocol's own candidates, ranks and hits)
+
+    from kgzsl.graph.class_graph import load_graph  # lazy: kgzsl
+    from kgzsl.propagation.run import load_run  # lazy: kgzsl
+    from kgzsl.recognition.scoring import class_scores  # lazy: kgzsl
+
+    feats = bench_images.image_features(images, work, "efficientnet-lite0")["unseen"]
+    graph = load_graph(graph_dir)
+    candidates = [graph.ids[i] for i, role in enumerate(graph.roles) if role == "unseen"]
+    scores = class_scores(feats.features, load_run(run).predictions.rows(candidates))
+    ranks = bench_images.measure(scores, list(feats.labels), candidates, graph)
+    return bench_images.summarise({"flat": [ranks["flat"]], "hier": [ranks["hier"]]})["hit@5"]
+
+
+def full_dgp(args: argparse.Namespace, graph: str) -> dict:
+    """The default DGP training against ``--bf16`` in one run: best of ``--repeat`` each, alternating; with
+    ``--quality``, each run's unseen Hit@5 on ``../shared/images`` (features cached in ``--work``)."""
+    if args.work is None:
+        with tempfile.TemporaryDirectory(prefix="kgzsl-bench-") as tmp:
+            return _full_dgp(args, graph, Path(tmp))
+    return _full_dgp(args, graph, Path(args.work))
+
+
+def _full_dgp(args: argparse.Namespace, graph: str, work: Path) -> dict:
+    runs: dict[str, list[dict]] = {"fp32": [], "bf16": []}
+    for i in range(args.repeat):
+        for mode in runs:
+            print(f"full default DGP training ({mode}, {i + 1}/{args.repeat}) ...", file=sys.stderr)
+            runs[mode].append(full_dgp_run(graph, bf16=mode == "bf16", out=str(work / f"run-{mode}")))
+    best = {mode: min(rs, key=lambda r: r["wall_seconds"]) for mode, rs in runs.items()}
+    out = {"runs": runs, "best": best, "ratio": round(best["bf16"]["wall_seconds"] / best["fp32"]["wall_seconds"], 3)}
+    if args.quality:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        import bench_images  # lazy: the photo benchmark's own image lookup
+
+        images = bench_images.images_root(args.images)
+        if images is None:
+            out["quality"] = "skipped: no ../shared/images (or --images) with unseen/ and heldout/"
+        else:
+            out["quality"] = {mode: {"unseen_hit@5": unseen_hit5(str(work / f"run-{mode}"), graph, images, work)} for mode in runs}
+    return out
+
+
+def print_full_dgp(full: dict) -> None:
+    for mode, best in full["best"].items():
+        quality = full.get("quality")
+        hit = f", unseen Hit@5 {100 * quality[mode]['unseen_hit@5']:.1f}" if isinstance(quality, dict) else ""
+        print(f"full default DGP training, {mode}: {best['wall_seconds']} s wall (best of {len(full['runs'][mode])}; "
+              f"{best['epochs_run']} epochs, seen loss {best['seen_loss']}{hit})")
+    print(f"full default DGP training: bf16 / fp32 = {full['ratio']:.2f}")
+    if isinstance(full.get("quality"), str):
+        print(f"quality {full['quality']}")
+
+
+def write_json(where: str | None, results: dict) -> None:
+    """``--json``: results to a file, or to stdout for ``-``."""
+    if where == "-":
+        print(json.dumps(results))
+    elif where:
+        Path(where).write_text(json.dumps(results, indent=1))
 
 
 def main() -> None:
@@ -221,8 +288,14 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["dgp", "sgcn", "gcnz"], choices=["dgp", "sgcn", "gcnz"])
     parser.add_argument("--epochs", type=int, help="timed epochs per run (default: dgp/sgcn 6, gcnz 3)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--full-dgp", action="store_true", help="also time one full default DGP training with `kgzsl train`")
-    parser.add_argument("--json", help="also write all results to this JSON file")
+    parser.add_argument("--full-dgp", action="store_true",
+                        help="also time the full default DGP training (`kgzsl train --model dgp`) against the same with --bf16")
+    parser.add_argument("--full-dgp-only", action="store_true", help="only the full trainings (implies --full-dgp)")
+    parser.add_argument("--repeat", type=int, default=1, help="full trainings per mode, alternating; the fastest counts")
+    parser.add_argument("--quality", action="store_true", help="with --full-dgp: each run's unseen Hit@5 on ../shared/images")
+    parser.add_argument("--images", type=Path, help="photo tree with unseen/ (default: ../shared/images)")
+    parser.add_argument("--work", help="folder for the full runs and photo features (default: a temporary folder)")
+    parser.add_argument("--json", help="also write all results to this JSON file ('-': print them as JSON on stdout)")
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "IMPL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -237,6 +310,13 @@ def main() -> None:
         graph = f"{tmp.name}/imagenet21k"
         print(f"building the ImageNet-21k graph into {graph} ...", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "kgzsl", "build-graph", "--out", graph, "--json"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    if args.full_dgp_only:
+        full = full_dgp(args, graph)
+        print_full_dgp(full)
+        write_json(args.json, {"full_dgp": full})
+        if tmp is not None:
+            tmp.cleanup()
+        return
     peak = measure_peak_gflops()
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"fp32 matmul peak {peak:.0f} GFLOP/s (measured)")
@@ -266,13 +346,9 @@ def main() -> None:
     for row in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
     if args.full_dgp:
-        print("full default DGP training (kgzsl train --model dgp) ...", file=sys.stderr)
-        full = full_dgp_run(graph)
-        results["full_dgp"] = full
-        print(f"full default DGP training: {full['wall_seconds']} s wall ({full['epochs_run']} epochs, best epoch "
-              f"{full['best_epoch']}, seen loss {full['seen_loss']}, val loss {full['val_loss']}), peak RSS {full['peak_rss_mib']} MiB")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        results["full_dgp"] = full_dgp(args, graph)
+        print_full_dgp(results["full_dgp"])
+    write_json(args.json, results)
     if tmp is not None:
         tmp.cleanup()
 

@@ -69,7 +69,7 @@ def choose(values, fit, train_nodes, train_targets, seed) -> tuple[object, list]
     return values[int(np.argmax(scores))], scores
 
 
-def run_method(name: str, graph: ClassGraph, targets: torch.Tensor, train_nodes, held_nodes, seed: int, epochs, log, lite0, device="cpu"):
+def run_method(name: str, graph: ClassGraph, targets: torch.Tensor, train_nodes, held_nodes, seed: int, epochs, log, lite0, device="cpu", bf16=False):
     if name == "ridge":
         fit = lambda a, nodes, t: ridge_predict(graph.features, nodes, t, alpha=a)  # noqa: E731
         alpha, _ = choose([0.01, 0.1, 1.0, 10.0, 100.0], fit, train_nodes, targets_rows(targets, train_nodes), seed)
@@ -86,7 +86,7 @@ def run_method(name: str, graph: ClassGraph, targets: torch.Tensor, train_nodes,
 
     held_wnids = [graph.ids[i] for i in held_nodes]
     result = train(graph, lite0, model=name, exclude=held_wnids, seed=seed,
-                   epochs=epochs, progress=False, device=device)
+                   epochs=epochs, progress=False, device=device, bf16=bf16)
     log(f"    {name}: best epoch {result.best_epoch}, {result.seconds:.0f} s")
     return result.predictions[torch.as_tensor(held_nodes)]
 
@@ -103,6 +103,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=None, help="override the graph networks' epoch count")
     parser.add_argument("--device", default="cpu", help="where the graph networks train (cpu, cuda)")
+    parser.add_argument("--bf16", action="store_true", help="train the graph networks with bf16 products (`kgzsl train --bf16`)")
     parser.add_argument("--json", type=Path, help="also write the table as JSON here")
     args = parser.parse_args()
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
@@ -128,7 +129,7 @@ def main() -> None:
             log(f"{name}: fold {f + 1}/{len(folds)}")
             held_nodes = seen_nodes[held]
             train_nodes = np.setdiff1d(seen_nodes, held_nodes)
-            pred = run_method(name, graph, targets, train_nodes, held_nodes, args.seed + f, args.epochs, log, lite0, args.device)
+            pred = run_method(name, graph, targets, train_nodes, held_nodes, args.seed + f, args.epochs, log, lite0, args.device, args.bf16)
             per_fold.append(metrics(pred, targets[torch.as_tensor(held_nodes)]))
             log(f"    fold {f + 1}: {figures(per_fold[-1])}")
         rows[name] = {key: float(np.mean([m[key] for m in per_fold])) for key in per_fold[0]}
@@ -139,7 +140,7 @@ def main() -> None:
             args.json.write_text(json.dumps(rows, indent=1))
 
     head = f"{'method':<10}{'cos':>8}{'Hit@1':>8}{'Hit@2':>8}{'Hit@5':>8}{'Hit@10':>8}{'sec':>8}"
-    print(f"H1K on {graph.num_nodes}-node graph, EfficientNet-Lite0 targets, {len(folds)} fold(s) of 200 held-out classes, seed {args.seed}, device {args.device}")
+    print(f"H1K on {graph.num_nodes}-node graph, EfficientNet-Lite0 targets, {len(folds)} fold(s) of 200 held-out classes, seed {args.seed}, device {args.device}{', bf16' if args.bf16 else ''}")
     print(head)
     print("-" * len(head))
     for name, r in rows.items():

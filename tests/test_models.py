@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch_geometric.nn import Linear
 from torch_geometric.utils import degree
 
@@ -22,10 +23,12 @@ from kgzsl.propagation.models import (
 )
 from kgzsl.propagation.models._base import (
     SparseOperator,
+    bf16_linear,
     check_nodes,
     check_x,
     dropout,
     hop_plan,
+    unit_rows,
 )
 
 OUT = 1281  # EfficientNet-Lite0 classifier rows with the bias column
@@ -191,6 +194,111 @@ def test_bf16_autocast_forward_is_close(mid_graph):
             low = model.forward_plan(x, plan).float()
     assert torch.isfinite(low).all()
     assert (low * ref).sum(dim=1).min() > 0.99  # cosine to the float32 rows
+
+
+def _reference_dropout(x, p):
+    """Dropout as DGP's training step drew it before the step was sped up: the same random words, mask as floats."""
+    n = x.numel()
+    words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
+    keep = words.view(torch.int16)[:n].view(x.shape) >= (round(p * 65536) - 32768)
+    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
+
+
+def _reference_dgp_step(model, x, plan):
+    """DGP's training forward written out plainly (gather, dropout, grouped operators, F.normalize)."""
+    alpha_desc, alpha_anc = model.group_weights()
+    desc, anc = plan.layers
+    op = desc["adj"]
+    h = op(_reference_dropout(x[plan.input_nodes], model.dropout), op.grouped(alpha_desc))
+    h = torch.cat([h, (desc["bias"] @ alpha_desc).unsqueeze(1)], dim=1)
+    weight = torch.cat([model.lin_desc.weight, model.lin_desc.bias.unsqueeze(1)], dim=1)
+    h = F.leaky_relu(F.linear(h, weight), model.negative_slope)
+    op = anc["adj"]
+    h = op(_reference_dropout(h, model.dropout), op.grouped(alpha_anc))
+    bias = (anc["bias"] @ alpha_anc).unsqueeze(1) * model.lin_anc.bias
+    return F.normalize(torch.addmm(bias, h, model.lin_anc.weight.t()), dim=1)
+
+
+def _step(model, run, target):
+    """Output and parameter gradients of one training step's loss, from the RNG state seeded here."""
+    torch.manual_seed(11)
+    model.zero_grad(set_to_none=True)
+    out = run()
+    (1.0 - (out * target).sum() / out.size(0)).backward()
+    return out.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+def test_dgp_training_step_is_bitwise_the_plain_one(mid_graph):
+    """The sped-up float32 step (kept input rows, boolean masks, the dropout scale on the sparse values) gives
+    bitwise the outputs and gradients of the plain step, on the same random draws, the second time too (cache)."""
+    x = node_features(mid_graph)
+    model = _perturbed("dgp", x.size(1), hidden_channels=96).train()
+    nodes = torch.from_numpy(np.flatnonzero(mid_graph.mask("seen")))
+    plan = model.plan(nodes, *model.graph_inputs(mid_graph), num_nodes=mid_graph.num_nodes)
+    target = F.normalize(torch.randn(nodes.numel(), OUT, generator=torch.Generator().manual_seed(1)), dim=1)
+    ref_out, ref_grads = _step(model, lambda: _reference_dgp_step(model, x, plan), target)
+    for _ in range(2):
+        out, grads = _step(model, lambda: model.forward_plan(x, plan), target)
+        assert torch.equal(out, ref_out)
+        assert all(torch.equal(a, b) for a, b in zip(grads, ref_grads))
+    other_out, _ = _step(model, lambda: model.forward_plan(x + 0.0, plan), target)  # another feature tensor: no stale rows
+    assert torch.equal(other_out, ref_out)
+
+
+def test_dgp_bf16_step_is_close_to_float32(mid_graph):
+    """Under bf16 autocast the step computes the same function: outputs within bf16 rounding, gradients near."""
+    x = node_features(mid_graph)
+    model = _perturbed("dgp", x.size(1)).train()
+    nodes = torch.from_numpy(np.flatnonzero(mid_graph.mask("seen")))
+    plan = model.plan(nodes, *model.graph_inputs(mid_graph), num_nodes=mid_graph.num_nodes)
+    target = F.normalize(torch.randn(nodes.numel(), OUT, generator=torch.Generator().manual_seed(1)), dim=1)
+    ref_out, ref_grads = _step(model, lambda: model.forward_plan(x, plan), target)
+
+    def low():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return model.forward_plan(x, plan)
+
+    out, grads = _step(model, low, target)
+    assert out.dtype == torch.float32 and all(g.dtype == torch.float32 for g in grads)
+    assert (out * ref_out).sum(dim=1).min() > 0.999  # unit rows: cosine to the float32 ones
+    for got, ref in zip(grads, ref_grads):
+        assert (got - ref).norm() < 0.05 * ref.norm()
+
+
+def test_bf16_linear_and_unit_rows_match_their_float32_forms():
+    """Hand-written random inputs (a unit-test fixture)."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 96, generator=generator).requires_grad_()
+    w = torch.randn(48, 96, generator=generator).requires_grad_()
+    g = torch.randn(64, 48, generator=generator)
+    out = bf16_linear(x, w)
+    out.backward(g)
+    got = (out.detach(), x.grad.clone(), w.grad.clone())
+    x.grad = w.grad = None
+    F.linear(x, w).backward(g)
+    ref = (F.linear(x, w).detach(), x.grad, w.grad)
+    for a, b in zip(got, ref):
+        assert a.dtype == torch.float32 and (a - b).norm() < 1e-2 * b.norm()
+    z = torch.randn(64, 48, generator=generator).requires_grad_()
+    rows = unit_rows(z)
+    assert torch.equal(rows, F.normalize(z.detach(), dim=1))  # the same forward values
+    rows.backward(g)
+    fused = z.grad.clone()
+    z.grad = None
+    F.normalize(z, dim=1).backward(g)
+    torch.testing.assert_close(fused, z.grad)
+
+
+def test_plan_keeps_input_rows_while_the_features_are_unchanged(mid_graph):
+    x = node_features(mid_graph)
+    model = build_model("dgp", x.size(1), OUT, hidden_channels=8)
+    nodes = torch.from_numpy(np.flatnonzero(mid_graph.mask("seen")))
+    plan = model.plan(nodes, *model.graph_inputs(mid_graph), num_nodes=mid_graph.num_nodes)
+    rows = plan.inputs(x)
+    assert plan.inputs(x) is rows and torch.equal(rows, x[plan.input_nodes])
+    assert torch.equal(plan.inputs(x, 2.0), 2.0 * x[plan.input_nodes])
+    x.mul_(3.0)  # changed in place: read again
+    assert torch.equal(plan.inputs(x), x[plan.input_nodes]) and not torch.equal(plan.inputs(x), rows)
 
 
 def test_sparse_operator_matches_dense_autograd():

@@ -96,6 +96,13 @@ def test_bf16_training_runs(mid_graph, lite0):
     result = train(mid_graph, lite0, model="dgp", epochs=20, bf16=True, seed=0, progress=False)
     assert all(np.isfinite(result.losses)) and result.losses[-1] < result.losses[0]
     assert result.predictions.dtype == torch.float32 and result.config["bf16"] is True
+    again = train(mid_graph, lite0, model="dgp", epochs=20, bf16=True, seed=0, progress=False)
+    assert again.losses == result.losses and torch.equal(again.predictions, result.predictions)  # seeded: repeats bitwise
+    fp32 = train(mid_graph, lite0, model="dgp", epochs=20, seed=0, progress=False)
+    unseen = ~fp32.seen
+    cosine = (fp32.predictions[unseen] * result.predictions[unseen]).sum(dim=1)  # unit rows
+    assert cosine.mean() > 0.99  # the same training, to bf16 rounding
+    assert max(abs(a - b) for a, b in zip(result.losses, fp32.losses)) < 0.01
 
 
 def test_device_names_are_checked(mid_graph, lite0):

@@ -15,12 +15,16 @@ from kgzsl.propagation.models._base import (
     Plan,
     PropagationModel,
     SparseOperator,
+    autocast_bf16,
+    bf16_linear,
     check_index,
     check_nodes,
     check_x,
     dropout,
+    dropout_mask,
     linear_flops,
     positions,
+    unit_rows,
 )
 
 
@@ -187,16 +191,55 @@ class DGP(PropagationModel):
 
         Descendant phase: aggregate the (50-d) inputs, append the bias coefficient as one more input
         column, one product with ``[Theta_d | b_d]``. Ancestor phase: aggregate the hidden rows, then
-        ``addmm`` with the per-row bias.
+        ``addmm`` with the per-row bias. Under bfloat16 autocast only the two dense products (and their
+        gradients) run in bfloat16 (:func:`bf16_linear`); the rest stays float32.
         """
         check_x(self, x)
+        if autocast_bf16(x):
+            with torch.autocast(x.device.type, enabled=False):
+                return self._forward_plan(x, plan, bf16_linear)
+        return self._forward_plan(x, plan, None)
+
+    def _forward_plan(self, x: Tensor, plan: Plan, linear: Any) -> Tensor:
         alpha_desc, alpha_anc = self.group_weights()
         desc, anc = plan.layers
         op = desc["adj"]
-        h = op(dropout(x[plan.input_nodes], self.dropout, self.training), op.grouped(alpha_desc))
+        drop = self.training and self.dropout > 0.0
+        if drop:  # the scaled input rows are kept on the plan: only the mask is new each step
+            x_in = plan.inputs(x, 1.0 / (1.0 - self.dropout))
+            x_in = torch.where(dropout_mask(x_in, self.dropout), x_in, 0.0)
+        else:
+            x_in = plan.inputs(x)
+        if linear is not None and not x_in.requires_grad and x_in.device.type == "cpu":
+            # one aggregate per distance group, weighted afterwards: d alpha is then a dot product of the
+            # small [rows, groups, in] aggregates, not a sampled product over the 200k pattern entries
+            per_group = torch.sparse.mm(_stacked(plan, op, self.num_groups), x_in).view(op.shape[0], self.num_groups, -1)
+            h = (per_group * alpha_desc.view(1, -1, 1)).sum(1)
+        else:
+            h = op(x_in, op.grouped(alpha_desc))
         h = torch.cat([h, (desc["bias"] @ alpha_desc).unsqueeze(1)], dim=1)
-        h = F.leaky_relu(F.linear(h, torch.cat([self.lin_desc.weight, self.lin_desc.bias.unsqueeze(1)], dim=1)), self.negative_slope)
+        weight = torch.cat([self.lin_desc.weight, self.lin_desc.bias.unsqueeze(1)], dim=1)
+        h = F.leaky_relu(F.linear(h, weight) if linear is None else linear(h, weight), self.negative_slope)
         op = anc["adj"]
-        h = op(dropout(h, self.dropout, self.training), op.grouped(alpha_anc))
+        values = op.grouped(alpha_anc)
+        if drop:  # A (h * mask / (1 - p)) as (A / (1 - p)) (h * mask): the scale on the 12k entries, not the 4M rows
+            h = torch.where(dropout_mask(h, self.dropout), h, 0.0)
+            values = values * (1.0 / (1.0 - self.dropout))
+        h = op(h, values)
         bias = (anc["bias"] @ alpha_anc).unsqueeze(1) * self.lin_anc.bias
-        return F.normalize(torch.addmm(bias, h, self.lin_anc.weight.t()), dim=1)
+        if linear is None:
+            return F.normalize(torch.addmm(bias, h, self.lin_anc.weight.t()), dim=1)
+        return unit_rows(linear(h, self.lin_anc.weight) + bias)
+
+
+def _stacked(plan: Plan, op: SparseOperator, groups: int) -> Tensor:
+    """``op``'s pattern with row ``r`` split into rows ``r * groups + g`` by distance group ``g`` (values
+    unweighted), as a coalesced COO matrix; built once a plan."""
+    hit = plan.cache.get(("stacked", groups))
+    if hit is None:
+        row = op.row * groups + op.group
+        order = torch.argsort(row * op.shape[1] + op.col)
+        index = torch.stack([row[order], op.col[order]])
+        hit = torch.sparse_coo_tensor(index, op.value[order], (op.shape[0] * groups, op.shape[1]), is_coalesced=True, check_invariants=False)
+        plan.cache[("stacked", groups)] = hit
+    return hit
