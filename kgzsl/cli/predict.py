@@ -193,7 +193,7 @@ class _ClassScorer:
         candidates = _candidates(args, run.predictions)
         self.hedger = _hedger(args, run)
         with_seen = args.candidates != "unseen"
-        self.calibration = label_temperature(run, with_seen=with_seen)
+        self.calibration = label_temperature(run, with_seen=with_seen, warn=False)  # said with the first result
         self.options = RecognitionOptions(candidates, args.top or 5, args.gamma, args.transductive, args.seen_rows,
                                           self.hedger, temperature=self.calibration.temperature)
         self.run, self.args = run, args
@@ -224,8 +224,8 @@ class _LabelScorer:
     def __init__(self, args: argparse.Namespace, run: Run, labels: list[str]) -> None:
         from kgzsl.recognition.labels import label_set  # lazy: torch
 
-        self.set = label_set(run, run.load_graph(args.graph), labels)
-        self.args = args
+        self.set = label_set(run, run.load_graph(args.graph), labels, warn=False)  # said with the first result
+        self.calibration, self.run, self.args = self.set.temperature, run, args
 
     def rows(self, features: Any, names: list[str]) -> list[dict[str, Any]]:
         from kgzsl.recognition.labels import rank_labels  # lazy: torch
@@ -264,6 +264,10 @@ class _Output:
                 print(f"kgzsl: warning: skipped {entry['path']}: {entry['reason']}", file=sys.stderr, flush=True)
 
     def images(self, rows: list[dict[str, Any]]) -> None:
+        if rows and not self.done:
+            from kgzsl.recognition.probabilities import warn_uncalibrated  # lazy: torch
+
+            warn_uncalibrated(self.scorer.run, self.scorer.calibration)
         self.done.extend(rows)
         if self.args.json:
             return

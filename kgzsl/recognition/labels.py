@@ -72,7 +72,7 @@ class LabelRanking:
     probabilities: list[float]
 
 
-def label_set(run: Run, graph: ClassGraph, labels: Sequence[str], model: Any = None) -> LabelSet:
+def label_set(run: Run, graph: ClassGraph, labels: Sequence[str], model: Any = None, warn: bool = True) -> LabelSet:
     """Resolve ``labels`` against the run's ``graph`` and gather (or compute, for new nodes) each one's classifier.
     ``model``: the run's trained model, if loaded already (it is loaded only where a label needs a new node)."""
     base = run.predictions
@@ -88,7 +88,7 @@ def label_set(run: Run, graph: ClassGraph, labels: Sequence[str], model: Any = N
             elif entry.new:
                 resolved[k] = replace(entry, parents=next(e.parents for e in resolved[:k] if e.node_id == entry.node_id))
     predictions = _label_predictions(base, resolved, rows)
-    temperature = label_temperature(run, with_seen=bool(predictions.seen.any()))
+    temperature = label_temperature(run, with_seen=bool(predictions.seen.any()), warn=warn)
     return LabelSet(resolved, predictions, temperature)
 
 

@@ -40,21 +40,30 @@ class LabelTemperature:
         return {"temperature": self.temperature, "gamma": self.gamma, "calibration": self.source}
 
 
-def label_temperature(run: Any, with_seen: bool = False) -> LabelTemperature:
+def label_temperature(run: Any, with_seen: bool = False, warn: bool = True) -> LabelTemperature:
     """The run's calibrated temperature: the generalized calibration (``hedge-all.json``, with its gamma) where the
     labels include classes the run trained on (``with_seen``) and the run has one, else ``hedge.json``'s (gamma 0);
-    an uncalibrated run gets :data:`UNCALIBRATED_TEMPERATURE`, with one warning a run and process."""
+    an uncalibrated run gets :data:`UNCALIBRATED_TEMPERATURE`, with one warning a run and process (``warn=False``:
+    the caller says it with :func:`warn_uncalibrated` once it has results, so an input refused later gets one line)."""
     for candidates in (["all", "unseen"] if with_seen else ["unseen"]):
         record = run_calibration(run, candidates)
         if record is not None and record.get("temperature"):
             gamma = float(record.get("gamma", 0.0)) if candidates == "all" else 0.0
             return LabelTemperature(float(record["temperature"]), gamma, str(run.folder / hedge_file(candidates)))
+    found = LabelTemperature(UNCALIBRATED_TEMPERATURE, 0.0, None)
+    if warn:
+        warn_uncalibrated(run, found)
+    return found
+
+
+def warn_uncalibrated(run: Any, temperature: LabelTemperature) -> None:
+    """Say once a run and process that ``run`` has no calibrated temperature (nothing where it has one)."""
     key = str(run.folder)
-    if key not in _TOLD:
-        _TOLD.add(key)
-        log.warning("run %s is not calibrated: probabilities are softmax(score / %g) over the candidates; `kgzsl "
-                    "calibrate` fits the temperature", run.source, UNCALIBRATED_TEMPERATURE)
-    return LabelTemperature(UNCALIBRATED_TEMPERATURE, 0.0, None)
+    if temperature.calibrated or key in _TOLD:
+        return
+    _TOLD.add(key)
+    log.warning("run %s is not calibrated: probabilities are softmax(score / %g) over the candidates; `kgzsl "
+                "calibrate` fits the temperature", run.source, temperature.temperature)
 
 
 def label_probabilities(scores: Any, temperature: float) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -80,20 +81,22 @@ class Backbone:
     draft: bool = False
     engine: str = "auto"
     _runner: Any = field(default=None, repr=False, compare=False)
+    _runner_lock: Any = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def runner(self) -> Any:
         """The network the forward pass runs, made once: an inference copy of :attr:`model`, on ONNX Runtime
         where :func:`kgzsl.vision.speed.uses_onnx` says so (``engine``; ``KGZSL_ENGINE`` overrides ``auto``)."""
-        if self._runner is None:
-            precision = check_precision(self.precision)
-            engine = check_engine(self.engine)
-            engine = check_engine(env_engine() or engine) if engine == "auto" else engine
-            if uses_onnx(precision, engine, self.device, onnx_available()):
-                self._runner = onnx_runner(self.model, self.name, precision, self.transform)
-            else:
-                self._runner = inference_copy(self.model, precision, self.device)
-        return self._runner
+        with self._runner_lock:  # threads sharing a backbone build it once
+            if self._runner is None:
+                precision = check_precision(self.precision)
+                engine = check_engine(self.engine)
+                engine = check_engine(env_engine() or engine) if engine == "auto" else engine
+                if uses_onnx(precision, engine, self.device, onnx_available()):
+                    self._runner = onnx_runner(self.model, self.name, precision, self.transform)
+                else:
+                    self._runner = inference_copy(self.model, precision, self.device)
+            return self._runner
 
     @torch.inference_mode()
     def features(self, batch: Tensor) -> Tensor:
@@ -227,8 +230,9 @@ def load_backbone(name_or_path: str | os.PathLike, arch: str | None = None, devi
     torchvision ResNet-50/101/152 state dict (``.pth`` loaded weights-only, or ``.safetensors``);
     ``arch`` (``resnet50``/``resnet101``/``resnet152``) is checked against the keys, which tell it otherwise.
 
-    On the CPU it applies :func:`kgzsl.vision.speed.apply_cpu_policy` (allocator); it builds the
-    inference copy now, not at the first image (on ONNX Runtime: exported and cached at first use).
+    On the CPU it applies :func:`kgzsl.vision.speed.apply_cpu_policy` (allocator). The inference copy (on ONNX
+    Runtime: exported and cached) is built at the first image, so a command that refuses its input after loading
+    the backbone (another run's backbone, an unreadable photo) writes nothing, not even to the cache.
     ``precision`` (``fp32``, ``bf16``, ``int8``), ``engine`` (``auto``, ``torch``, ``onnx``) and ``draft``
     (reduced-scale JPEG decoding): see :class:`Backbone` and :mod:`kgzsl.vision.speed`.
     """
@@ -237,7 +241,6 @@ def load_backbone(name_or_path: str | os.PathLike, arch: str | None = None, devi
     backbone.to(device)
     if backbone.device.type == "cpu":
         apply_cpu_policy()
-    _ = backbone.runner
     return backbone
 
 
