@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
-"""Peak memory of ``kgzsl evaluate`` against the number of images: it streams the feature folder a shard at a time,
-so the peak RSS over 200k images should stay within 10 % of that over 50k.
+"""Peak memory of ``kgzsl evaluate`` (and with ``--calibrate`` of ``kgzsl calibrate``) against the number of images:
+both stream the feature folder a shard at a time, so the peak RSS over 200k images should stay within 10 % of that
+over 50k.
 
 Writes synthetic feature folders in the on-disk format of ``kgzsl features`` (random float32 1280-d features, shards
 of 1024, labels drawn from ``--classes`` of a real run's unseen classes, images grouped by class as in an ImageFolder
 tree), trains that run on a miss (DGP, 3 epochs, seed 0, on the shipped graphs/imagenet21k), runs ``kgzsl evaluate``
 on each folder in a child process with the drawn classes as the split, and prints the child's peak RSS
 (``ru_maxrss`` from ``wait4``) for each and their ratio. ``--in-memory`` also measures what evaluating after loading
-every feature (:func:`kgzsl.vision.feature_folder.load_features`) costs, for comparison.
+every feature (:func:`kgzsl.vision.feature_folder.load_features`) costs, for comparison. ``--calibrate`` also runs
+``kgzsl calibrate`` on each folder (the run's every unseen class a candidate, ~20k: a few scoring passes over the
+folder, minutes a 50k-row folder on 2 cores).
 
     .venv/bin/python scripts/bench_eval_memory.py --work /tmp/evalmem            # 50k and 200k rows
     .venv/bin/python scripts/bench_eval_memory.py --rows 50000 200000 --in-memory --gzsl
+    .venv/bin/python scripts/bench_eval_memory.py --calibrate                    # evaluate and calibrate
 """
 
 from __future__ import annotations
@@ -99,9 +103,10 @@ def peak_rss(cmd: list[str]) -> tuple[float, float, str]:
 
 
 def measure(work: Path, rows: list[int], classes: int = 1000, shard_size: int = 1024, gzsl: bool = False,
-            in_memory: bool = False, echo: bool = True) -> dict[int, dict[str, float]]:
-    """For each row count: ``kgzsl evaluate``'s peak RSS in MiB (``rss``), seconds, and with ``in_memory`` the
-    peak RSS of evaluating after loading every feature (``rss_in_memory``). Printed as it goes with ``echo``."""
+            in_memory: bool = False, echo: bool = True, calibrate: bool = False) -> dict[int, dict[str, float]]:
+    """For each row count: ``kgzsl evaluate``'s peak RSS in MiB (``rss``), seconds, with ``in_memory`` the peak RSS of
+    evaluating after loading every feature (``rss_in_memory``), and with ``calibrate`` ``kgzsl calibrate``'s peak RSS
+    (``rss_calibrate``) and seconds (``seconds_calibrate``). Printed as it goes with ``echo``."""
     import numpy as np
 
     work.mkdir(parents=True, exist_ok=True)
@@ -128,6 +133,13 @@ def measure(work: Path, rows: list[int], classes: int = 1000, shard_size: int = 
             results[count]["rss_in_memory"] = rss_mem
             say(f"{'':>9}       in memory (load_features + evaluate_splits) peak RSS {rss_mem:8.1f} MiB  ({seconds:.0f} s)",
                 flush=True)
+        if calibrate:
+            rss_cal, seconds, out = peak_rss([sys.executable, "-m", "kgzsl", "calibrate", "--features", str(folder),
+                                              "--predictions", str(run), "--json"])
+            record = json.loads(out)
+            results[count].update(rss_calibrate=rss_cal, seconds_calibrate=seconds)
+            say(f"{'':>9}       kgzsl calibrate peak RSS {rss_cal:8.1f} MiB  ({seconds:.0f} s; {record['images']} images, "
+                f"{record['candidate_count']} candidates, T {record['temperature']:.4g})", flush=True)
     return results
 
 
@@ -139,11 +151,15 @@ def main() -> None:
     parser.add_argument("--shard-size", type=int, default=1024, help="images a shard (kgzsl features' default)")
     parser.add_argument("--gzsl", action="store_true", help="evaluate with --with-seen")
     parser.add_argument("--in-memory", action="store_true", help="also measure evaluating with every feature loaded")
+    parser.add_argument("--calibrate", action="store_true", help="also measure kgzsl calibrate on each folder")
     args = parser.parse_args()
-    results = measure(args.work, args.rows, args.classes, args.shard_size, args.gzsl, args.in_memory)
+    results = measure(args.work, args.rows, args.classes, args.shard_size, args.gzsl, args.in_memory,
+                      calibrate=args.calibrate)
     if len(results) > 1:
         small, large = min(results), max(results)
-        print(f"ratio {large:,} / {small:,} rows: {results[large]['rss'] / results[small]['rss']:.3f}")
+        print(f"ratio {large:,} / {small:,} rows: evaluate {results[large]['rss'] / results[small]['rss']:.3f}"
+              + (f", calibrate {results[large]['rss_calibrate'] / results[small]['rss_calibrate']:.3f}"
+                 if args.calibrate else ""))
 
 
 if __name__ == "__main__":

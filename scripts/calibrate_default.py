@@ -61,7 +61,7 @@ def cross_validated(run, graph, feats, candidates: str = "unseen", folds: int = 
         test_classes = {classes[i] for i in order[k::folds]}
         in_test = np.array([label in test_classes for label in feats.labels])
         calib, test = task.subset(np.flatnonzero(~in_test)), task.subset(np.flatnonzero(in_test))
-        _, fitted = fit_hedging(calib, DEFAULT_TARGETS, seen if candidates == "all" else None)
+        fitted = fit_hedging(calib, DEFAULT_TARGETS, seen if candidates == "all" else None)
         if candidates == "all":
             test = test.stacked(fitted["gamma"], seen)
         test.calibrate(fitted["temperature"])

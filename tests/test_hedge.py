@@ -357,3 +357,100 @@ def test_hedging_on_a_user_taxonomy(glove):
     assert post[node["raptor"]] == pytest.approx(0.85) and post[node["bird"]] == pytest.approx(1.0)
     answer = lambda t: h.answer(int(h.choose_above(h.posteriors(p), t)[0]), 0.0).name  # noqa: E731
     assert answer(0.5) == "golden eagle" and answer(0.8) == "raptor" and answer(0.95) == "bird"
+
+
+# ------------------------------------------------------------------------------------ fitting a pass at a time
+@pytest.mark.parametrize("shape", ["tree", "dag", "forest"])
+@pytest.mark.parametrize("grid", [True, False])
+def test_answer_records_give_the_accuracy_of_every_posterior(shape, grid):
+    """A few numbers an image (AnswerRecords) decide both rules' accuracy, and so their fitted parameters, as the whole
+    posteriors do, float for float, ties included (with ``grid``, probabilities on a grid of 0.05), images added in
+    blocks; in a forest no answer holds every candidate, and where no node reaches the threshold the first column
+    answers, as Hierarchy.choose_above does."""
+    from kgzsl.recognition.hedge.rules import SEARCHES, AnswerRecords
+
+    parents = [list(p) for p in PARENTS]
+    if shape == "dag":
+        parents[6] = [1, 10]
+    if shape == "forest":
+        parents[1], parents[7] = [], []  # animal and vehicle are roots: no node holds every candidate
+    h = Hierarchy(tree(parents), CANDIDATES)
+    assert h.root_like.any() == (shape != "forest")
+    rng = np.random.default_rng(4)
+    p = rng.dirichlet(np.full(5, 0.4), size=500)
+    if grid:
+        p = np.round(p * 20) / 20
+        p[p.sum(axis=1) == 0, 0] = 1.0
+        p /= p.sum(axis=1, keepdims=True)
+    truth = np.array([rng.choice(5, p=row) for row in p])
+    post = h.posteriors(p)
+    records = AnswerRecords(h)
+    for i in range(0, 500, 128):
+        records.add(post[i:i + 128], truth[i:i + 128])
+    assert len(records) == 500
+    for threshold in [0.0, 1e-12, 0.05, 0.1, 0.25, 1 / 3, 0.5, 0.6, 0.75, 0.9, 0.95, 1.0, 1.5, *rng.uniform(0, 1, 30)]:
+        assert records.accuracy("threshold", threshold) == h.correct(h.choose_above(post, threshold), truth).mean()
+    for lam in [0.0, 1e-9, 0.1, 0.5, 1.0, 2.0, 7.0, 1e3, 1e9, *np.exp(rng.uniform(-7, 7, 30))]:
+        assert records.accuracy("darts", lam) == h.correct(h.choose(post, lam), truth).mean()
+    for rule, target in [(r, t) for r in ("threshold", "darts") for t in (0.5, 0.8, 0.95)]:
+        every = lambda value, rule=rule: float(h.correct(h.answers(post, rule, value), truth).mean())  # noqa: E731
+        try:
+            expected = SEARCHES[rule](every, target)
+        except KgzslError:  # out of reach (a forest's thresholds): so it is from the records
+            with pytest.raises(KgzslError, match="out of reach"):
+                records.fit(rule, target)
+        else:
+            assert records.fit(rule, target) == expected
+
+
+def golden_temperature(scores: np.ndarray, truth: np.ndarray, low: float = 1e-4, high: float = 1e4) -> float:
+    """kgzsl's temperature search before it streamed: a 41-point grid on log T, then 60 golden-section steps."""
+    f = lambda log_t: nll(scores, truth, math.exp(log_t))  # noqa: E731
+    grid = np.linspace(math.log(low), math.log(high), 41)
+    best = int(np.argmin([f(x) for x in grid]))
+    a, b = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
+    ratio = (math.sqrt(5) - 1) / 2
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = f(c), f(d)
+    for _ in range(60):
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = f(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = f(d)
+    return math.exp((a + b) / 2)
+
+
+@pytest.mark.parametrize("scale", [0.02, 0.3, 1.0, 5.0, 60.0])
+def test_newton_temperature_is_the_golden_section_minimum_in_few_passes(scale):
+    """The NLL's minimum found from its derivatives, a pass over the images each (here summed over blocks of 700),
+    equals a golden-section search over the whole NLL to its float noise, within a dozen passes."""
+    from kgzsl.recognition.hedge.temperature import search_temperature, temperature_terms
+
+    scores, truth = miscalibrated(scale=scale, seed=5)
+    calls = []
+
+    def terms(beta):
+        calls.append(beta)
+        return sum(temperature_terms(scores[i:i + 700], truth[i:i + 700], beta) for i in range(0, len(truth), 700))
+
+    t = search_temperature(terms)
+    assert t == pytest.approx(golden_temperature(scores, truth), rel=1e-6)
+    assert len(calls) <= 12
+    assert fit_temperature(scores, truth) == pytest.approx(t, rel=1e-12)
+
+
+def test_temperature_at_a_bound_where_the_nll_keeps_falling():
+    """Every image's true class scores best: the NLL falls all the way to T -> 0, so the lowest temperature, at
+    once (as the golden-section search ends there); an NLL rising all the way gives the highest."""
+    from kgzsl.recognition.hedge.temperature import search_temperature, temperature_terms
+
+    truth = np.arange(60) % 6
+    scores = np.eye(6)[truth] * 0.01 + np.random.default_rng(0).normal(size=(60, 6)) * 1e-4
+    calls = []
+    assert search_temperature(lambda b: calls.append(b) or temperature_terms(scores, truth, b)) == 1e-4
+    assert len(calls) == 1 and golden_temperature(scores, truth) == pytest.approx(1e-4)
+    assert fit_temperature(-scores, truth) == 1e4

@@ -24,8 +24,10 @@ from kgzsl.recognition.scoring import (
     seen_unseen_curve,
 )
 from kgzsl.recognition.streaming import (
+    calibrate_stats,
     gzsl_on_halves,
     gzsl_stats,
+    join_stats,
     stats_accuracies,
     stats_curve,
 )
@@ -87,6 +89,9 @@ def test_gzsl_statistics_give_scoring_answers(seed, ties):
     for gamma in (0.0, 0.5, -0.5, 0.25, 1.0, 1e-9, 3.3):
         assert stats_accuracies(stats, gamma) == gzsl_accuracies(scores, truth, seen, gamma)
     assert stats_curve(stats) == seen_unseen_curve(scores, truth, seen)
+    assert calibrate_stats(stats) == calibrate(scores, truth, seen)  # kgzsl calibrate's gamma
+    wide = scores.double()  # calibrate scores in float64: gamma still subtracted as scoring does
+    assert calibrate_stats(gzsl_stats(wide, truth, seen)) == calibrate(wide, truth, seen)
     test, chosen = gzsl_on_halves(stats, seed=seed)
     order = torch.from_numpy(np.random.default_rng(seed).permutation(len(truth)))
     cal, rest = order[:150], order[150:]
@@ -99,6 +104,9 @@ def test_gzsl_statistics_in_batches_are_those_of_the_whole():
     whole = gzsl_stats(scores, truth, seen)
     parts = [gzsl_stats(scores[i:i + 7], truth[i:i + 7], seen) for i in range(0, 300, 7)]
     assert all(torch.equal(a, torch.cat(b)) for a, b in zip(whole, zip(*parts)))
+    assert all(torch.equal(a, b) for a, b in zip(whole, join_stats(parts)))
+    with pytest.raises(KgzslError, match="no image"):
+        join_stats([])
 
 
 @pytest.fixture(scope="module")

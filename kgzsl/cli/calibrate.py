@@ -52,17 +52,32 @@ def run(args: argparse.Namespace) -> None:
     from kgzsl.graph.names import labels_as_node_ids  # lazy: numpy
     from kgzsl.inspection.plots import plot_reliability  # lazy: torch
     from kgzsl.propagation.run import load_run  # lazy: startup
-    from kgzsl.recognition.hedge.calibration import fit_calibration  # lazy: torch
+    from kgzsl.recognition.hedge.calibration import (  # lazy: torch
+        check_calibration_labels,
+        fit_calibration_batches,
+    )
     from kgzsl.recognition.hedge.storage import write_calibration  # lazy: startup
-    from kgzsl.vision.features import load_features, read_manifest  # lazy: torch
+    from kgzsl.vision.feature_folder import iter_feature_shards, read_manifest  # lazy: torch
 
     run = load_run(args.predictions)
     graph = run.load_graph(args.graph)
-    check_backbone(args, run.predictions, read_manifest(args.features).get("backbone"), f"the features in {args.features} come from")
-    feats = load_features(args.features)
-    labels = labels_as_node_ids(feats.labels, graph, f"feature folder {args.features}")
-    record, curves = fit_calibration(run, graph, feats.features, labels, args.targets, str(args.features),
-                                     args.candidates, args.gamma)
+    manifest = read_manifest(args.features)
+    check_backbone(args, run.predictions, manifest.get("backbone"), f"the features in {args.features} come from")
+    where = f"feature folder {args.features}"
+    known = [str(label) for label in manifest.get("labels", [])]  # every label of the folder, once
+    node = dict(zip(known, labels_as_node_ids(known, graph, where)))
+    if manifest["features"]:  # refused before the first shard is read
+        check_calibration_labels(run.predictions, sorted(set(node.values())), where, args.candidates,
+                                 both=args.candidates == "all" and args.gamma is None)
+
+    def shards() -> Any:  # read again for each pass: memory holds one shard
+        for shard in iter_feature_shards(args.features):
+            missing = [label for label in shard.labels if label not in node]
+            node.update(zip(missing, labels_as_node_ids(missing, graph, where)))
+            yield shard.features, [node[label] for label in shard.labels]
+
+    record, curves = fit_calibration_batches(run, graph, shards, args.targets, str(args.features), args.candidates,
+                                             args.gamma, progress=not args.json, total=len(manifest["shards"]))
     if args.plot:
         plot_reliability(curves, args.plot, title=f"Reliability on {record['images']} calibration images")
         record["plot"] = str(args.plot)

@@ -7,7 +7,9 @@ Generalized zero-shot keeps five numbers an image instead of its every score (:c
 stacking asks of an image's scores only whether its true column is the first best once ``gamma`` is subtracted from
 the seen columns, which the true score, the best of its own side (seen or unseen) before and after it, and the best
 of the other side decide. The functions here give the answers of :mod:`kgzsl.recognition.scoring`'s
-(``gzsl_accuracies``, ``seen_unseen_curve``, ``calibrate``) in the same float32 arithmetic, ties included.
+(``gzsl_accuracies``, ``seen_unseen_curve``, ``calibrate``) in the arithmetic of the scores given, ties included
+(a tie between a seen and an unseen column goes to the unseen one: scoring puts the unseen candidates first).
+``kgzsl calibrate`` fits its gamma from them too (:mod:`kgzsl.recognition.hedge.calibration`).
 """
 
 from __future__ import annotations
@@ -74,6 +76,13 @@ def gzsl_stats(scores: torch.Tensor, truth: torch.Tensor, seen_columns: torch.Te
     return GZSLStats(scores.gather(1, t).view(-1), *best, of_seen)
 
 
+def join_stats(parts: list[GZSLStats]) -> GZSLStats:
+    """The statistics of batches of images, as one (``parts`` in image order)."""
+    if not parts:
+        raise KgzslError("no image is labelled with a seen or unseen candidate class")
+    return GZSLStats(*(torch.cat(column) for column in zip(*parts)))
+
+
 def stats_accuracies(stats: GZSLStats, gamma: float) -> tuple[float, float]:
     """:func:`kgzsl.recognition.scoring.gzsl_accuracies` from the statistics, in the same float32 arithmetic: an image
     is right when its true column is the first best after ``gamma`` leaves the seen scores (unseen columns first)."""
@@ -97,6 +106,12 @@ def stats_curve(stats: GZSLStats, steps: int = 101) -> list[tuple[float, float, 
     return [(g, *stats_accuracies(stats, g)) for g in gammas]
 
 
+def calibrate_stats(stats: GZSLStats, steps: int = 101) -> GZSLResult:
+    """:func:`kgzsl.recognition.scoring.calibrate` from the statistics: the point of the seen-unseen curve with the
+    best harmonic mean (its ``gamma`` is calibrated stacking's)."""
+    return best_on_curve(stats_curve(stats, steps))
+
+
 def gzsl_on_halves(stats: GZSLStats, calibration_fraction: float = 0.5, seed: int = 0) -> tuple[GZSLResult, GZSLResult]:
     """:func:`kgzsl.recognition.evaluate.evaluate_gzsl_split` from the statistics: gamma calibrated on a seeded ``calibration_fraction`` of the
     images (as :func:`kgzsl.recognition.scoring.calibrate`), accuracies on the rest. (test result, calibration)."""
@@ -105,6 +120,6 @@ def gzsl_on_halves(stats: GZSLStats, calibration_fraction: float = 0.5, seed: in
     cal, test = stats.take(order[:n_cal]), stats.take(order[n_cal:])
     if len(test.true) == 0:
         raise KgzslError("too few images to hold some out for calibration")
-    chosen = best_on_curve(stats_curve(cal))
+    chosen = calibrate_stats(cal)
     s, u = stats_accuracies(test, chosen.gamma)
     return GZSLResult(chosen.gamma, s, u, harmonic(s, u), stats_curve(test)), chosen

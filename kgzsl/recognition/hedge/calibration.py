@@ -1,16 +1,27 @@
-"""Fitting a run's hedging on labelled photos: gamma (generalized setting), then the temperature, then every rule."""
+"""Fitting a run's hedging on labelled photos: gamma (generalized setting), then the temperature, then every rule.
+
+Each step is a pass over the images a block at a time that keeps a few numbers an image, never its scores: the
+calibrated-stacking statistics (:func:`kgzsl.recognition.streaming.gzsl_stats`), the NLL's derivatives in the inverse
+temperature (:func:`kgzsl.recognition.hedge.temperature.temperature_terms`, a few Newton passes), then the answers a
+rule can give (:class:`kgzsl.recognition.hedge.rules.AnswerRecords`). So a feature folder of any size is calibrated
+shard by shard (:func:`fit_calibration_batches`) in the memory of a block, and features or scores in memory go the
+same way (:func:`fit_calibration`, :func:`fit_hedging`).
+"""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import sys
+from itertools import count
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from kgzsl.errors import KgzslError, check_number
 from kgzsl.graph.class_graph import ClassGraph
 from kgzsl.recognition.hedge.hierarchy import DEFAULT_RULE, RULES, Hierarchy, _rule
-from kgzsl.recognition.hedge.rules import Hedger, fit_rule
+from kgzsl.recognition.hedge.rules import AnswerRecords, Hedger
 from kgzsl.recognition.hedge.storage import (
     DEFAULT_TARGETS,
     HEDGE_CANDIDATES,
@@ -24,23 +35,32 @@ from kgzsl.recognition.hedge.storage import (
     write_calibration,
 )
 from kgzsl.recognition.hedge.temperature import (
-    expected_calibration_error,
-    fit_temperature,
-    nll,
+    calibration_error,
+    nll_terms,
+    search_temperature,
     softmax,
+    temperature_terms,
     top1,
 )
-from kgzsl.recognition.scoring import (
-    calibrate,
-    candidate_mask,
-    candidate_scores,
-)
+from kgzsl.recognition.scoring import candidate_mask, candidate_scores, class_scores
+from kgzsl.recognition.streaming import RowBlocks, calibrate_stats, gzsl_stats, join_stats
+
+#: images scored at a time, whatever the batches they come in (:class:`kgzsl.recognition.streaming.RowBlocks`): the
+#: fit does not depend on the shards, and a block's scores, probabilities and posteriors (float64, ~20k columns) are
+#: what the fit holds beside its few numbers an image
+BLOCK = 128
+
+#: one pass over the calibration images: called with what the pass is for (its progress bar says so), it yields blocks
+#: of raw float64 scores ``[images, candidates]`` with their true candidate columns
+ScoreBlocks = Callable[[str], Iterable[tuple[np.ndarray, np.ndarray]]]
 
 
 def check_calibration_labels(predictions: Any, labels: Sequence[str], where: str = "the features",
-                             candidates: str = HEDGE_CANDIDATES) -> None:
+                             candidates: str = HEDGE_CANDIDATES, both: bool = False) -> None:
     """Refuse labels that are not candidates: unknown to the run, not a candidate class (a structure-only node)
-    or, for ``"unseen"``, seen-and-trained. KgzslError naming ``features`` and the first offender."""
+    or, for ``"unseen"``, seen-and-trained; with ``both`` (``labels`` are every image's: gamma is to be fitted on
+    them) also labels that are all of seen or all of unseen classes. KgzslError naming ``features`` and the first
+    offender."""
     if not len(labels):
         raise KgzslError(f"features: {where} hold no images to calibrate on", parameter="features")
     hedge_file(candidates)  # a calibratable candidate set
@@ -58,6 +78,15 @@ def check_calibration_labels(predictions: Any, labels: Sequence[str], where: str
     if outside:
         raise KgzslError(f"features: {len(outside)} classes of {where} are not candidate classes (first: {outside[0]}, "
                          "a structure-only node)", parameter="features")
+    if both:
+        _refuse_one_kind(np.array([bool(predictions.seen[predictions.index[w]]) for w in set(labels)]))
+
+
+def _refuse_one_kind(of_seen: Any) -> None:
+    if of_seen.all() or not of_seen.any():
+        kind = "seen" if of_seen.all() else "unseen"
+        raise KgzslError(f"features: every calibration image is of a {kind} class: fitting the generalized setting's gamma "
+                         "needs images of both seen (trained) and unseen classes (or give gamma)", parameter="features")
 
 
 def run_candidates(predictions: Any, candidates: str = HEDGE_CANDIDATES) -> tuple[list[str], Any]:
@@ -82,42 +111,147 @@ def _check_targets(targets: Sequence[float]) -> list[float]:
     return sorted(set(float(t) for t in targets))
 
 
-def fit_gamma(task: HedgeTask, seen: np.ndarray) -> float:
-    """Calibrated stacking: the ``gamma`` maximising the harmonic mean of seen and unseen top-1 accuracy on the
-    calibration images (:func:`kgzsl.recognition.scoring.calibrate`); they must show both seen and unseen classes."""
-    of_seen = seen[task.truth]
-    if of_seen.all() or not of_seen.any():
-        kind = "seen" if of_seen.all() else "unseen"
-        raise KgzslError(f"features: every calibration image is of a {kind} class: fitting the generalized setting's gamma "
-                         "needs images of both seen (trained) and unseen classes (or give gamma)", parameter="features")
-    return float(calibrate(torch.from_numpy(task.scores), torch.from_numpy(task.truth), torch.from_numpy(seen)).gamma)
-
-
-def fit_hedging(task: HedgeTask, targets: Sequence[float] = DEFAULT_TARGETS, seen: np.ndarray | None = None,
-                gamma: float | None = None) -> tuple[HedgeTask, dict[str, Any]]:
-    """Fit hedged answers on a calibration task: with ``seen`` (which candidate columns are seen classes: the
-    generalized setting) first the calibrated-stacking ``gamma`` (:func:`fit_gamma`, unless given), then the
-    temperature, then each rule's parameter per target. Returns the task stacked and calibrated, and
-    ``gamma``, ``temperature``, ``rules`` (rule -> target -> parameter) and ``reached`` (their accuracy there)."""
+def fit_passes(blocks: ScoreBlocks, hierarchy: Hierarchy, targets: Sequence[float] = DEFAULT_TARGETS,
+               seen: np.ndarray | None = None, gamma: float | None = None) -> dict[str, Any]:
+    """Fit hedged answers over the passes ``blocks`` makes over labelled images: with ``seen`` (which candidate
+    columns are seen classes: the generalized setting) first the calibrated-stacking ``gamma`` (one pass, unless
+    given), then the temperature (a few passes), then each rule's parameter per target from one last pass. Returns
+    ``gamma``, ``temperature``, ``rules`` (rule -> target -> parameter), ``reached`` (their accuracy there),
+    ``images``, the top-1 ECE and mean NLL ``before`` and ``after`` the temperature and ``top1`` (flat top-1
+    confidence and correctness per image, ``before`` and ``after``)."""
     wanted = _check_targets(targets)
+    offset = None
     if seen is None:
         gamma = 0.0
     else:
         if gamma is not None:
             check_number("gamma", gamma)
-        gamma = fit_gamma(task, seen) if gamma is None else float(gamma)
-        task = task.stacked(gamma, seen)
-    temperature = fit_temperature(task.scores, task.truth)
-    task.calibrate(temperature)
+        gamma = _fit_gamma(blocks, np.asarray(seen, dtype=bool)) if gamma is None else float(gamma)
+        offset = gamma * np.asarray(seen, dtype=np.float64)[None, :]
+
+    def stacked(what: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for scores, truth in blocks(what):
+            yield (scores if offset is None else scores - offset), truth
+
+    passes = count(1)
+    temperature = search_temperature(lambda beta: sum((temperature_terms(s, y, beta) for s, y in
+                                                       stacked(f"temperature, pass {next(passes)}")), np.zeros(4)))
+    records = AnswerRecords(hierarchy)
+    top = {"before": [], "after": []}
+    nlls = {"before": 0.0, "after": 0.0}
+    for scores, truth in stacked("answers"):
+        probs = softmax(scores, temperature)
+        records.add(hierarchy.posteriors(probs), truth)
+        for key, p, t in (("before", softmax(scores, 1.0), 1.0), ("after", probs, temperature)):
+            top[key].append(top1(p, truth))
+            nlls[key] += float(np.sum(nll_terms(scores, truth, t)))
+    images = len(records)
+    top1s = {key: tuple(np.concatenate(parts) for parts in zip(*pairs)) for key, pairs in top.items()}
     rules: dict[str, dict[str, float]] = {}
     reached: dict[str, dict[str, float]] = {}
     for rule in RULES:
         rules[rule], reached[rule] = {}, {}
         for target in wanted:
-            value = fit_rule(task.hierarchy, task.post, task.truth, target, rule)
+            value = records.fit(rule, target)
             rules[rule][_target_key(target)] = value
-            reached[rule][_target_key(target)] = float(task.stats(task.answers(value, rule))["correct"].mean())
-    return task, {"gamma": float(gamma), "temperature": temperature, "rules": rules, "reached": reached}
+            reached[rule][_target_key(target)] = records.accuracy(rule, value)
+    return {"gamma": float(gamma), "temperature": temperature, "rules": rules, "reached": reached, "images": images,
+            "ece_before": calibration_error(*top1s["before"]), "ece_after": calibration_error(*top1s["after"]),
+            "nll_before": nlls["before"] / images, "nll_after": nlls["after"] / images, "top1": top1s}
+
+
+def _fit_gamma(blocks: ScoreBlocks, seen: np.ndarray) -> float:
+    """Calibrated stacking: the ``gamma`` maximising the harmonic mean of seen and unseen top-1 accuracy on the
+    calibration images, from five numbers an image (:func:`kgzsl.recognition.streaming.calibrate_stats`, as
+    :func:`kgzsl.recognition.scoring.calibrate` from every score); they must show both seen and unseen classes."""
+    if seen.all() or not seen.any():
+        raise KgzslError("generalized zero-shot needs both seen and unseen candidate classes")
+    columns = torch.from_numpy(seen)
+    stats = join_stats([gzsl_stats(torch.from_numpy(s), torch.from_numpy(y), columns) for s, y in blocks("gamma")])
+    _refuse_one_kind(stats.of_seen)
+    return float(calibrate_stats(stats).gamma)
+
+
+def score_blocks(scores: np.ndarray, truth: np.ndarray) -> ScoreBlocks:
+    """The passes of :func:`fit_passes` over scores in memory (float64 ``[images, candidates]``), :data:`BLOCK` rows at a time."""
+    return lambda what: ((scores[i:i + BLOCK], truth[i:i + BLOCK]) for i in range(0, len(truth), BLOCK))
+
+
+def fit_hedging(task: HedgeTask, targets: Sequence[float] = DEFAULT_TARGETS, seen: np.ndarray | None = None,
+                gamma: float | None = None) -> dict[str, Any]:
+    """:func:`fit_passes` over a calibration task's scores (in memory, as :func:`run_task` makes them)."""
+    if not len(task.truth):
+        raise KgzslError("scores has no images to fit a temperature on", parameter="scores")
+    return fit_passes(score_blocks(task.scores, task.truth), task.hierarchy, targets, seen, gamma)
+
+
+class FeatureBlocks:
+    """The passes of :func:`fit_passes` over labelled features that come in batches (the shards of a feature folder):
+    each pass reads them again from ``batches()``, checks their labels (:func:`check_calibration_labels`) and scores
+    them :data:`BLOCK` at a time against the run's candidates, with a progress bar over the batches (``total`` of
+    them) where ``progress``. Counts the ``images`` and ``classes`` of a pass."""
+
+    def __init__(self, predictions: Any, batches: Callable[[], Iterable[tuple[Any, Sequence[str]]]],
+                 candidates: str = HEDGE_CANDIDATES, where: str = "the features", progress: bool = False,
+                 total: int | None = None) -> None:
+        ids, columns = run_candidates(predictions, candidates)
+        self.column = {c: j for j, c in enumerate(ids)}
+        self.weights = predictions.candidate_rows(columns, keep=False)  # as candidate_scores gathers them
+        self.predictions, self.batches, self.candidates, self.where = predictions, batches, candidates, where
+        self.progress, self.total = progress, total
+        self.images, self.classes, self.checked = 0, set(), set()
+
+    def __call__(self, what: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        pending, self.images, self.classes = RowBlocks(BLOCK), 0, set()
+        for features, labels in tqdm(self.batches(), desc=f"calibrate: {what}", total=self.total, unit="shard",
+                                     file=sys.stderr, disable=not self.progress, leave=False, mininterval=0.5, delay=1.0):
+            if len(features) != len(labels):
+                raise KgzslError(f"features: {self.where} give {len(features)} features for {len(labels)} labels",
+                                 parameter="features")
+            if not len(labels):
+                continue
+            new = set(labels) - self.checked
+            if new:  # each label once, not every shard of every pass
+                check_calibration_labels(self.predictions, sorted(new), self.where, self.candidates)
+                self.checked |= new
+            self.images += len(labels)
+            self.classes.update(labels)
+            truth = torch.tensor([self.column[w] for w in labels], dtype=torch.int64)
+            for block in pending.add(torch.as_tensor(features, dtype=torch.float32), truth):
+                yield self._scored(*block)
+        for block in pending.flush():
+            yield self._scored(*block)
+        if not self.images:
+            raise KgzslError(f"features: {self.where} hold no images to calibrate on", parameter="features")
+
+    def _scored(self, features: torch.Tensor, truth: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        return class_scores(features, self.weights).numpy().astype(np.float64), truth.numpy()
+
+
+def fit_calibration_batches(run: Any, graph: ClassGraph, batches: Callable[[], Iterable[tuple[Any, Sequence[str]]]],
+                            targets: Sequence[float] = DEFAULT_TARGETS, feature_folder: str | None = None,
+                            candidates: str = HEDGE_CANDIDATES, gamma: float | None = None, progress: bool = False,
+                            total: int | None = None) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """:func:`fit_calibration` over labelled features that come in batches of ``(features, labels)``: ``batches()``
+    gives them afresh for each of the few passes (the shards of a feature folder,
+    :func:`kgzsl.vision.feature_folder.iter_feature_shards`, ``total`` of them for the progress bar). Memory holds a
+    batch and a few numbers an image, whatever the number of images."""
+    _check_targets(targets)  # before any scoring
+    where = f"feature folder {feature_folder}" if feature_folder else "the features"
+    ids, _ = run_candidates(run.predictions, candidates)
+    hierarchy = Hierarchy(graph, ids)
+    source = FeatureBlocks(run.predictions, batches, candidates, where, progress, total)
+    fitted = fit_passes(source, hierarchy, targets, seen_columns(run.predictions, candidates), gamma)
+    temperature = fitted["temperature"]
+    record = {
+        "format": HEDGE_FORMAT, "version": HEDGE_VERSION, "temperature": temperature, "gamma": fitted["gamma"],
+        "rules": fitted["rules"], "default_rule": DEFAULT_RULE, "calibration_accuracy": fitted["reached"],
+        "candidates": candidates, "candidate_rule": HEDGE_RULE_TEXT[candidates], "candidate_count": len(ids),
+        "candidate_sha256": candidate_digest(ids), "images": fitted["images"], "classes": len(source.classes),
+        "features": feature_folder, **{key: fitted[key] for key in ("ece_before", "ece_after", "nll_before", "nll_after")},
+    }
+    curves = {"flat top-1, T=1": fitted["top1"]["before"], f"flat top-1, T={temperature:.3g}": fitted["top1"]["after"]}
+    return record, curves
 
 
 def fit_calibration(run: Any, graph: ClassGraph, features: Any, labels: Sequence[str],
@@ -127,25 +261,10 @@ def fit_calibration(run: Any, graph: ClassGraph, features: Any, labels: Sequence
     """Fit, on labelled features, the temperature and each rule's parameter per target accuracy (and, for
     candidates ``"all"``, the calibrated-stacking ``gamma`` unless given). Returns the calibration record and the
     flat top-1 (confidence, correct) pairs before and after the temperature, for a reliability diagram."""
-    _check_targets(targets)  # before any scoring
-    where = f"feature folder {feature_folder}" if feature_folder else "the features"
-    task = run_task(run, graph, features, labels, where=where, candidates=candidates)
-    seen = seen_columns(run.predictions, candidates)
-    task, fitted = fit_hedging(task, targets, seen, gamma)
-    raw, temperature, params, reached = task.scores, fitted["temperature"], fitted["rules"], fitted["reached"]
-    record = {
-        "format": HEDGE_FORMAT, "version": HEDGE_VERSION, "temperature": temperature, "gamma": fitted["gamma"],
-        "rules": params, "default_rule": DEFAULT_RULE, "calibration_accuracy": reached, "candidates": candidates,
-        "candidate_rule": HEDGE_RULE_TEXT[candidates], "candidate_count": len(task.hierarchy.candidate_ids),
-        "candidate_sha256": candidate_digest(task.hierarchy.candidate_ids), "images": len(task.truth),
-        "classes": len(set(labels)), "features": feature_folder,
-        "ece_before": expected_calibration_error(softmax(raw, 1.0), task.truth),
-        "ece_after": expected_calibration_error(softmax(raw, temperature), task.truth),
-        "nll_before": nll(raw, task.truth, 1.0), "nll_after": nll(raw, task.truth, temperature),
-    }
-    curves = {"flat top-1, T=1": top1(softmax(raw, 1.0), task.truth),
-              f"flat top-1, T={temperature:.3g}": top1(task.probs, task.truth)}
-    return record, curves
+    _check_targets(targets)
+    check_calibration_labels(run.predictions, labels, f"feature folder {feature_folder}" if feature_folder else
+                             "the features", candidates, both=candidates == "all" and gamma is None)
+    return fit_calibration_batches(run, graph, lambda: [(features, list(labels))], targets, feature_folder, candidates, gamma)
 
 
 def calibrate_run(run: Any, graph: ClassGraph, features: Any, labels: Sequence[str], targets: Sequence[float] = DEFAULT_TARGETS,

@@ -9,19 +9,12 @@ import numpy as np
 from kgzsl.errors import KgzslError, check_number
 from kgzsl.recognition.hedge.hierarchy import (
     DEFAULT_RULE,
+    PROBABILITY_SLACK,
     HedgedAnswer,
     Hierarchy,
     _rule,
 )
 from kgzsl.recognition.hedge.temperature import _truth, fit_temperature, softmax
-
-#: hedging rules (see the module docstring); the threshold rule is the default: every answer then carries
-#: its own calibrated probability, and it never falls back to the root where some node is likely enough
-
-
-
-
-
 
 def _bisect(accuracy: Callable[[float], float], target: float, low: float, high: float, steps: int) -> float:
     """The lowest value found in ``[low, high]`` (``accuracy(high)`` meets ``target``) that still meets it."""
@@ -76,11 +69,11 @@ SEARCHES: dict[str, Callable[..., float]] = {"threshold": search_threshold, "dar
 def fit_rule(hierarchy: Hierarchy, posteriors: np.ndarray, truth: Any, target: float, rule: str,
              steps: int | None = None) -> float:
     """The parameter of ``rule`` (a threshold or DARTS' lambda) that meets ``target`` on calibration images
-    (:data:`SEARCHES`; ``steps``: its bisection steps, default the search's own)."""
-    search = SEARCHES[_rule(rule)]
-    y = _calibration_truth(hierarchy, posteriors, truth)
-    accuracy = lambda value: float(hierarchy.correct(hierarchy.answers(posteriors, rule, value), y).mean())  # noqa: E731
-    return search(accuracy, target) if steps is None else search(accuracy, target, steps)
+    (:data:`SEARCHES` over their :class:`AnswerRecords`; ``steps``: its bisection steps, default the search's own)."""
+    _rule(rule)
+    records = AnswerRecords(hierarchy)
+    records.add(posteriors, _calibration_truth(hierarchy, posteriors, truth))
+    return records.fit(rule, target, steps)
 
 
 def _calibration_truth(hierarchy: Hierarchy, posteriors: np.ndarray, truth: Any) -> np.ndarray:
@@ -95,6 +88,136 @@ def _check_target(target: float) -> None:
         raise KgzslError(f"target must be at most 1 (an accuracy), got {target:g}", parameter="target")
 
 
+class AnswerRecords:
+    """What the rules need of each calibration image, instead of its every posterior: where, as a rule's parameter
+    grows, its answer turns from right to wrong or back (a few places an image, against 20k posteriors), so that
+    :meth:`accuracy` is the accuracy of the whole posteriors, and :meth:`add` takes images a block at a time (a pass
+    over a feature folder).
+
+    Both rules answer one of the image's *records*: the answer columns, in order of preference (information gain,
+    then column), whose posterior beats every one before them (and the root-like one). Under the threshold rule the
+    first record whose posterior reaches the threshold, else column 0 (none root-like), as
+    :meth:`Hierarchy.choose_above`: kept are the posteriors where its correctness changes, compared as it compares
+    them, so float for float. Under DARTS the record maximising ``(gain + lambda) * posterior`` (any other column is
+    matched by a record with at least its gain and posterior), as :meth:`Hierarchy.choose`: at ``lambda = 0``, then
+    along the upper envelope of these lines, kept are the pairs of lines where its correctness changes, compared as it
+    compares them (float for float but where three lines meet within float noise)."""
+
+    def __init__(self, hierarchy: Hierarchy) -> None:
+        self.hierarchy = hierarchy
+        self.order = np.lexsort((np.arange(len(hierarchy.gain)), -hierarchy.gain))  # preference: gain, then column
+        self.root_at = np.flatnonzero(hierarchy.root_like[self.order])  # the root-like column's place there, if any
+        self.parts: dict[str, list[tuple[np.ndarray, ...]]] = {key: [] for key in ("threshold", "darts")}
+        self.first: dict[str, list[np.ndarray]] = {key: [] for key in self.parts}
+        self.counts: dict[str, list[np.ndarray]] = {key: [] for key in self.parts}
+        self._joined: dict[str, tuple[np.ndarray, ...]] | None = None
+
+    def add(self, posteriors: np.ndarray, truth: np.ndarray) -> None:
+        """Record images: their answer posteriors ``[images, answers]`` and true candidate columns."""
+        h, n = self.hierarchy, len(posteriors)
+        ranked = posteriors[:, self.order]
+        beats = np.empty(ranked.shape, dtype=bool)
+        beats[:, :1] = True
+        np.greater(ranked[:, 1:], np.maximum.accumulate(ranked, axis=1)[:, :-1], out=beats[:, 1:])
+        beats[:, self.root_at] = True
+        rows, at = np.nonzero(beats)
+        columns, post = self.order[at], ranked[rows, at]
+        truth = np.asarray(truth, dtype=np.int64)
+        right = h.correct(columns, truth[rows])
+        counts = np.bincount(rows, minlength=n)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        # threshold: where the next record (or, none root-like, column 0 after the last) is right where this is not
+        turns = np.flatnonzero((right[1:] != right[:-1]) & (rows[1:] == rows[:-1]))
+        last = starts + counts - 1
+        if not len(self.root_at):
+            last = last[right[last] != h.correct(np.zeros(n, dtype=np.int64), truth)]
+            turns = np.sort(np.concatenate([turns, last]))
+        self._keep("threshold", rows[turns], (post[turns],), right[starts], n)
+        # DARTS: the records as lines, padded to [images, longest]
+        place = np.arange(len(rows)) - starts[rows]
+        shape = (n, int(counts.max()) if n else 0)
+        slope, gain = np.full(shape, -1.0), np.zeros(shape)
+        col, hit = np.full(shape, np.iinfo(np.int64).max), np.zeros(shape, dtype=bool)
+        slope[rows, place], gain[rows, place], col[rows, place], hit[rows, place] = post, h.gain[columns], columns, right
+        images, lines, first = _envelope_turns(gain, slope, col, hit)
+        self._keep("darts", images, lines, first, n)
+        self._joined = None
+
+    def _keep(self, rule: str, images: np.ndarray, values: tuple[np.ndarray, ...], first: np.ndarray, n: int) -> None:
+        self.parts[rule].append(values)
+        self.first[rule].append(np.asarray(first, dtype=bool))
+        self.counts[rule].append(np.bincount(images, minlength=n).astype(np.int32))
+
+    def __len__(self) -> int:
+        return sum(len(first) for first in self.first["threshold"])
+
+    def _arrays(self, rule: str) -> tuple[np.ndarray, ...]:
+        if self._joined is None:
+            if not len(self):
+                raise KgzslError("no calibration images to fit on", parameter="posteriors")
+            self._joined = {}
+            for key in self.parts:
+                values = tuple(np.concatenate(column) for column in zip(*self.parts[key]))
+                first, counts = np.concatenate(self.first[key]), np.concatenate(self.counts[key])
+                self.parts[key], self.first[key], self.counts[key] = [values], [first], [counts]
+                ends = np.cumsum(counts, dtype=np.int64)
+                self._joined[key] = (values, first, ends - counts, ends)
+        return self._joined[rule]
+
+    def accuracy(self, rule: str, parameter: float) -> float:
+        """The share of the images whose answer under ``rule`` with ``parameter`` (threshold or lambda) is right."""
+        values, first, starts, ends = self._arrays(_rule(rule))
+        if rule == "threshold":
+            check_number("threshold", parameter, at_least=0)
+            passed = ~(values[0] >= parameter - PROBABILITY_SLACK)  # Hierarchy.choose_above's comparison
+        else:
+            check_number("lam", parameter, at_least=0)
+            (left, right), (low, high) = values[:2], values[2:]
+            gain = self.hierarchy.gain
+            before, after = (gain[left] + parameter) * low, (gain[right] + parameter) * high  # Hierarchy.choose's
+            passed = (after > before) | ((after == before) & (right < left))
+        done = np.concatenate([[0], np.cumsum(passed, dtype=np.int64)])
+        return float((first ^ ((done[ends] - done[starts]) % 2 == 1)).mean())
+
+    def fit(self, rule: str, target: float, steps: int | None = None) -> float:
+        """:func:`fit_rule` on the recorded images."""
+        search = SEARCHES[_rule(rule)]
+        accuracy = lambda value: self.accuracy(rule, value)  # noqa: E731
+        return search(accuracy, target) if steps is None else search(accuracy, target, steps)
+
+
+def _envelope_turns(gain: np.ndarray, slope: np.ndarray, column: np.ndarray, right: np.ndarray
+                    ) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray]:
+    """DARTS along lambda >= 0 for lines ``(gain + lambda) * slope`` ``[images, lines]`` (padding: slope -1), ties to
+    the lower ``column``: where the best line turns from right to wrong or back. Returns the image of each turn (by
+    image, then lambda), the columns and slopes of the lines before and after it, and whether each image's best line
+    at ``lambda = 0`` is right (found as :meth:`Hierarchy.choose` finds it)."""
+    n = len(slope)
+    at_zero = gain * slope
+    best = np.where(at_zero == at_zero.max(axis=1, keepdims=True), column, np.iinfo(np.int64).max).argmin(axis=1)
+    every = np.arange(n)
+    first = right[every, best]
+    now, state = np.zeros(n), first.copy()
+    turns: list[tuple[np.ndarray, ...]] = []
+    active = every if slope.shape[1] else every[:0]
+    while len(active):
+        k = best[active]
+        s0, i0 = slope[active, k][:, None], at_zero[active, k][:, None]
+        later = slope[active] > s0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cross = np.where(later, np.maximum((i0 - at_zero[active]) / (slope[active] - s0), now[active][:, None]), np.inf)
+        soonest = cross.min(axis=1)
+        going = np.isfinite(soonest)
+        active, cross, soonest = active[going], cross[going], soonest[going]
+        nxt = np.where(cross == soonest[:, None], slope[active], -np.inf).argmax(axis=1)  # the steepest crossing there
+        turned = right[active, nxt] != state[active]
+        was, at = active[turned], nxt[turned]
+        turns.append((was, column[was, best[was]], column[was, at], slope[was, best[was]], slope[was, at]))
+        best[active], now[active], state[active] = nxt, soonest, right[active, nxt]
+    images, left, right_, low, high = (np.concatenate(c) for c in zip(*turns)) if turns else (
+        np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0))
+    order = np.argsort(images, kind="stable")
+    return images[order], (left[order].astype(np.int32), right_[order].astype(np.int32), low[order], high[order]), first
 
 
 class Hedger:

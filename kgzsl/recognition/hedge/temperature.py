@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -40,44 +40,92 @@ def softmax(scores: Any, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def nll_terms(scores: np.ndarray, truth: np.ndarray, temperature: float) -> np.ndarray:
+    """Per image ``log sum exp(scores / T) - scores[truth] / T`` (checked float64 ``scores`` and ``truth``)."""
+    z = scores / temperature
+    top = z.max(axis=1)
+    log_norm = top + np.log(np.exp(z - top[:, None]).sum(axis=1))
+    return log_norm - z[np.arange(len(truth)), truth]
+
+
 def nll(scores: Any, truth: Any, temperature: float = 1.0) -> float:
     """Mean negative log-likelihood ``-mean log softmax(scores / T)[truth]``."""
     check_number("temperature", temperature, above=0)
     s = _scores(scores)
-    y = _truth(truth, len(s), s.shape[1])
-    z = s / temperature
-    top = z.max(axis=1)
-    log_norm = top + np.log(np.exp(z - top[:, None]).sum(axis=1))
-    return float(np.mean(log_norm - z[np.arange(len(y)), y]))
+    return float(np.mean(nll_terms(s, _truth(truth, len(s), s.shape[1]), temperature)))
+
+
+def temperature_terms(scores: np.ndarray, truth: np.ndarray, beta: float) -> np.ndarray:
+    """``[f'(beta), f''(beta), f'(0), f'(inf)]`` summed over the images of ``scores`` (float64 ``[images, candidates]``,
+    true columns ``truth``), for ``f(beta) = log sum exp(beta s) - beta s[truth]``, an image's NLL at ``T = 1/beta``:
+    ``f'`` is the mean score under ``softmax(beta s)`` less the true score, ``f''`` the scores' variance under it (``f``
+    is convex in ``beta``); at ``beta = 0`` the plain mean score, at infinity the best one. Sums over blocks of
+    images add up to those over all of them: one pass over the images a block at a time."""
+    true = scores[np.arange(len(truth)), truth]
+    best = scores.max(axis=1)
+    e = np.exp((scores - best[:, None]) * beta)
+    p = e / e.sum(axis=1, keepdims=True)
+    mean = (p * scores).sum(axis=1)
+    var = (p * (scores - mean[:, None]) ** 2).sum(axis=1)
+    return np.array([np.sum(mean - true), np.sum(var), np.sum(scores.mean(axis=1) - true), np.sum(best - true)])
+
+
+#: Newton steps on ``log beta`` are at most this long (a factor e^2 of the temperature) before the bracket is known
+MAX_LOG_STEP = 2.0
+
+
+def search_temperature(terms: Callable[[float], Sequence[float]], low: float = 1e-4, high: float = 1e4) -> float:
+    """The temperature in ``[low, high]`` minimising the NLL, given ``terms(beta)`` summed over the images
+    (:func:`temperature_terms`: one pass over them a call, so few calls are made).
+
+    Safeguarded Newton on the convex NLL in ``beta``, from ``T = 1``, stepped on ``log beta``: a step is at most
+    :data:`MAX_LOG_STEP`, bisects the bracket of known derivative signs where Newton would leave it, and the search
+    ends at a bound where the minimum lies beyond it (the first call tells whether ``f'`` changes sign at all: it
+    does not where every image's true class scores best, and the NLL falls towards ``T = 0``), or once a step is below 1e-7 (Newton converges quadratically:
+    the error left is of the order of its square). Deterministic."""
+    edge_lo, edge_hi = -math.log(high), -math.log(low)  # log beta
+    lo, hi = edge_lo, edge_hi  # the bracket: f' < 0 at lo and f' > 0 at hi once known
+    known_lo = known_hi = False
+    x = min(max(0.0, lo), hi)
+    for _ in range(200):
+        beta = math.exp(x)
+        slope, curvature, at_zero, at_infinity = (float(v) for v in terms(beta))
+        if at_infinity <= 0 or at_zero >= 0:  # f' keeps one sign: the NLL falls all the way to a bound
+            return float(low if at_infinity <= 0 else high)
+        if slope == 0 or not math.isfinite(slope):
+            break
+        if slope < 0:
+            if x >= edge_hi:
+                return float(low)  # still falling at the lowest temperature
+            lo, known_lo = x, True
+        else:
+            if x <= edge_lo:
+                return float(high)
+            hi, known_hi = x, True
+        step = -slope / curvature if curvature > 0 else math.copysign(math.inf, -slope)
+        newton = math.log(beta + step) - x if beta + step > 0 else -math.inf
+        if abs(newton) < 1e-7:  # converged: what is left is of the order of its square (Newton: quadratic)
+            x += newton
+            break
+        nxt = x + min(max(newton, -MAX_LOG_STEP), MAX_LOG_STEP)
+        if nxt >= hi:
+            nxt = (lo + hi) / 2 if known_hi else edge_hi
+        elif nxt <= lo:
+            nxt = (lo + hi) / 2 if known_lo else edge_lo
+        x = nxt
+        if hi - lo < 1e-13:
+            break
+    return float(math.exp(-x))
 
 
 def fit_temperature(scores: Any, truth: Any, low: float = 1e-4, high: float = 1e4) -> float:
-    """The temperature ``T`` in ``[low, high]`` minimising :func:`nll` on labelled images.
-
-    Deterministic 1-d search on ``log T``: a 41-point grid, then golden-section in the bracket around
-    the best grid point (the NLL is convex in ``1/T``, hence unimodal in ``log T``)."""
+    """The temperature ``T`` in ``[low, high]`` minimising :func:`nll` on labelled images (:func:`search_temperature`
+    over them all at once)."""
     s = _scores(scores)
-    _truth(truth, len(s), s.shape[1])
+    y = _truth(truth, len(s), s.shape[1])
     if len(s) == 0:
         raise KgzslError("scores has no images to fit a temperature on", parameter="scores")
-    f = lambda log_t: nll(s, truth, math.exp(log_t))  # noqa: E731
-    grid = np.linspace(math.log(low), math.log(high), 41)
-    values = [f(x) for x in grid]
-    best = int(np.argmin(values))
-    a, b = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
-    ratio = (math.sqrt(5) - 1) / 2
-    c, d = b - ratio * (b - a), a + ratio * (b - a)
-    fc, fd = f(c), f(d)
-    for _ in range(60):
-        if fc <= fd:
-            b, d, fd = d, c, fc
-            c = b - ratio * (b - a)
-            fc = f(c)
-        else:
-            a, c, fc = c, d, fd
-            d = a + ratio * (b - a)
-            fd = f(d)
-    return float(math.exp((a + b) / 2))
+    return search_temperature(lambda beta: temperature_terms(s, y, beta), low, high)
 
 
 def top1(probs: Any, truth: Any) -> tuple[np.ndarray, np.ndarray]:
