@@ -307,3 +307,77 @@ def test_manifest_shard_entries_are_checked(tmp_path):
     (folder / MANIFEST_FILE).write_text(json.dumps({"format": 1, "dim": 4, "features": 0, "shards": [{"rows": 1}]}))
     with pytest.raises(KgzslError, match="shard entry without a file name"):
         load_features(folder)
+
+
+# ------------------------------------------------------------------------------------ decoding ahead of torch
+def _cli_args(tree: Path, out: Path, *extra: str) -> list[str]:
+    return ["features", str(tree), "--backbone", "efficientnet-lite0", "--out", str(out), "--batch-size", "3",
+            "--shard-size", "8", "--json", *extra]
+
+
+def test_decoding_ahead_writes_the_same_files(tree, tmp_path, monkeypatch, capsys):
+    """The CLI's decode-ahead (started before torch loads) is used, and the feature folder is byte-identical to a
+    run without it - bad files' reasons included."""
+    import kgzsl.cli.features as cli_features
+
+    first = sorted(tree.iterdir())[0]
+    (first / "page.jpg").write_text("<html>404</html>")
+    (first / "cut.jpg").write_bytes(next(first.glob("imagenet_*.jpg")).read_bytes()[:2000])
+    taken = []
+    take = cli_features.DecodeAhead.take
+    monkeypatch.setattr(cli_features.DecodeAhead, "take", lambda self, path: taken.append(take(self, path)) or taken[-1])
+    assert main(_cli_args(tree, tmp_path / "ahead")) == 0
+    assert sum(future is not None for future in taken) == 22  # every image came from the threads started early
+    monkeypatch.setattr(cli_features, "start_decoding", lambda *args, **kwargs: None)
+    assert main(_cli_args(tree, tmp_path / "plain")) == 0
+    capsys.readouterr()
+    files = sorted(p.name for p in (tmp_path / "plain").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "ahead").iterdir()) and len(files) == 5
+    for name in files:
+        if name != MANIFEST_FILE:  # the manifest records the run's duration
+            assert (tmp_path / "plain" / name).read_bytes() == (tmp_path / "ahead" / name).read_bytes(), name
+    assert len(read_manifest(tmp_path / "ahead")["bad_files"]) == 2
+
+
+def test_decoding_ahead_uses_the_backbones_preprocessing(tree, tmp_path):
+    """The transform the CLI decodes with before torch is imported is each known backbone's own; resumed, torchrun,
+    worker-process and checkpoint-file runs decode nothing early."""
+    import argparse
+
+    from kgzsl.cli.features import start_decoding
+    from kgzsl.vision import backbones
+    from kgzsl.vision.backbones.efficientnet_lite import lite_transform
+
+    def args(**kw) -> argparse.Namespace:
+        base = {"image_dir": tree, "backbone": "efficientnet-lite0", "out": tmp_path / "new", "force": False, "workers": 0}
+        return argparse.Namespace(**{**base, **kw})
+
+    for name in backbones.KNOWN_BACKBONES:
+        ahead = start_decoding(args(backbone=name), limit=2)
+        try:
+            assert ahead.transform == lite_transform(name) and ahead.draft == backbones.DRAFT_FACTOR * ahead.transform.resize
+            assert len(ahead.futures) == 2
+        finally:
+            ahead.close()
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / RUN_FILE).write_text("{}")
+    assert start_decoding(args(out=tmp_path / "used")) is None
+    assert start_decoding(args(workers=2)) is None and start_decoding(args(backbone=str(tree))) is None
+    assert start_decoding(args(image_dir=tmp_path / "nothing")) is None
+
+
+def test_decoded_images_of_another_preprocessing_are_not_used(tree, lite0, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+    from dataclasses import replace
+
+    from kgzsl.cli.features import DecodeAhead
+
+    other = replace(lite0.transform, resize=300)
+    ahead = DecodeAhead(other, 2 * other.resize, ThreadPoolExecutor(1))
+    ahead.futures = {path: ahead.pool.submit(lambda: pytest.fail("decoded with the wrong transform")) for path in tree.rglob("*.jpg")}
+    try:
+        _run(tree, lite0, tmp_path / "a", ahead=ahead)
+    finally:
+        ahead.close()
+    _run(tree, lite0, tmp_path / "b")
+    assert torch.equal(load_features(tmp_path / "a").features, load_features(tmp_path / "b").features)

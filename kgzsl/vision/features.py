@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,7 +75,9 @@ class ExtractionOptions:
     """How an extraction runs (what it extracts is the image folder, the backbone and the output folder).
 
     ``force`` starts over in an output folder holding another run instead of refusing it; ``on_shard(k)``
-    is called after shard ``k`` is on disk (progress reports, tests that simulate a crash).
+    is called after shard ``k`` is on disk (progress reports, tests that simulate a crash). ``ahead``: images
+    whose decoding started before torch was imported (:class:`kgzsl.cli.features.DecodeAhead`: ``transform``,
+    ``draft``, ``take(path) -> Future | None``), used where its transform and draft are the backbone's.
     """
 
     batch_size: int = 32
@@ -84,6 +86,7 @@ class ExtractionOptions:
     force: bool = False
     progress: bool = True
     on_shard: Callable[[int], None] | None = None
+    ahead: Any = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.shard_size < 1 or self.workers < 0:
@@ -111,10 +114,12 @@ class _Job:
 class _ImageDataset(torch.utils.data.Dataset):
     """Item ``i`` -> ``(i, 8-bit pixels or None, reason or None)``: a bad file becomes a reason, never an exception."""
 
-    def __init__(self, items: Sequence[ImageItem], transform: ImageTransform, draft: int | None = None) -> None:
+    def __init__(self, items: Sequence[ImageItem], transform: ImageTransform, draft: int | None = None,
+                 ahead: Any = None) -> None:
         self.items = items
         self.transform = transform
         self.draft = draft
+        self.ahead = ahead
 
     def __len__(self) -> int:
         return len(self.items)
@@ -122,6 +127,9 @@ class _ImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[int, Any, str | None]:
         item = self.items[index]
         try:
+            started = self.ahead.take(item.path) if self.ahead is not None else None
+            if started is not None:  # the same call, begun earlier: its pixels or its exception
+                return index, started.result(), None
             return index, self.transform.pixels(load_image(item.path, draft=self.draft)), None
         except KgzslError as exc:
             return index, None, str(exc)
@@ -155,7 +163,9 @@ def _loader(job: _Job, batches: list[list[int]]) -> Iterable[tuple[list[int], to
     """
     workers = job.options.workers
     backbone = job.backbone
-    dataset = _ImageDataset(job.items, backbone.transform, _draft_side(backbone))
+    draft, ahead = _draft_side(backbone), job.options.ahead
+    usable = ahead is not None and workers == 0 and (ahead.transform, ahead.draft) == (backbone.transform, draft)
+    dataset = _ImageDataset(job.items, backbone.transform, draft, ahead if usable else None)
     collate = _Collate(backbone.transform)
     if workers == 0:
         return _threaded(dataset, batches, collate)
