@@ -89,14 +89,19 @@ class Backbone:
         where :func:`kgzsl.vision.speed.uses_onnx` says so (``engine``; ``KGZSL_ENGINE`` overrides ``auto``)."""
         with self._runner_lock:  # threads sharing a backbone build it once
             if self._runner is None:
-                precision = check_precision(self.precision)
-                engine = check_engine(self.engine)
-                engine = check_engine(env_engine() or engine) if engine == "auto" else engine
-                if uses_onnx(precision, engine, self.device, onnx_available()):
-                    self._runner = onnx_runner(self.model, self.name, precision, self.transform)
+                if self.on_onnx():
+                    self._runner = onnx_runner(self.model, self.name, self.precision, self.transform)
                 else:
-                    self._runner = inference_copy(self.model, precision, self.device)
+                    self._runner = inference_copy(self.model, self.precision, self.device)
             return self._runner
+
+    def on_onnx(self) -> bool:
+        """Whether the forward pass runs on ONNX Runtime (``engine``; ``KGZSL_ENGINE`` overrides ``auto``); a
+        KgzslError for a precision the chosen engine cannot run (int8 in torch)."""
+        precision = check_precision(self.precision)
+        engine = check_engine(self.engine)
+        engine = check_engine(env_engine() or engine) if engine == "auto" else engine
+        return uses_onnx(precision, engine, self.device, onnx_available())
 
     @torch.inference_mode()
     def features(self, batch: Tensor) -> Tensor:
@@ -241,6 +246,7 @@ def load_backbone(name_or_path: str | os.PathLike, arch: str | None = None, devi
     backbone.to(device)
     if backbone.device.type == "cpu":
         apply_cpu_policy()
+    backbone.on_onnx()  # refuse an engine that cannot run the precision now, not at the first image
     return backbone
 
 
