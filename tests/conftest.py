@@ -73,3 +73,21 @@ def photo_run(tmp_path_factory, glove):
     result = train(graph, load_targets(), model="dgp", epochs=8, seed=0, exclude=held, progress=False, hidden_channels=256)
     save_run(result, graph, root / "run")
     return {"run": root / "run", "graph": root / "graph", "held": held, "result": result}
+
+
+@pytest.fixture(scope="session")
+def foolbox_shards(tmp_path_factory):
+    """A real feature folder: EfficientNet-Lite0 features of the 20 foolbox photos in shards of 6 (4 shards),
+    labelled by wnid folder (`kgzsl features`)."""
+    import shutil
+
+    from kgzsl.cli import main
+    from kgzsl.vision.samples import foolbox_imagenet_images
+
+    root = tmp_path_factory.mktemp("foolbox-shards")
+    for path, label in foolbox_imagenet_images():
+        (root / "tree" / label).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, root / "tree" / label / path.name)
+    assert main(["features", str(root / "tree"), "--backbone", "efficientnet-lite0", "--out", str(root / "feats"),
+                 "--shard-size", "6", "--json"]) == 0
+    return root / "feats"

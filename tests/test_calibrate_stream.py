@@ -6,7 +6,6 @@ float tolerance; the same images in other batches give the same floats."""
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from dataclasses import replace
 from types import SimpleNamespace
@@ -29,7 +28,7 @@ from kgzsl.recognition.hedge.storage import run_calibration
 from kgzsl.recognition.hedge.temperature import expected_calibration_error, nll, softmax
 from kgzsl.recognition.scoring import calibrate
 from kgzsl.vision.feature_folder import iter_feature_shards, load_features
-from kgzsl.vision.samples import foolbox_imagenet_images
+from test_hedge import golden_temperature
 
 #: the temperature of a golden-section search is as good as the NLL's float noise lets it be (~1e-8 relative); the
 #: streamed fit's Newton steps end within 1e-14 of the minimum, and the rules' parameters follow the temperature
@@ -40,36 +39,11 @@ MEASURE_RTOL = 1e-6
 
 
 @pytest.fixture(scope="module")
-def feats(tmp_path_factory):
-    """EfficientNet-Lite0 features of the 20 foolbox photos in shards of 6 (4 shards), labelled by wnid folder."""
-    root = tmp_path_factory.mktemp("calib-stream")
-    for path, label in foolbox_imagenet_images():
-        (root / "tree" / label).mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, root / "tree" / label / path.name)
-    assert main(["features", str(root / "tree"), "--backbone", "efficientnet-lite0", "--out", str(root / "feats"),
-                 "--shard-size", "6", "--json"]) == 0
-    return root / "feats"
+def feats(foolbox_shards):
+    """EfficientNet-Lite0 features of the 20 foolbox photos in shards of 6 (conftest's ``foolbox_shards``)."""
+    return foolbox_shards
 
 
-def golden_temperature(scores: np.ndarray, truth: np.ndarray, low: float = 1e-4, high: float = 1e4) -> float:
-    """kgzsl's temperature search before it streamed: a 41-point grid on log T, then 60 golden-section steps."""
-    f = lambda log_t: nll(scores, truth, math.exp(log_t))  # noqa: E731
-    grid = np.linspace(math.log(low), math.log(high), 41)
-    best = int(np.argmin([f(x) for x in grid]))
-    a, b = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
-    ratio = (math.sqrt(5) - 1) / 2
-    c, d = b - ratio * (b - a), a + ratio * (b - a)
-    fc, fd = f(c), f(d)
-    for _ in range(60):
-        if fc <= fd:
-            b, d, fd = d, c, fc
-            c = b - ratio * (b - a)
-            fc = f(c)
-        else:
-            a, c, fc = c, d, fd
-            d = a + ratio * (b - a)
-            fd = f(d)
-    return math.exp((a + b) / 2)
 
 
 def in_memory_fit(run, graph, features, labels, candidates: str) -> dict:

@@ -33,19 +33,12 @@ from kgzsl.recognition.streaming import (
 )
 from kgzsl.vision import feature_folder
 from kgzsl.vision.feature_folder import iter_feature_shards, load_features
-from kgzsl.vision.samples import foolbox_imagenet_images
 
 
 @pytest.fixture(scope="module")
-def feats(tmp_path_factory):
-    """EfficientNet-Lite0 features of the 20 foolbox photos in shards of 6 (4 shards), labelled by wnid folder."""
-    root = tmp_path_factory.mktemp("stream-feats")
-    for path, label in foolbox_imagenet_images():
-        (root / "tree" / label).mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, root / "tree" / label / path.name)
-    assert main(["features", str(root / "tree"), "--backbone", "efficientnet-lite0", "--out", str(root / "feats"),
-                 "--shard-size", "6", "--json"]) == 0
-    return root / "feats"
+def feats(foolbox_shards):
+    """EfficientNet-Lite0 features of the 20 foolbox photos in shards of 6 (conftest's ``foolbox_shards``)."""
+    return foolbox_shards
 
 
 def test_shards_are_load_features_in_pieces(feats, monkeypatch):

@@ -8,7 +8,6 @@ system as :func:`~kgzsl.inspection.explain.attribution` once for all nodes (its 
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +22,7 @@ from kgzsl.inspection.explain import GROUP_WEIGHTS, last_layer_inputs, nearest_b
 from kgzsl.propagation.models import PropagationModel
 from kgzsl.propagation.predictions import Predictions
 from kgzsl.propagation.targets import Targets, align_targets
+from kgzsl.vision.speed import one_torch_thread
 
 #: role codes of the site's node table (index into this tuple)
 ROLES = ("seen", "unseen", "internal")
@@ -79,7 +79,7 @@ def nearest_by_classifier(pred: torch.Tensor, candidates: np.ndarray, k: int = 1
     out: list[list[tuple[int, float]]] = []
     for rows in _chunks(len(pred), "nearest by classifier", progress):
         _, picks = _top_cosines(unit, rows, cands, k + _SPARE)
-        with _one_thread():  # tiny tensors: a second thread only adds its wake-up cost to every call
+        with one_torch_thread():  # tiny tensors: a second thread only adds its wake-up cost to every call
             for offset, pick in enumerate(picks.tolist()):
                 node = rows.start + offset
                 local = [node] + [c for c in (int(cands[j]) for j in pick) if c != node]
@@ -88,15 +88,6 @@ def nearest_by_classifier(pred: torch.Tensor, candidates: np.ndarray, k: int = 1
     return out
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run the block with one torch thread (thousands of calls on a few rows each: 30x faster on 2 cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def nearest_by_feature(graph: ClassGraph, candidates: np.ndarray, k: int = 10,
