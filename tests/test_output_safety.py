@@ -284,7 +284,7 @@ def test_atomic_file_refuses_a_folder(tmp_path):
 
 # ------------------------------------------------------------------------------------ SIGTERM
 # Runs the CLI in a child that sends itself SIGTERM right after the N-th safetensors file is written
-# to its temporary (mid-save), or right after an --force replacement moved the old folder aside.
+# to its temporary (mid-save), or right after an --force replacement moved the old folder aside (or swapped it).
 _KILLER = """
 import os, signal, sys
 import safetensors.torch as st
@@ -303,6 +303,14 @@ def replacing(src, dst):
     if at == "swap" and os.path.basename(dst) == "x":  # the old folder was just moved aside
         os.kill(os.getpid(), signal.SIGTERM)
 os.replace = replacing
+import kgzsl.core.atomic as atomic
+exchange = atomic._exchange
+def exchanging(a, b):  # the old and the new folder swapped in one step (Linux): the same moment as "swap" above
+    done = exchange(a, b)
+    if at == "swap":
+        os.kill(os.getpid(), signal.SIGTERM)
+    return done
+atomic._exchange = exchanging
 from kgzsl.cli import main
 sys.exit(main(sys.argv[2:]))
 """

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -194,6 +195,27 @@ def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
         yield handle
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``), so even a SIGKILL never finds
+    the output missing; False where the system or the file system cannot (then the caller renames twice)."""
+    global _RENAMEAT2
+    if _RENAMEAT2 is None:
+        try:
+            import ctypes  # lazy: startup
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            _RENAMEAT2 = libc.renameat2 if sys.platform.startswith("linux") and hasattr(libc, "renameat2") else False
+        except (OSError, AttributeError):
+            _RENAMEAT2 = False
+    if not _RENAMEAT2:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return _RENAMEAT2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+_RENAMEAT2: Any = None
+
+
 @contextlib.contextmanager
 def staged_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling folder of ``path``; it replaces ``path`` only if the block succeeds (a write
@@ -210,7 +232,9 @@ def staged_dir(path: str | os.PathLike) -> Iterator[Path]:
             tmp = _temporary(path, folder=True, what="output folder")
         yield tmp
         with _signals_deferred():  # the two renames are one step: never left half done
-            if path.exists() or path.is_symlink():
+            if (path.exists() or path.is_symlink()) and _exchange(tmp, path):
+                old, tmp = tmp, None  # the previous folder now sits in the temporary: removed below
+            elif path.exists() or path.is_symlink():  # no atomic exchange here: two renames, microseconds apart
                 old = _temporary(path, folder=True, suffix=".old", what="output folder")
                 os.replace(path, old / "x")
                 try:
