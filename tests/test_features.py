@@ -25,7 +25,7 @@ from kgzsl.vision.features import (
     load_features,
     read_manifest,
 )
-from kgzsl.vision.images import load_image
+from kgzsl.vision.images import DRAFT_FACTOR, load_image
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -355,7 +355,7 @@ def test_decoding_ahead_uses_the_backbones_preprocessing(tree, tmp_path):
     for name in backbones.KNOWN_BACKBONES:
         ahead = start_decoding(args(backbone=name), limit=2)
         try:
-            assert ahead.transform == lite_transform(name) and ahead.draft == backbones.DRAFT_FACTOR * ahead.transform.resize
+            assert ahead.transform == lite_transform(name) and ahead.draft == DRAFT_FACTOR * ahead.transform.resize
             assert len(ahead.futures) == 2
         finally:
             ahead.close()

@@ -118,7 +118,7 @@ class DecodeAhead:
 def start_decoding(args: argparse.Namespace, limit: int = AHEAD_IMAGES) -> DecodeAhead | None:
     """Start decoding the first ``limit`` images of a fresh single-process CPU run of a known backbone (None
     otherwise, or where the image folder cannot be listed: the run itself then says why)."""
-    from kgzsl.vision.images import ImageTransform, list_image_folder  # lazy: numpy
+    from kgzsl.vision.images import DRAFT_FACTOR, lite_preprocessing, list_image_folder  # lazy: numpy
 
     known = next((k for k in KnownBackbone if k.label == args.backbone), None)
     if known is None or not _fresh(args.out, args.force) or args.workers or int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -127,12 +127,9 @@ def start_decoding(args: argparse.Namespace, limit: int = AHEAD_IMAGES) -> Decod
         items = list_image_folder(args.image_dir)
     except KgzslError:
         return None
-    # EfficientNet-Lite's evaluation preprocessing (kgzsl.vision.backbones.efficientnet_lite.lite_transform, which
-    # imports torch); the loader checks it is the backbone's before it takes anything decoded here
-    transform = ImageTransform(resize=int(known.resolution / 0.875), crop=known.resolution, mean=(127.0,) * 3,
-                               std=(128.0,) * 3, resample="bicubic")
+    transform = lite_preprocessing(known.resolution)  # the loader checks it is the backbone's before taking any
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    ahead = DecodeAhead(transform, 2 * transform.resize,
+    ahead = DecodeAhead(transform, DRAFT_FACTOR * transform.resize,
                         ThreadPoolExecutor(max_workers=max(1, cores - 1), thread_name_prefix="kgzsl-ahead"))
     for item in items[:limit]:
         ahead.futures[item.path] = ahead.pool.submit(_pixels, item.path, transform, ahead.draft)

@@ -58,7 +58,7 @@ from kgzsl.vision.feature_folder import (
     write_manifest,
     write_shard,
 )
-from kgzsl.vision.images import ImageItem, ImageTransform, list_image_folder, load_image
+from kgzsl.vision.images import DRAFT_FACTOR, ImageItem, ImageTransform, list_image_folder, load_image
 from kgzsl.vision.speed import one_torch_thread
 
 if TYPE_CHECKING:
@@ -177,7 +177,7 @@ def _loader(job: _Job, batches: list[list[int]]) -> Iterable[tuple[list[int], to
 
 def _draft_side(backbone: Backbone) -> int | None:
     """The short side a JPEG may be draft-decoded down to for ``backbone`` (None: decode in full)."""
-    return backbones.DRAFT_FACTOR * backbone.transform.resize if getattr(backbone, "draft", False) else None
+    return DRAFT_FACTOR * backbone.transform.resize if getattr(backbone, "draft", False) else None
 
 
 def _threaded(dataset: _ImageDataset, batches: list[list[int]], collate: _Collate, threads: int = 2) -> Iterator[Any]:

@@ -185,6 +185,19 @@ class ImageTransform:
         return {"resize": self.resize, "crop": self.crop, "mean": list(self.mean), "std": list(self.std), "resample": self.resample}
 
 
+#: a drafted JPEG keeps a short side of at least this many times the resize size (see Backbone's ``draft``)
+DRAFT_FACTOR = 2
+#: EfficientNet-Lite's evaluation resize: the short side to crop / 0.875, then a centre crop (TF reference eval)
+LITE_CROP_FRACTION = 0.875
+
+
+def lite_preprocessing(resolution: int) -> ImageTransform:
+    """EfficientNet-Lite's evaluation preprocessing at its input ``resolution``: mean 127, std 128 on 0..255 pixels
+    (torch-free, so ``kgzsl features`` can start decoding before torch is imported)."""
+    return ImageTransform(resize=int(resolution / LITE_CROP_FRACTION), crop=resolution, mean=(127.0, 127.0, 127.0),
+                          std=(128.0, 128.0, 128.0), resample="bicubic")
+
+
 def list_images(folder: str | os.PathLike, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[Path]:
     """The image files anywhere under ``folder`` (hidden files and folders skipped), sorted by relative path."""
     root = Path(folder)

@@ -36,7 +36,7 @@ from kgzsl.vision.backbones.weights import (
     efficientnet_lite_checkpoint,
     load_state_dict,
 )
-from kgzsl.vision.images import ImageTransform, load_image
+from kgzsl.vision.images import DRAFT_FACTOR, ImageTransform, load_image
 from kgzsl.vision.onnx_backend import env_engine, onnx_available, onnx_runner
 from kgzsl.vision.speed import (
     apply_cpu_policy,
@@ -51,8 +51,6 @@ from kgzsl.vision.speed import (
 
 __all__ = ["Backbone", "BackboneIdentity", "KNOWN_BACKBONES", "load_backbone"]
 
-#: a drafted JPEG keeps a short side of at least this many times the resize size
-DRAFT_FACTOR = 2
 
 
 @dataclass

@@ -13,23 +13,17 @@ import torch
 from torch import Tensor, nn
 
 from kgzsl.errors import KgzslError
-from kgzsl.vision.images import ImageTransform
+from kgzsl.vision.backbone_identity import KnownBackbone
+from kgzsl.vision.images import LITE_CROP_FRACTION, ImageTransform, lite_preprocessing
 
 #: variant -> input resolution (crop size) of the official builder.
-LITE_VARIANTS = {
-    "efficientnet-lite0": 224,
-    "efficientnet-lite1": 240,
-    "efficientnet-lite2": 260,
-}
-CROP_FRACTION = 0.875  # resize the short side to crop / 0.875, then centre-crop (TF reference eval)
+LITE_VARIANTS = {known.label: known.resolution for known in KnownBackbone}
+CROP_FRACTION = LITE_CROP_FRACTION  # resize the short side to crop / 0.875, then centre-crop (TF reference eval)
 
 
 def lite_transform(variant: str) -> ImageTransform:
     """The evaluation preprocessing of an EfficientNet-Lite variant: mean 127, std 128 on 0..255 pixels."""
-    size = LITE_VARIANTS[variant]
-    return ImageTransform(
-        resize=int(size / CROP_FRACTION), crop=size, mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0), resample="bicubic"
-    )
+    return lite_preprocessing(LITE_VARIANTS[variant])
 
 
 class EfficientNetLite(nn.Module):
