@@ -138,6 +138,14 @@ def last_layer_inputs(model: PropagationModel, graph: ClassGraph) -> torch.Tenso
     return model.last_layer_inputs(node_features(graph), *model.graph_inputs(graph))
 
 
+def seen_target_rows(t_nodes: torch.Tensor, t_rows: torch.Tensor, seen_nodes: list[int]) -> tuple[list[int], torch.Tensor]:
+    """Which of ``seen_nodes`` have a real classifier among the aligned targets (their positions in ``seen_nodes``),
+    and those classifiers as unit rows: what an attribution's expansion is compared against (its faithfulness)."""
+    row_of = {int(n): r for r, n in enumerate(t_nodes.tolist())}
+    known = [i for i, s in enumerate(seen_nodes) if s in row_of]
+    return known, F.normalize(t_rows[torch.tensor([row_of[seen_nodes[i]] for i in known])], dim=1)
+
+
 def attribution(
     z: torch.Tensor, node: int, seen_nodes: list[int], targets: torch.Tensor | None = None, ridge: float = 1e-2
 ) -> Attribution:
@@ -201,9 +209,7 @@ def inspect_node(
         seen_nodes = np.flatnonzero(seen_mask).tolist()
         attr = attribution(z, node, seen_nodes)
         if targets is not None:
-            row_of = {int(n): r for r, n in enumerate(t_nodes.tolist())}
-            known = [i for i, s in enumerate(seen_nodes) if s in row_of]
-            unit = F.normalize(t_rows[torch.tensor([row_of[seen_nodes[i]] for i in known])], dim=1)
+            known, unit = seen_target_rows(t_nodes, t_rows, seen_nodes)
             expansion = attr.weights[torch.tensor(known)] @ unit
             attr.faithfulness = float(F.cosine_similarity(expansion, pred[node], dim=0))
         report["attribution"] = [entry(graph.ids[s], weight=round(w, 4)) for s, w in attr.top(k)]

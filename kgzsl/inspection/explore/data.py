@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from kgzsl.graph.class_graph import ClassGraph, node_features
-from kgzsl.inspection.explain import GROUP_WEIGHTS, last_layer_inputs, nearest_by_weight
+from kgzsl.inspection.explain import GROUP_WEIGHTS, last_layer_inputs, nearest_by_weight, seen_target_rows
 from kgzsl.propagation.models import PropagationModel
 from kgzsl.propagation.predictions import Predictions
 from kgzsl.propagation.targets import Targets, align_targets
@@ -116,10 +116,8 @@ def attributions(model: PropagationModel, graph: ClassGraph, predictions: Predic
     factor = torch.linalg.cholesky(kernel + lam * torch.eye(len(seen_nodes), dtype=kernel.dtype))
     unit, known = None, None
     if targets is not None:
-        t_nodes, t_rows = align_targets(graph, targets)
-        row_of = {int(n): r for r, n in enumerate(t_nodes.tolist())}
-        known = torch.tensor([i for i, s in enumerate(seen_nodes) if s in row_of], dtype=torch.long)
-        unit = F.normalize(t_rows[torch.tensor([row_of[seen_nodes[i]] for i in known.tolist()])], dim=1)
+        found, unit = seen_target_rows(*align_targets(graph, targets), seen_nodes)
+        known = torch.tensor(found, dtype=torch.long)
     tops: list[list[tuple[int, float]]] = []
     faith: list[float | None] = []
     for rows in _chunks(graph.num_nodes, "attribution", progress):
