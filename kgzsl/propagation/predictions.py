@@ -52,8 +52,7 @@ class Predictions:
     def classifiers(self, seen_rows: str = "real") -> torch.Tensor:
         """Every row's classifier: the predicted one, except that seen classes keep their real (unit-norm)
         classifier with ``seen_rows="real"``, where the file has them; ``"predicted"`` uses the GCN's rows."""
-        if seen_rows not in SEEN_ROWS:
-            raise KgzslError(f"seen_rows must be 'real' or 'predicted', got {seen_rows!r}")
+        _check_seen_rows(seen_rows)
         if seen_rows == "predicted" or self.seen_true is None or not bool(self.seen.any()):
             return self.pred
         if "real" not in self.cache:
@@ -67,8 +66,7 @@ class Predictions:
         (memory-mapped) file, once per candidate set (``keep``: cached for the next call): the same floats as
         ``classifiers(seen_rows)[columns]`` without first copying every row, so one photo against 20k candidates
         copies only their rows."""
-        if seen_rows not in SEEN_ROWS:
-            raise KgzslError(f"seen_rows must be 'real' or 'predicted', got {seen_rows!r}")
+        _check_seen_rows(seen_rows)
         columns = torch.as_tensor(columns, dtype=torch.long)
         key = (seen_rows, columns.numpy().tobytes())
         if key not in self.cache or not keep:
@@ -89,6 +87,11 @@ class Predictions:
         if missing:
             raise KgzslError(f"{len(missing)} ids have no prediction (first: {missing[0]})")
         return self.pred[torch.tensor([self.index[i] for i in ids], dtype=torch.long)]
+
+
+def _check_seen_rows(seen_rows: str) -> None:
+    if seen_rows not in SEEN_ROWS:
+        raise KgzslError(f"seen_rows must be 'real' or 'predicted', got {seen_rows!r}")
 
 
 def _empty_rows(rows: int, width: int) -> torch.Tensor:
