@@ -38,12 +38,22 @@ def _in_finalizer(frame: Any) -> bool:
     return False
 
 
+def _in_import(frame: Any) -> bool:
+    """Whether ``frame`` runs inside a module being imported: an exception raised into a half-imported C extension
+    (torch's) can abort the interpreter (SIGABRT, no cleanup) instead of unwinding."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib._bootstrap"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _on_signal(signum: int, frame: Any) -> None:
     exc = Terminated if signum == signal.SIGTERM else KeyboardInterrupt
     if _Deferral.depth:
         _Deferral.pending = _Deferral.pending or exc
         return
-    if _in_finalizer(frame):  # raised here it would be lost (the run would go on): deliver it again just after
+    if _in_finalizer(frame) or _in_import(frame):  # raised here it would be lost or abort: deliver it again just after
         retry = threading.Timer(0.05, os.kill, (os.getpid(), signum))
         retry.daemon = True
         retry.start()
