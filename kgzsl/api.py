@@ -129,8 +129,8 @@ class Recognizer:
     another one is refused, as ``kgzsl predict`` does). ``candidates``: ``"unseen"`` (standard zero-shot:
     classes whose real classifier was not used), ``"all"`` (seen ones too) or a list of node ids.
     ``graph``: the run's graph folder, where the one it records has moved. ``precision``: the backbone's forward
-    pass, ``"fp32"`` or ``"bf16"`` (about twice as fast on CPUs with AVX-512 BF16, features within the tolerance
-    of fp32; see :mod:`kgzsl.vision.speed`).
+    pass: ``"auto"`` (int8 for EfficientNet-Lite0 on the CPU through ONNX Runtime, fp32 elsewhere), ``"int8"``, ``"fp32"`` or ``"bf16"``
+    (:func:`kgzsl.vision.backbones.resolve_precision`, :mod:`kgzsl.vision.speed`).
     """
 
     def __init__(
@@ -142,7 +142,7 @@ class Recognizer:
         device: str = "cpu",
         batch_size: int = 32,
         progress: bool = True,
-        precision: str = "fp32",
+        precision: str = "auto",
     ) -> None:
         name = backbone or run.backbone
         if not name:

@@ -64,7 +64,7 @@ def photos(root: Path, limit: int | None) -> list[Path]:
     return found[:limit] if limit else found
 
 
-def features_speed(paths: list[Path], work: Path) -> float:
+def features_speed(paths: list[Path], work: Path, precision: str = "auto") -> float:
     """img/s of one ``kgzsl features`` over ``paths`` (linked into a class-folder tree), end to end."""
     tree = work / "tree"
     for path in paths:
@@ -73,15 +73,15 @@ def features_speed(paths: list[Path], work: Path) -> float:
         if not link.exists():
             link.symlink_to(path.resolve())
     seconds = timed([*KGZSL, "features", str(tree), "--backbone", "efficientnet-lite0", "--out", str(work / "feats"),
-                     "--force", "--json"])
+                     "--precision", precision, "--force", "--json"])
     return len(paths) / seconds
 
 
-def recognizer_speed(run: Path, paths: list[Path], batch: int) -> tuple[float, float]:
+def recognizer_speed(run: Path, paths: list[Path], batch: int, precision: str = "auto") -> tuple[float, float]:
     """``Recognizer.predict`` img/s over ``batch`` photos (after a warm-up) and its warm single-photo ms (median of 15)."""
     from kgzsl import Recognizer  # lazy: torch
 
-    rec = Recognizer.from_run(run, progress=False)
+    rec = Recognizer.from_run(run, progress=False, precision=precision)
     chosen = [str(p) for p in paths[:batch]]
     rec.predict(chosen[:8])
     start = time.perf_counter()
@@ -96,9 +96,9 @@ def recognizer_speed(run: Path, paths: list[Path], batch: int) -> tuple[float, f
     return rate, 1000 * statistics.median(single)
 
 
-def cold_start(run: Path, photo: Path, reps: int) -> dict[str, float]:
+def cold_start(run: Path, photo: Path, reps: int, precision: str = "auto") -> dict[str, float]:
     """Fastest of ``reps`` (interleaved) of a cold ``kgzsl predict``, ``import torch`` and ``kgzsl predict --help``."""
-    cmds = {"predict": [*KGZSL, "predict", str(photo), "--predictions", str(run)],
+    cmds = {"predict": [*KGZSL, "predict", str(photo), "--predictions", str(run), "--precision", precision],
             "torch": [sys.executable, "-c", "import torch"], "help": [*KGZSL, "predict", "--help"]}
     best = {name: float("inf") for name in cmds}
     for _ in range(reps):
@@ -156,7 +156,8 @@ def table(f: dict[str, Any]) -> str:
     if "hog" in f:
         row("`Recognizer.predict` batch beside a busy loop a core", f"{f['hog']:.1f} img/s ("
             f"{f['recognizer_batch'] / f['hog']:.2f}x slower than idle)", "hog")
-    return "\n".join(["| figure | measured | issue 21 target |", "|---|---|---|", *rows])
+    return "\n".join([f"precision: {f.get('precision', 'auto')}", "", "| figure | measured | issue 21 target |",
+                      "|---|---|---|", *rows])
 
 
 def main() -> None:
@@ -172,6 +173,8 @@ def main() -> None:
     parser.add_argument("--no-features", action="store_true", help="skip the kgzsl features subprocess")
     parser.add_argument("--train", action="store_true", help="also time the default DGP training (minutes)")
     parser.add_argument("--hog", action="store_true", help="also measure the Recognizer beside one busy loop a core")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8", "bf16"],
+                        help="the backbone's forward pass in features, Recognizer and predict (auto: the default)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     if not (args.run / "predictions.safetensors").is_file():
@@ -179,24 +182,25 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     image_speed = script("bench_image_speed")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    figures: dict[str, Any] = {"cores": cores, "load": os.getloadavg()[0], "gflop_per_image": image_speed.GFLOP_PER_IMAGE}
+    figures: dict[str, Any] = {"cores": cores, "load": os.getloadavg()[0], "gflop_per_image": image_speed.GFLOP_PER_IMAGE,
+                               "precision": args.precision}
     figures["gflops"], figures["bound"] = image_speed.matmul_bound()
     paths = photos(args.images, args.limit) if args.images.is_dir() else []
     if not paths:
         figures["features_skipped"] = f"no photos under {args.images}"
     elif not args.no_features:
         with tempfile.TemporaryDirectory(dir=args.work) as tmp:
-            figures["features"], figures["photos"] = features_speed(paths, Path(tmp)), len(paths)
+            figures["features"], figures["photos"] = features_speed(paths, Path(tmp), args.precision), len(paths)
     if paths:
         figures["batch"] = min(args.batch, len(paths))
-        figures["recognizer_batch"], figures["recognizer_one"] = recognizer_speed(args.run, paths, args.batch)
+        figures["recognizer_batch"], figures["recognizer_one"] = recognizer_speed(args.run, paths, args.batch, args.precision)
     if paths:
         photo = paths[0]
     else:
         from kgzsl.vision.samples import darknet_photo  # lazy: no photos
 
         photo = darknet_photo()
-    figures["cold"] = cold_start(args.run, photo, args.reps)
+    figures["cold"] = cold_start(args.run, photo, args.reps, args.precision)
     if args.rows:
         figures["evaluate_rss"] = script("bench_eval_memory").measure(args.work / "evalmem", sorted(args.rows), echo=False)
     if args.train:
@@ -204,7 +208,7 @@ def main() -> None:
     if args.hog and paths:
         procs = hogs(cores)
         try:
-            figures["hog"] = recognizer_speed(args.run, paths, args.batch)[0]
+            figures["hog"] = recognizer_speed(args.run, paths, args.batch, args.precision)[0]
         finally:
             for proc in procs:
                 proc.kill()

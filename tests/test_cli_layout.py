@@ -45,11 +45,12 @@ def test_spelled_out_choices_are_the_registries() -> None:
     from kgzsl.propagation.models import MODELS
     from kgzsl.propagation.targets import DEFAULT_BACKBONE as LIBRARY_DEFAULT
     from kgzsl.vision.backbones.resnet import RESNET_LAYERS
+    from kgzsl.vision.speed import AUTO
     from kgzsl.vision.speed import PRECISIONS as LIBRARY_PRECISIONS
 
     assert MODEL_NAMES == tuple(MODELS)
     assert RESNET_ARCHS == tuple(RESNET_LAYERS)
-    assert PRECISIONS == LIBRARY_PRECISIONS
+    assert PRECISIONS == (AUTO, *LIBRARY_PRECISIONS)
     assert DEFAULT_BACKBONE == LIBRARY_DEFAULT
 
 

@@ -25,7 +25,7 @@ def photos() -> list:
 
 @pytest.fixture(scope="module")
 def lite0():
-    return load_backbone("efficientnet-lite0")  # the defaults: fp32, draft decoding (a no-op on these 512-pixel photos)
+    return load_backbone("efficientnet-lite0", precision="fp32")  # draft decoding: a no-op on these 512-pixel photos
 
 
 @pytest.fixture(scope="module")
@@ -125,9 +125,9 @@ def test_draft_decodes_large_jpegs_smaller(tmp_path, photos):
     assert load_image(big).size == (2400, 1800)
     assert load_image(big, draft=512).size == (1200, 900)  # 1/2 scale: 1/4 would leave 450 < 512
     assert load_image(photos[0], draft=512).size == load_image(photos[0]).size  # small photos decode in full
-    backbone = load_backbone("efficientnet-lite0")
+    backbone = load_backbone("efficientnet-lite0", precision="fp32")
     assert backbone.draft and backbone.describe()["transform"]["draft"] is True
-    plain = load_backbone("efficientnet-lite0", draft=False)
+    plain = load_backbone("efficientnet-lite0", precision="fp32", draft=False)
     drafted, full = backbone.embed_files([big])[0], plain.embed_files([big])[0]
     assert torch.nn.functional.cosine_similarity(drafted, full).item() > 0.995
 
@@ -139,7 +139,7 @@ def test_unknown_precision_is_refused():
 
 @needs_onnx
 def test_onnx_fp32_is_torch_fp32_and_batch_invariant(photos, eager):
-    backbone = load_backbone("efficientnet-lite0", engine="onnx")
+    backbone = load_backbone("efficientnet-lite0", precision="fp32", engine="onnx")
     assert isinstance(backbone.runner, onnx_backend.OnnxRunner)
     features = backbone.embed_files(photos)[0]
     assert ((features - eager).norm(dim=1) / eager.norm(dim=1)).max() < 1e-5
@@ -159,6 +159,20 @@ def test_int8_is_built_the_same_from_scratch(photos, tmp_path, monkeypatch):
     fresh = load_backbone("efficientnet-lite0", precision="int8")
     assert fresh.runner.path.parent == tmp_path / "models" / "onnx"
     assert torch.equal(fresh.embed_files(photos[:6])[0], cached)
+
+
+@needs_onnx
+def test_default_precision_is_int8_where_onnx_runs_it(photos, monkeypatch):
+    """precision="auto" (the default) is int8 on the CPU with ONNX Runtime, fp32 in torch; the features folder and the
+    run record which, and auto's features are int8's, bit for bit."""
+    auto = load_backbone("efficientnet-lite0")
+    assert auto.precision == "int8" and auto.describe()["precision"] == "int8"
+    int8 = load_backbone("efficientnet-lite0", precision="int8")
+    assert torch.equal(auto.embed_files(photos[:4])[0], int8.embed_files(photos[:4])[0])
+    assert load_backbone("efficientnet-lite0", engine="torch").precision == "fp32"
+    monkeypatch.setenv("KGZSL_ENGINE", "torch")
+    assert load_backbone("efficientnet-lite0").precision == "fp32"
+    assert "precision" not in load_backbone("efficientnet-lite0").describe()  # fp32 is recorded by omission, as before
 
 
 def test_torch_engine_and_precision_checks():

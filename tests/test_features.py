@@ -26,6 +26,7 @@ from kgzsl.vision.features import (
     read_manifest,
 )
 from kgzsl.vision.images import DRAFT_FACTOR, load_image
+from kgzsl.vision.onnx_backend import onnx_available
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -198,6 +199,15 @@ def test_output_folder_guards(tree, lite0, tmp_path):
         load_features(foreign)
     with pytest.raises(KgzslError, match="batch size"):
         _run(tree, lite0, tmp_path / "x", batch_size=0)
+
+
+@pytest.mark.skipif(not onnx_available(), reason="int8 runs on ONNX Runtime, which is not installed")
+def test_a_folder_of_another_precision_says_which_flag_resumes_it(tree, lite0, tmp_path):
+    """A folder extracted in fp32 (the default before int8) is refused by an int8 run with the flag that resumes it."""
+    out = tmp_path / "out"
+    _run(tree, load_backbone("efficientnet-lite0", precision="fp32"), out)
+    with pytest.raises(KgzslError, match="its features are fp32, these would be int8: pass --precision fp32"):
+        _run(tree, load_backbone("efficientnet-lite0", precision="int8"), out)
 
 
 def test_load_features_checks_shards(tree, lite0, tmp_path):

@@ -22,7 +22,7 @@ MODEL_NAMES = ("gcnz", "sgcn", "dgp")
 #: --arch's choices, the ResNet depths kgzsl.vision.backbones.resnet.RESNET_LAYERS builds (spelled out likewise)
 RESNET_ARCHS = ("resnet50", "resnet101", "resnet152")
 #: the backbone's forward-pass precisions (kgzsl.vision.speed.PRECISIONS; spelled out here: that module imports torch)
-PRECISIONS = ("fp32", "bf16", "int8")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 
 # ------------------------------------------------------------------------------------ parsing
@@ -146,9 +146,9 @@ def add_seen_rows(p: argparse.ArgumentParser, help: str) -> None:
 
 
 def add_precision(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="the backbone's forward pass: fp32 (on the CPU through ONNX Runtime: the same features as torch "
-                        "to ~1e-6), bf16 (torch; features within cosine 0.9991 of fp32 on average, 0.991 at worst on 875 "
-                        "ImageNet photos) or int8 (ONNX Runtime static quantisation on VNNI kernels: about 1.5x faster than "
-                        "fp32; cosine 0.9964 mean, 0.986 min; unseen Hit@5 52.8 vs 52.0); not the default, as runs and "
-                        "calibrations were made with fp32 features")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="the backbone's forward pass: auto = int8 for efficientnet-lite0 on the CPU where ONNX Runtime is installed, "
+                        "else fp32; "
+                        "int8 (ONNX Runtime static quantisation on VNNI kernels: about 1.5x faster than fp32; features "
+                        "within cosine 0.9964 mean, 0.986 min of fp32; unseen Hit@5 52.8 vs 52.0), fp32 (on the CPU "
+                        "through ONNX Runtime: the same features as torch to ~1e-6), or bf16 (torch; cosine 0.9991 mean)")

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -59,7 +60,6 @@ from kgzsl.vision.feature_folder import (
     write_shard,
 )
 from kgzsl.vision.images import DRAFT_FACTOR, ImageItem, ImageTransform, list_image_folder, load_image
-from kgzsl.vision.speed import one_torch_thread
 
 if TYPE_CHECKING:
     from kgzsl.vision.backbones import Backbone
@@ -139,15 +139,15 @@ class _ImageDataset(torch.utils.data.Dataset):
 
 @dataclass(frozen=True)
 class _Collate:
-    """A batch of dataset items -> ``(good indices, normalised tensors or None, [(index, reason)])``."""
+    """A batch of dataset items -> ``(good indices, 8-bit pixels [B, H, W, 3] or None, [(index, reason)])``; the
+    backbone normalises them in its forward threads (:meth:`~kgzsl.vision.backbones.Backbone.pixel_features`)."""
 
     transform: ImageTransform
 
-    def __call__(self, batch: list) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
+    def __call__(self, batch: list) -> tuple[list[int], np.ndarray | None, list[tuple[int, str]]]:
         good = [(i, x) for i, x, _ in batch if x is not None]
         bad = [(i, reason) for i, x, reason in batch if x is None]
-        with one_torch_thread():  # OpenMP threads cost more than they save on elementwise work (kgzsl.vision.speed)
-            stacked = self.transform.normalise([x for _, x in good]) if good else None
+        stacked = np.stack([x for _, x in good]) if good else None
         return [i for i, _ in good], stacked, bad
 
 
@@ -155,8 +155,8 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # loader workers only decode/resize: leave the cores to the network
 
 
-def _loader(job: _Job, batches: list[list[int]]) -> Iterable[tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]]:
-    """Batches of image indices -> ``(good indices, stacked tensors or None, [(index, reason)])``.
+def _loader(job: _Job, batches: list[list[int]]) -> Iterable[tuple[list[int], np.ndarray | None, list[tuple[int, str]]]]:
+    """Batches of image indices -> ``(good indices, stacked 8-bit pixels or None, [(index, reason)])``.
 
     With ``workers`` > 0, DataLoader worker processes decode; with 0, threads of this process decode the next
     batch while the network runs the current one (Pillow releases the GIL while it decodes and resizes).
@@ -260,14 +260,23 @@ def _prepare_out(out: Path, config: dict, force: bool) -> str | None:
         old, new = comparable(previous if isinstance(previous, dict) else {}), comparable(config)
         changed = sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key))
         if changed:
-            return (f"output folder {out} holds a different extraction (differs in: {', '.join(changed)}): "
-                    "pass --force to start over there, or choose another --out")
+            return (f"output folder {out} holds a different extraction (differs in: {', '.join(changed)}"
+                    f"{_precision_hint(old, new)}): pass --force to start over there, or choose another --out")
     else:
         stray = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
         if stray:
             return f"output folder {out} is not empty and holds no {RUN_FILE} (e.g. {stray[0]}): choose an empty or new folder"
         write_json(run_file, config)
     return None
+
+
+def _precision_hint(old: dict, new: dict) -> str:
+    """Where only the backbone's precision differs: which, and the flag that resumes the folder as it was made."""
+    before, now = old.get("backbone", {}), new.get("backbone", {})
+    if {k: v for k, v in before.items() if k != "precision"} != {k: v for k, v in now.items() if k != "precision"}:
+        return ""
+    was, is_ = before.get("precision", "fp32"), now.get("precision", "fp32")
+    return f"; its features are {was}, these would be {is_}: pass --precision {was} to resume it"
 
 
 def _extract_shards(job: _Job, pending: list[int]) -> int:
@@ -287,7 +296,7 @@ def _extract_shards(job: _Job, pending: list[int]) -> int:
     try:
         for indices, batch, failures in _loader(job, batches):
             if batch is not None:
-                rows.update(zip(indices, job.backbone.features(batch)))
+                rows.update(zip(indices, job.backbone.pixel_features(batch)))
             bad.update(failures)
             bar.update(len(indices) + len(failures))
             if failures:
@@ -364,7 +373,7 @@ def extract_features_distributed(
     arch: str | None = None,
     device: str = "auto",
     options: ExtractionOptions | None = None,
-    precision: str = "fp32",
+    precision: str = "auto",
 ) -> tuple[Ranks, dict[str, Any]]:
     """A whole extraction process, as ``kgzsl features`` runs it, alone or as one torchrun rank.
 
