@@ -14,7 +14,9 @@ its 19 foolbox photos held out). Calibration images: the real photos of ``../sha
 
 Before writing, each calibration is checked by 5-fold cross-validation over classes (calibrate on four
 fifths of the classes, answer the photos of the others), per rule and target; the figures are printed
-and stored.
+and stored. Each calibration also keeps its curves on those photos (reliability diagram at T=1 and the fitted T,
+each rule's accuracy-specificity sweep: :mod:`kgzsl.recognition.hedge.curves`), which ``kgzsl explore`` draws
+for a default run without its photos.
 
     .venv/bin/python scripts/calibrate_default.py --work /work/bench/work
 """
@@ -109,6 +111,9 @@ def calibrate_default(name: str, exclude: list[str], feats: dict, work: Path, gr
     for candidates, r in records.items():
         print(f"{name}: {candidates}: T {r['temperature']:.4g}, gamma {r['gamma']:.4g}, "
               + ", ".join(f"{rule} {t}: {v:.4g}" for rule, values in r["rules"].items() for t, v in values.items()))
+        flat_gain, flat_accuracy = r["curves"]["accuracy_specificity"]["flat"]  # stored with the record, for kgzsl explore
+        print(f"{name}: {candidates}: curves on {r['curves']['images']} photos, ECE {r['ece_before']:.3f} -> "
+              f"{r['ece_after']:.3f}, flat top-1 {100 * flat_accuracy:.1f}% at {flat_gain:.2f} bits")
     SHIPPED_DIR.mkdir(parents=True, exist_ok=True)
     write_json(SHIPPED_DIR / f"dgp-{name}.json", {
         "format": SHIPPED_FORMAT, "run": reuse_key(graph, "dgp", exclude, None, 0),

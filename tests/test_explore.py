@@ -148,8 +148,60 @@ def test_a_calibrated_run_gets_its_curves(built):
     record = json.loads((built["run"] / "hedge.json").read_text())
     assert cal["record"]["temperature"] == record["temperature"]
     assert set(cal["reliability"]) == {"T=1", f"T={record['temperature']:.3g}"}
-    assert sum(cal["reliability"]["T=1"]["count"]) == 20
+    assert sum(cal["reliability"]["T=1"]["count"]) == 20 and cal["curves_from"] == "features"
     assert sorted(cal["accuracy_specificity"]["rules"]) == sorted(record["rules"])
+
+
+def reliability_rows(table: dict) -> list[tuple[float, float, int]]:
+    """A stored reliability curve's non-empty bins as (confidence, accuracy, count)."""
+    return [(c, a, n) for c, a, n in zip(table["confidence"], table["accuracy"], table["count"]) if n]
+
+
+def test_a_calibrated_run_shows_its_recorded_curves_without_photos(built, tmp_path, capsys):
+    """No --features: the curves kgzsl calibrate stored in hedge.json (on the calibration photos), as drawn from
+    the photos when they are given (the same 20 here: equal but for the page's 4-digit rounding)."""
+    site = tmp_path / "site"
+    assert main(["explore", str(built["run"]), "--out", str(site), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["photos"] is False
+    cal = read_script(site / "data" / "meta.js")["calibration"]
+    record = json.loads((built["run"] / "hedge.json").read_text())
+    stored, after = record["curves"], f"T={record['temperature']:.3g}"
+    assert cal["curves_from"] == "calibration" and "curves_skipped" not in cal
+    assert set(cal["reliability"]) == {"T=1", after}
+    for key, label in (("before", "T=1"), ("after", after)):
+        rows = reliability_rows(stored["reliability"][key])
+        shown = cal["reliability"][label]
+        assert shown["count"] == [n for _, _, n in rows] and sum(shown["count"]) == 20
+        assert shown["confidence"] == pytest.approx([c for c, _, _ in rows], abs=5e-5)
+        assert shown["accuracy"] == pytest.approx([a for _, a, _ in rows], abs=5e-5)
+    assert cal["reliability"][after]["ece"] == pytest.approx(record["ece_after"], abs=5e-5)
+    trade = cal["accuracy_specificity"]
+    assert sorted(trade["rules"]) == sorted(record["rules"]) and trade["images"] == 20
+    assert trade["features"] == record["features"]
+    for rule, sweep in trade["rules"].items():
+        assert len(sweep["gain"]) == len(sweep["accuracy"]) == len(stored["accuracy_specificity"]["rules"][rule]["gain"]) > 10
+        assert sweep["default"] == (rule == record["default_rule"])
+        assert [t[0] for t in sweep["targets"]] == sorted(float(t) for t in record["rules"][rule])
+    photos = read_script(built["site"] / "data" / "meta.js")["calibration"]
+    assert photos["curves_from"] == "features"
+    for label in ("T=1", after):
+        assert photos["reliability"][label]["count"] == cal["reliability"][label]["count"]
+        assert photos["reliability"][label]["accuracy"] == pytest.approx(cal["reliability"][label]["accuracy"], abs=1e-4)
+    for rule, sweep in trade["rules"].items():
+        assert photos["accuracy_specificity"]["rules"][rule]["gain"] == pytest.approx(sweep["gain"], abs=1e-4)
+        assert photos["accuracy_specificity"]["rules"][rule]["accuracy"] == pytest.approx(sweep["accuracy"], abs=1e-4)
+    assert photos["accuracy_specificity"]["flat"] == pytest.approx(trade["flat"], abs=1e-4)
+
+
+def test_a_calibration_without_curves_shows_its_figures(built, tmp_path):
+    """A record of an older kgzsl (or a shipped one) has no curves: the page shows the record's figures alone."""
+    run = shutil.copytree(built["run"], tmp_path / "run")
+    record = json.loads((run / "hedge.json").read_text())
+    (run / "hedge.json").write_text(json.dumps({k: v for k, v in record.items() if k != "curves"}))
+    assert main(["explore", str(run), "--out", str(tmp_path / "site"), "--json"]) == 0
+    cal = read_script(tmp_path / "site" / "data" / "meta.js")["calibration"]
+    assert cal["record"]["temperature"] == record["temperature"] and cal["record"]["ece_after"] == record["ece_after"]
+    assert "reliability" not in cal and "accuracy_specificity" not in cal and "curves_from" not in cal
 
 
 def test_force_replaces_only_a_site(built, tmp_path):

@@ -1,7 +1,8 @@
 """The explorer site in a real browser: Debian's headless Chromium driven by Selenium (chromedriver), on the site
-``kgzsl explore`` writes for the small real ``photo_run``. Opens a deep link, checks the class page against
-``kgzsl inspect --json``, searches and follows a suggestion, clicks a neighbour and a point of the map. Prints the
-first paint and search times (measured, never asserted)."""
+``kgzsl explore`` writes for the small real ``photo_run`` (calibrated on the 20 foolbox photos, explored without
+them). Opens a deep link, checks the class page against ``kgzsl inspect --json``, searches and follows a suggestion,
+clicks a neighbour and a point of the map, and finds the calibration curves that hedge.json recorded drawn on the home
+page. Prints the first paint and search times (measured, never asserted)."""
 
 from __future__ import annotations
 
@@ -39,9 +40,13 @@ def chromium_driver():
 
 
 @pytest.fixture(scope="module")
-def site(photo_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("explore-browser") / "site"
-    assert main(["explore", str(photo_run["run"]), "--out", str(out), "--json"]) == 0
+def site(photo_run, foolbox_shards, tmp_path_factory):
+    """The site of a calibrated copy of the photo run, written without --features: no photos, the recorded curves."""
+    root = tmp_path_factory.mktemp("explore-browser")
+    run = shutil.copytree(photo_run["run"], root / "run")
+    assert main(["calibrate", "--features", str(foolbox_shards), "--predictions", str(run), "--json"]) == 0
+    out = root / "site"
+    assert main(["explore", str(run), "--out", str(out), "--json"]) == 0
     return out
 
 
@@ -152,3 +157,30 @@ def test_clicking_a_point_of_the_map_opens_its_class(browser, site, capsys):
     assert browser.execute_script("return KG_STATE.highlighted[0]") == node  # the new class is the one highlighted
     with capsys.disabled():
         print(f"\n[explorer] map drawn as {kind}; clicked {target}")
+
+
+#: per calibration plot: its traces, and how many points each drew (SVG paths of plotly's scatter layer)
+CURVE_TRACES = """
+return ['reliability', 'accspec'].map(function (id) {
+  var gd = document.getElementById(id);
+  return [gd.data.map(function (t) { return [t.name, t.x.length]; }), gd.querySelectorAll('.scatterlayer .trace').length,
+          gd.querySelectorAll('.scatterlayer .point').length];
+});
+"""
+
+
+def test_the_home_page_draws_the_recorded_calibration_curves(browser, site):
+    """Without photos the home page draws hedge.json's reliability and accuracy-specificity curves with plotly."""
+    browser.get((site / "index.html").as_uri())
+    wait_for(browser, "window.Plotly && document.getElementById('accspec') && document.getElementById('accspec').data "
+                      "&& document.querySelectorAll('#accspec .scatterlayer .trace').length > 0")
+    assert "calibration images" in browser.find_element(By.ID, "curves-from").text
+    (reliability, drawn_r, points_r), (accspec, drawn_a, points_a) = browser.execute_script(CURVE_TRACES)
+    meta = browser.execute_script("return KG_META.calibration")
+    curves = meta["reliability"]  # T=1 and the fitted T (as WebDriver hands objects back: keys in any order)
+    assert sorted(reliability[1:]) == sorted([f"flat top-1, {k} (ECE {c['ece']:.3f})", len(c["confidence"])] for k, c in curves.items())
+    assert all(n > 0 for _, n in reliability) and drawn_r == len(reliability) and points_r >= sum(n for _, n in reliability[1:])
+    rules = meta["accuracy_specificity"]["rules"]
+    assert sorted(name for name, _ in accspec) == sorted([x for rule in rules for x in (rule, rule + " targets")] + ["flat top-1"])
+    assert sorted([name, n] for name, n in accspec if name in rules) == sorted([r, len(rules[r]["gain"])] for r in rules)
+    assert drawn_a == len(accspec) and points_a > 0

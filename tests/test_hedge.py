@@ -366,7 +366,8 @@ def test_answer_records_give_the_accuracy_of_every_posterior(shape, grid):
     """A few numbers an image (AnswerRecords) decide both rules' accuracy, and so their fitted parameters, as the whole
     posteriors do, float for float, ties included (with ``grid``, probabilities on a grid of 0.05), images added in
     blocks; in a forest no answer holds every candidate, and where no node reaches the threshold the first column
-    answers, as Hierarchy.choose_above does."""
+    answers, as Hierarchy.choose_above does. Their moves give the answers' mean information gain (the
+    accuracy-specificity curve a calibration record keeps) to float noise."""
     from kgzsl.recognition.hedge.rules import SEARCHES, AnswerRecords
 
     parents = [list(p) for p in PARENTS]
@@ -390,8 +391,11 @@ def test_answer_records_give_the_accuracy_of_every_posterior(shape, grid):
     assert len(records) == 500
     for threshold in [0.0, 1e-12, 0.05, 0.1, 0.25, 1 / 3, 0.5, 0.6, 0.75, 0.9, 0.95, 1.0, 1.5, *rng.uniform(0, 1, 30)]:
         assert records.accuracy("threshold", threshold) == h.correct(h.choose_above(post, threshold), truth).mean()
+        gain = h.gain[h.choose_above(post, threshold)].mean()
+        assert records.mean_gain("threshold", threshold) == pytest.approx(gain, rel=1e-12, abs=1e-12)
     for lam in [0.0, 1e-9, 0.1, 0.5, 1.0, 2.0, 7.0, 1e3, 1e9, *np.exp(rng.uniform(-7, 7, 30))]:
         assert records.accuracy("darts", lam) == h.correct(h.choose(post, lam), truth).mean()
+        assert records.mean_gain("darts", lam) == pytest.approx(h.gain[h.choose(post, lam)].mean(), rel=1e-12, abs=1e-12)
     for rule, target in [(r, t) for r in ("threshold", "darts") for t in (0.5, 0.8, 0.95)]:
         every = lambda value, rule=rule: float(h.correct(h.answers(post, rule, value), truth).mean())  # noqa: E731
         try:

@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> None:
             yield shard.features, [node[label] for label in shard.labels]
 
     record, curves = fit_calibration_batches(run, graph, shards, args.targets, str(args.features), args.candidates,
-                                             args.gamma, progress=not args.json, total=len(manifest["shards"]))
+                                             args.gamma, progress=not args.json, total=len(manifest["shards"]),
+                                             top1=bool(args.plot))
     if args.plot:
         plot_reliability(curves, args.plot, title=f"Reliability on {record['images']} calibration images")
         record["plot"] = str(args.plot)

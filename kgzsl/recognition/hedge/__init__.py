@@ -21,7 +21,8 @@
    ``gamma`` is fitted first (harmonic mean of seen and unseen accuracy), then ``T``, then the rules.
 
 A run's fitted parameters (:mod:`.calibration`) live in its ``hedge.json`` / ``hedge-all.json`` (:mod:`.storage`);
-:mod:`.reporting` tabulates hedged answers on labelled photos.
+:mod:`.reporting` tabulates hedged answers on labelled photos; the record keeps its reliability and
+accuracy-specificity curves on the calibration images (:mod:`.curves`).
 
 Ties: nodes whose subtrees hold the same candidates are one answer (the deepest of them, then the
 lowest node index, represents them); remaining ties in reward go to the deeper node, then the lower

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from kgzsl.errors import KgzslError, check_number
 from kgzsl.graph.class_graph import ClassGraph
+from kgzsl.recognition.hedge.curves import FlatAnswers, fitted_curves
 from kgzsl.recognition.hedge.hierarchy import DEFAULT_RULE, RULES, Hierarchy, _rule
 from kgzsl.recognition.hedge.rules import AnswerRecords, Hedger
 from kgzsl.recognition.hedge.storage import (
@@ -35,7 +36,7 @@ from kgzsl.recognition.hedge.storage import (
     write_calibration,
 )
 from kgzsl.recognition.hedge.temperature import (
-    calibration_error,
+    ReliabilityBins,
     nll_terms,
     search_temperature,
     softmax,
@@ -112,13 +113,15 @@ def _check_targets(targets: Sequence[float]) -> list[float]:
 
 
 def fit_passes(blocks: ScoreBlocks, hierarchy: Hierarchy, targets: Sequence[float] = DEFAULT_TARGETS,
-               seen: np.ndarray | None = None, gamma: float | None = None) -> dict[str, Any]:
+               seen: np.ndarray | None = None, gamma: float | None = None, keep_top1: bool = False) -> dict[str, Any]:
     """Fit hedged answers over the passes ``blocks`` makes over labelled images: with ``seen`` (which candidate
     columns are seen classes: the generalized setting) first the calibrated-stacking ``gamma`` (one pass, unless
     given), then the temperature (a few passes), then each rule's parameter per target from one last pass. Returns
     ``gamma``, ``temperature``, ``rules`` (rule -> target -> parameter), ``reached`` (their accuracy there),
-    ``images``, the top-1 ECE and mean NLL ``before`` and ``after`` the temperature and ``top1`` (flat top-1
-    confidence and correctness per image, ``before`` and ``after``)."""
+    ``images``, the top-1 ECE and mean NLL ``before`` and ``after`` the temperature, the ``curves`` a record keeps
+    (:func:`kgzsl.recognition.hedge.curves.fitted_curves`, from confidence bins and the answers' moves) and, where
+    ``keep_top1`` (two numbers an image: for a reliability plot of its own), ``top1``: the flat top-1 confidence
+    and correctness per image, ``before`` and ``after``."""
     wanted = _check_targets(targets)
     offset = None
     if seen is None:
@@ -136,17 +139,22 @@ def fit_passes(blocks: ScoreBlocks, hierarchy: Hierarchy, targets: Sequence[floa
     passes = count(1)
     temperature = search_temperature(lambda beta: sum((temperature_terms(s, y, beta) for s, y in
                                                        stacked(f"temperature, pass {next(passes)}")), np.zeros(4)))
-    records = AnswerRecords(hierarchy)
-    top = {"before": [], "after": []}
+    records, flat = AnswerRecords(hierarchy), FlatAnswers()
+    top: dict[str, list] = {"before": [], "after": []}
+    bins = {"before": ReliabilityBins(), "after": ReliabilityBins()}
     nlls = {"before": 0.0, "after": 0.0}
     for scores, truth in stacked("answers"):
         probs = softmax(scores, temperature)
         records.add(hierarchy.posteriors(probs), truth)
+        flat_columns = hierarchy.flat_answers(probs)
+        flat.add(hierarchy.correct(flat_columns, truth), hierarchy.gain[flat_columns])
         for key, p, t in (("before", softmax(scores, 1.0), 1.0), ("after", probs, temperature)):
-            top[key].append(top1(p, truth))
+            pair = top1(p, truth)
+            bins[key].add(*pair)
+            if keep_top1:
+                top[key].append(pair)
             nlls[key] += float(np.sum(nll_terms(scores, truth, t)))
     images = len(records)
-    top1s = {key: tuple(np.concatenate(parts) for parts in zip(*pairs)) for key, pairs in top.items()}
     rules: dict[str, dict[str, float]] = {}
     reached: dict[str, dict[str, float]] = {}
     for rule in RULES:
@@ -155,9 +163,13 @@ def fit_passes(blocks: ScoreBlocks, hierarchy: Hierarchy, targets: Sequence[floa
             value = records.fit(rule, target)
             rules[rule][_target_key(target)] = value
             reached[rule][_target_key(target)] = records.accuracy(rule, value)
-    return {"gamma": float(gamma), "temperature": temperature, "rules": rules, "reached": reached, "images": images,
-            "ece_before": calibration_error(*top1s["before"]), "ece_after": calibration_error(*top1s["after"]),
-            "nll_before": nlls["before"] / images, "nll_after": nlls["after"] / images, "top1": top1s}
+    fitted = {"gamma": float(gamma), "temperature": temperature, "rules": rules, "reached": reached, "images": images,
+              "ece_before": bins["before"].error(), "ece_after": bins["after"].error(),
+              "nll_before": nlls["before"] / images, "nll_after": nlls["after"] / images,
+              "curves": fitted_curves(records, bins["before"], bins["after"], flat, rules)}
+    if keep_top1:
+        fitted["top1"] = {key: tuple(np.concatenate(parts) for parts in zip(*pairs)) for key, pairs in top.items()}
+    return fitted
 
 
 def _fit_gamma(blocks: ScoreBlocks, seen: np.ndarray) -> float:
@@ -231,17 +243,18 @@ class FeatureBlocks:
 def fit_calibration_batches(run: Any, graph: ClassGraph, batches: Callable[[], Iterable[tuple[Any, Sequence[str]]]],
                             targets: Sequence[float] = DEFAULT_TARGETS, feature_folder: str | None = None,
                             candidates: str = HEDGE_CANDIDATES, gamma: float | None = None, progress: bool = False,
-                            total: int | None = None) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
+                            total: int | None = None, top1: bool = False
+                            ) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """:func:`fit_calibration` over labelled features that come in batches of ``(features, labels)``: ``batches()``
     gives them afresh for each of the few passes (the shards of a feature folder,
     :func:`kgzsl.vision.feature_folder.iter_feature_shards`, ``total`` of them for the progress bar). Memory holds a
-    batch and a few numbers an image, whatever the number of images."""
+    batch and a few numbers an image, whatever the number of images (two more with ``top1``)."""
     _check_targets(targets)  # before any scoring
     where = f"feature folder {feature_folder}" if feature_folder else "the features"
     ids, _ = run_candidates(run.predictions, candidates)
     hierarchy = Hierarchy(graph, ids)
     source = FeatureBlocks(run.predictions, batches, candidates, where, progress, total)
-    fitted = fit_passes(source, hierarchy, targets, seen_columns(run.predictions, candidates), gamma)
+    fitted = fit_passes(source, hierarchy, targets, seen_columns(run.predictions, candidates), gamma, top1)
     temperature = fitted["temperature"]
     record = {
         "format": HEDGE_FORMAT, "version": HEDGE_VERSION, "temperature": temperature, "gamma": fitted["gamma"],
@@ -249,22 +262,25 @@ def fit_calibration_batches(run: Any, graph: ClassGraph, batches: Callable[[], I
         "candidates": candidates, "candidate_rule": HEDGE_RULE_TEXT[candidates], "candidate_count": len(ids),
         "candidate_sha256": candidate_digest(ids), "images": fitted["images"], "classes": len(source.classes),
         "features": feature_folder, **{key: fitted[key] for key in ("ece_before", "ece_after", "nll_before", "nll_after")},
+        "curves": fitted["curves"],
     }
-    curves = {"flat top-1, T=1": fitted["top1"]["before"], f"flat top-1, T={temperature:.3g}": fitted["top1"]["after"]}
-    return record, curves
+    pairs = fitted.get("top1", {})
+    return record, {f"flat top-1, T={t}": pairs[key] for key, t in (("before", 1), ("after", f"{temperature:.3g}")) if key in pairs}
 
 
 def fit_calibration(run: Any, graph: ClassGraph, features: Any, labels: Sequence[str],
                     targets: Sequence[float] = DEFAULT_TARGETS, feature_folder: str | None = None,
-                    candidates: str = HEDGE_CANDIDATES, gamma: float | None = None
+                    candidates: str = HEDGE_CANDIDATES, gamma: float | None = None, top1: bool = False
                     ) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Fit, on labelled features, the temperature and each rule's parameter per target accuracy (and, for
-    candidates ``"all"``, the calibrated-stacking ``gamma`` unless given). Returns the calibration record and the
-    flat top-1 (confidence, correct) pairs before and after the temperature, for a reliability diagram."""
+    candidates ``"all"``, the calibrated-stacking ``gamma`` unless given). Returns the calibration record (its
+    ``curves`` too, :mod:`kgzsl.recognition.hedge.curves`) and, with ``top1``, the flat top-1 (confidence, correct)
+    pairs before and after the temperature, for a reliability plot (else no pairs)."""
     _check_targets(targets)
     check_calibration_labels(run.predictions, labels, f"feature folder {feature_folder}" if feature_folder else
                              "the features", candidates, both=candidates == "all" and gamma is None)
-    return fit_calibration_batches(run, graph, lambda: [(features, list(labels))], targets, feature_folder, candidates, gamma)
+    return fit_calibration_batches(run, graph, lambda: [(features, list(labels))], targets, feature_folder, candidates, gamma,
+                                   top1=top1)
 
 
 def calibrate_run(run: Any, graph: ClassGraph, features: Any, labels: Sequence[str], targets: Sequence[float] = DEFAULT_TARGETS,

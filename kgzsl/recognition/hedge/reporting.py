@@ -14,6 +14,7 @@ from kgzsl.recognition.hedge.calibration import (
     run_task,
     seen_columns,
 )
+from kgzsl.recognition.hedge.curves import SWEEPS  # noqa: F401  (the sweeps plots draw; kept importable here)
 from kgzsl.recognition.hedge.storage import (
     HEDGE_CANDIDATES,
     hedge_file,
@@ -59,8 +60,6 @@ def format_hedge_table(rows: Sequence[dict[str, Any]], title: str = "") -> str:
     return "\n".join(lines + [format_hedge_row(r) for r in rows])
 
 
-#: the parameter sweep of each rule drawn by :func:`plot_accuracy_specificity`
-SWEEPS = {"threshold": [0.0] + list(np.linspace(0.02, 1.0, 50)), "darts": [0.0] + list(np.logspace(-3, 3, 49))}
 
 
 def evaluate_hedging(run: Any, graph: ClassGraph, features: Any, labels: Sequence[str], name: str = "",

@@ -10,6 +10,7 @@ from kgzsl.core.files import check_format, read_json, write_json
 from kgzsl.core.resources import calibration_dir
 from kgzsl.errors import KgzslError
 from kgzsl.propagation.run import HEDGE_FILES, Run
+from kgzsl.recognition.hedge.curves import check_curves
 
 # ------------------------------------------------------------------------------------ run files
 #: a run's hedge calibration file format (version 1: DARTS multipliers only, unseen candidates; still read)
@@ -44,13 +45,16 @@ def hedge_file(candidates: str) -> str:
 
 
 def read_hedge_record(path: str | Path) -> dict[str, Any]:
-    """A calibration file, format checked, version 1 brought to version 2's fields (``rules``, ``gamma``)."""
+    """A calibration file, format checked, version 1 brought to version 2's fields (``rules``, ``gamma``); its
+    ``curves`` (:mod:`kgzsl.recognition.hedge.curves`, optional: older files have none) checked where present."""
     record = check_format(read_json(path, "hedge calibration"), HEDGE_FORMAT, None, path, "hedge calibration")
     if record.get("version") == 1:
         record = {**record, "version": 2, "rules": {"darts": record["lambdas"]}, "default_rule": "darts", "gamma": 0.0,
                   "calibration_accuracy": {"darts": record.get("calibration_accuracy", {})}}
     if record.get("version") != HEDGE_VERSION:
         raise KgzslError(f"{path} is hedge calibration version {record.get('version')}; this kgzsl reads 1 and {HEDGE_VERSION}")
+    if "curves" in record:
+        check_curves(record["curves"], path)
     return record
 
 

@@ -153,6 +153,40 @@ def binned_reliability(confidence: Any, correct: Any, bins: int = 15) -> list[di
     return out
 
 
+class ReliabilityBins:
+    """:func:`binned_reliability` summed a block of answers at a time: per equal-width confidence bin the count and
+    the sums of confidence and correctness, so a pass over any number of images holds ``3 * bins`` numbers."""
+
+    def __init__(self, bins: int = 15) -> None:
+        check_number("bins", bins, at_least=1)
+        self.bins = int(bins)
+        self.count = np.zeros(self.bins, dtype=np.int64)
+        self.confidence = np.zeros(self.bins)
+        self.correct = np.zeros(self.bins)
+
+    def add(self, confidence: np.ndarray, correct: np.ndarray) -> None:
+        """Count answers: their probabilities in [0, 1] and whether each is right (as :func:`top1` gives them)."""
+        conf = np.asarray(confidence, dtype=np.float64).ravel()
+        hit = np.asarray(correct, dtype=np.float64).ravel()
+        which = np.clip((conf * self.bins).astype(np.int64), 0, self.bins - 1)  # binned_reliability's bins
+        self.count += np.bincount(which, minlength=self.bins)
+        self.confidence += np.bincount(which, weights=conf, minlength=self.bins)
+        self.correct += np.bincount(which, weights=hit, minlength=self.bins)
+
+    def table(self) -> dict[str, list]:
+        """Per bin (empty ones too) the mean ``confidence``, ``accuracy`` (0 where empty) and ``count``."""
+        n = np.maximum(self.count, 1)
+        return {"confidence": (self.confidence / n).tolist(), "accuracy": (self.correct / n).tolist(),
+                "count": self.count.tolist()}
+
+    def error(self) -> float:
+        """The ECE of the answers counted (:func:`calibration_error`)."""
+        total = int(self.count.sum())
+        if total == 0:
+            raise KgzslError("confidence has no answers", parameter="confidence")
+        return float(np.abs(self.correct - self.confidence).sum() / total)
+
+
 def calibration_error(confidence: Any, correct: Any, bins: int = 15) -> float:
     """``ECE = sum_b (n_b / n) * |accuracy_b - confidence_b|`` over equal-width confidence bins."""
     table = binned_reliability(confidence, correct, bins)

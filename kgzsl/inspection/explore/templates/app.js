@@ -136,8 +136,15 @@
       html += "<h2>Calibration (hedged answers over unseen candidates)</h2><p>temperature " + fmt(r.temperature, 4) +
         (r.ece_before !== undefined ? ", ECE " + fmt(r.ece_before) + " → " + fmt(r.ece_after) : "") + ", calibrated on " + esc(r.images) +
         " images of " + esc(r.classes) + " classes (" + esc(r.features || "?") + ")</p>";
-      if (cal.reliability) html += '<div class="cols"><div id="reliability" class="chart"></div><div id="accspec" class="chart"></div></div>';
-      else html += '<p class="note">' + esc(cal.curves_skipped || "Pass --features with labelled photos of calibrated classes to draw the reliability and accuracy-specificity curves.") + "</p>";
+      if (cal.curves_skipped) html += '<p class="note">' + esc(cal.curves_skipped) + "</p>";
+      if (cal.reliability) {
+        var a = cal.accuracy_specificity;
+        html += '<p class="note" id="curves-from">' + (cal.curves_from === "features" ? "Curves on the " + esc(a.images) +
+          " photos of " + esc(a.features) : "Curves on the " + esc(a.images) + " calibration images, as kgzsl calibrate recorded them") + ".</p>" +
+          '<div class="cols"><div id="reliability" class="chart"></div><div id="accspec" class="chart"></div></div>';
+      } else if (!cal.curves_skipped) html += '<p class="note">This calibration records no curves (written before kgzsl stored them' + (r.shipped ? ", as shipped" : "") +
+        "): run kgzsl calibrate again, " +
+        "or pass --features with labelled photos of calibrated classes, to draw the reliability and accuracy-specificity curves.</p>";
     }
     html += groupWeights();
     $("page").innerHTML = html;
@@ -164,7 +171,7 @@
         text: s.targets.map(function (t) { return String(t[0]); }), textposition: "top right", name: rule + " targets", showlegend: false});
     });
     lines.push({x: [a.flat[0]], y: [100 * a.flat[1]], mode: "markers", marker: {symbol: "x", size: 10}, name: "flat top-1"});
-    Plotly.newPlot("accspec", lines, {title: {text: "Accuracy–specificity (" + a.images + " photos)", font: {size: 13}}, margin: {l: 45, r: 10, t: 30, b: 40},
+    Plotly.newPlot("accspec", lines, {title: {text: "Accuracy–specificity (" + a.images + (cal.curves_from === "features" ? " photos)" : " images)"), font: {size: 13}}, margin: {l: 45, r: 10, t: 30, b: 40},
       xaxis: {title: {text: "mean information gain (bits)"}}, yaxis: {title: {text: "hierarchical accuracy (%)"}, range: [0, 102]},
       legend: {font: {size: 10}, orientation: "h", y: -0.3}, height: 340},
       {displayModeBar: false, responsive: true});
