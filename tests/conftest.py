@@ -76,6 +76,22 @@ def photo_run(tmp_path_factory, glove):
 
 
 @pytest.fixture(scope="session")
+def half_seen_photo_run(photo_run):
+    """``photo_run`` for the generalized setting: half its held-out foolbox classes played as seen ones (scored by
+    their predicted rows: no real rows). A ``(run-like namespace with predictions, graph)`` pair."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from kgzsl.propagation.run import load_run
+
+    loaded = load_run(photo_run["run"])
+    held = photo_run["held"]
+    seen = loaded.predictions.seen.clone()
+    seen[[loaded.predictions.index[w] for w in held[len(held) // 2:]]] = True
+    return SimpleNamespace(predictions=replace(loaded.predictions, seen=seen, seen_true=None)), loaded.load_graph()
+
+
+@pytest.fixture(scope="session")
 def foolbox_shards(tmp_path_factory):
     """A real feature folder: EfficientNet-Lite0 features of the 20 foolbox photos in shards of 6 (4 shards),
     labelled by wnid folder (`kgzsl features`)."""

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import replace
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -78,16 +76,9 @@ def test_stored_curves_are_the_photos_curves(calibrated, foolbox_shards):
         *(curves["reliability"]["after"][k] for k in ("confidence", "accuracy", "count")))) / 20, abs=1e-12)
 
 
-def test_generalized_curves_are_the_stacked_photos_curves(photo_run, foolbox_shards, monkeypatch):
+def test_generalized_curves_are_the_stacked_photos_curves(half_seen_photo_run, foolbox_shards, monkeypatch):
     """candidates all (half the foolbox classes played as seen ones): the curves of the stacked, calibrated scores."""
-    from kgzsl.propagation.run import load_run
-
-    loaded = load_run(photo_run["run"])
-    held = photo_run["held"]
-    seen = loaded.predictions.seen.clone()
-    seen[[loaded.predictions.index[w] for w in held[len(held) // 2:]]] = True
-    run = SimpleNamespace(predictions=replace(loaded.predictions, seen=seen, seen_true=None))
-    graph = loaded.load_graph()
+    run, graph = half_seen_photo_run
     monkeypatch.setattr(calibration, "BLOCK", 4)
     shards = lambda: ((s.features, s.labels) for s in iter_feature_shards(foolbox_shards))  # noqa: E731
     record, _ = fit_calibration_batches(run, graph, shards, candidates="all")

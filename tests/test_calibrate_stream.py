@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import replace
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -128,17 +126,10 @@ def test_batches_do_not_change_the_floats_and_passes_are_few(photo_run, feats, m
     assert_matches(other, in_memory)
 
 
-def test_generalized_calibration_streams_to_the_in_memory_fit(photo_run, feats, monkeypatch):
+def test_generalized_calibration_streams_to_the_in_memory_fit(half_seen_photo_run, feats, monkeypatch):
     """candidates all: half the foolbox classes played as seen ones (scored by their predicted rows), so gamma is
     fitted from the streamed statistics first; blocks of 4 across shards of 6."""
-    from kgzsl.propagation.run import load_run
-
-    loaded = load_run(photo_run["run"])
-    held = photo_run["held"]
-    seen = loaded.predictions.seen.clone()
-    seen[[loaded.predictions.index[w] for w in held[len(held) // 2:]]] = True
-    run = SimpleNamespace(predictions=replace(loaded.predictions, seen=seen, seen_true=None))
-    graph = loaded.load_graph()
+    run, graph = half_seen_photo_run
     _blocks_of(monkeypatch, 4)
     shards = lambda: ((s.features, s.labels) for s in iter_feature_shards(feats))  # noqa: E731
     record, _ = fit_calibration_batches(run, graph, shards, candidates="all")

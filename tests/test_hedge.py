@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -366,9 +367,10 @@ def test_answer_records_give_the_accuracy_of_every_posterior(shape, grid):
     """A few numbers an image (AnswerRecords) decide both rules' accuracy, and so their fitted parameters, as the whole
     posteriors do, float for float, ties included (with ``grid``, probabilities on a grid of 0.05), images added in
     blocks; in a forest no answer holds every candidate, and where no node reaches the threshold the first column
-    answers, as Hierarchy.choose_above does. Their moves give the answers' mean information gain (the
-    accuracy-specificity curve a calibration record keeps) to float noise."""
-    from kgzsl.recognition.hedge.rules import SEARCHES, AnswerRecords
+    answers, as Hierarchy.choose_above does. The answers' moves they find give the answers' mean information gain at
+    fixed parameters (GainSums: the accuracy-specificity curve a calibration record keeps) to float noise, fed by
+    AnswerRecords.add or by images of their own, in blocks."""
+    from kgzsl.recognition.hedge.rules import SEARCHES, AnswerRecords, GainSums
 
     parents = [list(p) for p in PARENTS]
     if shape == "dag":
@@ -385,17 +387,25 @@ def test_answer_records_give_the_accuracy_of_every_posterior(shape, grid):
         p /= p.sum(axis=1, keepdims=True)
     truth = np.array([rng.choice(5, p=row) for row in p])
     post = h.posteriors(p)
+    thresholds = [0.0, 1e-12, 0.05, 0.1, 0.25, 1 / 3, 0.5, 0.6, 0.75, 0.9, 0.95, 1.0, 1.5, *rng.uniform(0, 1, 30)]
+    lams = [0.0, 1e-9, 0.1, 0.5, 1.0, 2.0, 7.0, 1e3, 1e9, *np.exp(rng.uniform(-7, 7, 30))]
     records = AnswerRecords(h)
+    gains, alone = (GainSums(h, {"threshold": thresholds, "darts": lams}) for _ in range(2))
     for i in range(0, 500, 128):
-        records.add(post[i:i + 128], truth[i:i + 128])
+        records.add(post[i:i + 128], truth[i:i + 128], gains)
+        alone.add(post[i:i + 128], truth[i:i + 128])
     assert len(records) == 500
-    for threshold in [0.0, 1e-12, 0.05, 0.1, 0.25, 1 / 3, 0.5, 0.6, 0.75, 0.9, 0.95, 1.0, 1.5, *rng.uniform(0, 1, 30)]:
+    kept = _arrays_in({k: v for k, v in vars(records).items() if k not in ("hierarchy", "order", "root_at")})
+    turns = {rule: sum(len(part[0]) for part in records.parts[rule]) for rule in records.parts}
+    # the turns only (a posterior, or two columns and two slopes) and two numbers an image a rule: no moves
+    assert sum(a.nbytes for a in kept) == 8 * turns["threshold"] + 24 * turns["darts"] + 2 * 500 * (1 + 4)
+    assert gains.mean("threshold") == alone.mean("threshold") and gains.mean("darts") == alone.mean("darts")
+    for threshold, gain in zip(thresholds, gains.mean("threshold")):
         assert records.accuracy("threshold", threshold) == h.correct(h.choose_above(post, threshold), truth).mean()
-        gain = h.gain[h.choose_above(post, threshold)].mean()
-        assert records.mean_gain("threshold", threshold) == pytest.approx(gain, rel=1e-12, abs=1e-12)
-    for lam in [0.0, 1e-9, 0.1, 0.5, 1.0, 2.0, 7.0, 1e3, 1e9, *np.exp(rng.uniform(-7, 7, 30))]:
+        assert gain == pytest.approx(h.gain[h.choose_above(post, threshold)].mean(), rel=1e-12, abs=1e-12)
+    for lam, gain in zip(lams, gains.mean("darts")):
         assert records.accuracy("darts", lam) == h.correct(h.choose(post, lam), truth).mean()
-        assert records.mean_gain("darts", lam) == pytest.approx(h.gain[h.choose(post, lam)].mean(), rel=1e-12, abs=1e-12)
+        assert gain == pytest.approx(h.gain[h.choose(post, lam)].mean(), rel=1e-12, abs=1e-12)
     for rule, target in [(r, t) for r in ("threshold", "darts") for t in (0.5, 0.8, 0.95)]:
         every = lambda value, rule=rule: float(h.correct(h.answers(post, rule, value), truth).mean())  # noqa: E731
         try:
@@ -405,6 +415,21 @@ def test_answer_records_give_the_accuracy_of_every_posterior(shape, grid):
                 records.fit(rule, target)
         else:
             assert records.fit(rule, target) == expected
+
+
+def _arrays_in(value: Any) -> list[np.ndarray]:
+    """The distinct numpy arrays in nested dicts, lists and tuples."""
+    found: dict[int, np.ndarray] = {}
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, np.ndarray):
+            found[id(item)] = item
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return list(found.values())
 
 
 def golden_temperature(scores: np.ndarray, truth: np.ndarray, low: float = 1e-4, high: float = 1e4) -> float:

@@ -3,9 +3,10 @@
 Each step is a pass over the images a block at a time that keeps a few numbers an image, never its scores: the
 calibrated-stacking statistics (:func:`kgzsl.recognition.streaming.gzsl_stats`), the NLL's derivatives in the inverse
 temperature (:func:`kgzsl.recognition.hedge.temperature.temperature_terms`, a few Newton passes), then the answers a
-rule can give (:class:`kgzsl.recognition.hedge.rules.AnswerRecords`). So a feature folder of any size is calibrated
-shard by shard (:func:`fit_calibration_batches`) in the memory of a block, and features or scores in memory go the
-same way (:func:`fit_calibration`, :func:`fit_hedging`).
+rule can give (:class:`kgzsl.recognition.hedge.rules.AnswerRecords`), and last, for the curves a record keeps, the
+answers' information gain summed at the fitted parameters (:class:`kgzsl.recognition.hedge.rules.GainSums`, a number
+a parameter). So a feature folder of any size is calibrated shard by shard (:func:`fit_calibration_batches`) in the
+memory of a block, and features or scores in memory go the same way (:func:`fit_calibration`, :func:`fit_hedging`).
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from tqdm import tqdm
 
 from kgzsl.errors import KgzslError, check_number
 from kgzsl.graph.class_graph import ClassGraph
-from kgzsl.recognition.hedge.curves import FlatAnswers, fitted_curves
+from kgzsl.recognition.hedge.curves import SWEEPS, FlatAnswers, fitted_curves
 from kgzsl.recognition.hedge.hierarchy import DEFAULT_RULE, RULES, Hierarchy, _rule
-from kgzsl.recognition.hedge.rules import AnswerRecords, Hedger
+from kgzsl.recognition.hedge.rules import AnswerRecords, GainSums, Hedger
 from kgzsl.recognition.hedge.storage import (
     DEFAULT_TARGETS,
     HEDGE_CANDIDATES,
@@ -116,10 +117,11 @@ def fit_passes(blocks: ScoreBlocks, hierarchy: Hierarchy, targets: Sequence[floa
                seen: np.ndarray | None = None, gamma: float | None = None, keep_top1: bool = False) -> dict[str, Any]:
     """Fit hedged answers over the passes ``blocks`` makes over labelled images: with ``seen`` (which candidate
     columns are seen classes: the generalized setting) first the calibrated-stacking ``gamma`` (one pass, unless
-    given), then the temperature (a few passes), then each rule's parameter per target from one last pass. Returns
-    ``gamma``, ``temperature``, ``rules`` (rule -> target -> parameter), ``reached`` (their accuracy there),
-    ``images``, the top-1 ECE and mean NLL ``before`` and ``after`` the temperature, the ``curves`` a record keeps
-    (:func:`kgzsl.recognition.hedge.curves.fitted_curves`, from confidence bins and the answers' moves) and, where
+    given), then the temperature (a few passes), then each rule's parameter per target from one pass, then the
+    answers' information gain at those parameters for the curves (one more pass). Returns ``gamma``, ``temperature``,
+    ``rules`` (rule -> target -> parameter), ``reached`` (their accuracy there), ``images``, the top-1 ECE and mean
+    NLL ``before`` and ``after`` the temperature, the ``curves`` a record keeps
+    (:func:`kgzsl.recognition.hedge.curves.fitted_curves`, from confidence bins and gain sums) and, where
     ``keep_top1`` (two numbers an image: for a reliability plot of its own), ``top1``: the flat top-1 confidence
     and correctness per image, ``before`` and ``after``."""
     wanted = _check_targets(targets)
@@ -140,12 +142,13 @@ def fit_passes(blocks: ScoreBlocks, hierarchy: Hierarchy, targets: Sequence[floa
     temperature = search_temperature(lambda beta: sum((temperature_terms(s, y, beta) for s, y in
                                                        stacked(f"temperature, pass {next(passes)}")), np.zeros(4)))
     records, flat = AnswerRecords(hierarchy), FlatAnswers()
+    sweeps = GainSums(hierarchy, {rule: SWEEPS[rule] for rule in RULES})
     top: dict[str, list] = {"before": [], "after": []}
     bins = {"before": ReliabilityBins(), "after": ReliabilityBins()}
     nlls = {"before": 0.0, "after": 0.0}
     for scores, truth in stacked("answers"):
         probs = softmax(scores, temperature)
-        records.add(hierarchy.posteriors(probs), truth)
+        records.add(hierarchy.posteriors(probs), truth, sweeps)
         flat_columns = hierarchy.flat_answers(probs)
         flat.add(hierarchy.correct(flat_columns, truth), hierarchy.gain[flat_columns])
         for key, p, t in (("before", softmax(scores, 1.0), 1.0), ("after", probs, temperature)):
@@ -163,10 +166,13 @@ def fit_passes(blocks: ScoreBlocks, hierarchy: Hierarchy, targets: Sequence[floa
             value = records.fit(rule, target)
             rules[rule][_target_key(target)] = value
             reached[rule][_target_key(target)] = records.accuracy(rule, value)
+    dots = GainSums(hierarchy, {rule: list(values.values()) for rule, values in rules.items()})
+    for scores, truth in stacked("curves at the fitted parameters"):  # known only now: one more pass
+        dots.add(hierarchy.posteriors(softmax(scores, temperature)), truth)
     fitted = {"gamma": float(gamma), "temperature": temperature, "rules": rules, "reached": reached, "images": images,
               "ece_before": bins["before"].error(), "ece_after": bins["after"].error(),
               "nll_before": nlls["before"] / images, "nll_after": nlls["after"] / images,
-              "curves": fitted_curves(records, bins["before"], bins["after"], flat, rules)}
+              "curves": fitted_curves(records, bins["before"], bins["after"], flat, rules, sweeps, dots)}
     if keep_top1:
         fitted["top1"] = {key: tuple(np.concatenate(parts) for parts in zip(*pairs)) for key, pairs in top.items()}
     return fitted

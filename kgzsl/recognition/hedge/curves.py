@@ -1,9 +1,11 @@
 """The curves a calibration record keeps: the reliability diagram and the accuracy-specificity trade-off.
 
-They are computed on the calibration images at fit time, from what the fit's last pass keeps anyway (confidence bins,
-:class:`kgzsl.recognition.hedge.temperature.ReliabilityBins`; every answer's moves along each rule's parameter,
-:class:`kgzsl.recognition.hedge.rules.AnswerRecords`; the flat top-1 answers' sums), so a calibrated run shows them
-without its photos (``kgzsl explore``). A record's ``curves`` (optional: older records have none)::
+They are computed on the calibration images at fit time from sums over them, whatever their number: confidence bins
+(:class:`kgzsl.recognition.hedge.temperature.ReliabilityBins`); the answers' information gain along each rule's sweep,
+summed in the fit's answers pass, and at its fitted parameters, in one more pass after the fit
+(:class:`kgzsl.recognition.hedge.rules.GainSums`); their accuracy
+(:class:`kgzsl.recognition.hedge.rules.AnswerRecords`); the flat top-1 answers' sums. So a calibrated run shows them without its photos (``kgzsl explore``). A record's
+``curves`` (optional: older records have none)::
 
     bins                            the reliability diagram's equal-width confidence bins
     reliability.before / .after     per bin (empty ones too): mean confidence, accuracy and count, at T=1 and the fitted T
@@ -24,7 +26,7 @@ import numpy as np
 from kgzsl.errors import KgzslError
 
 if TYPE_CHECKING:  # storage reads records with check_curves: no torch for that
-    from kgzsl.recognition.hedge.rules import AnswerRecords
+    from kgzsl.recognition.hedge.rules import AnswerRecords, GainSums
     from kgzsl.recognition.hedge.temperature import ReliabilityBins
 
 #: the parameter sweep of each rule drawn as its accuracy-specificity curve
@@ -48,17 +50,19 @@ class FlatAnswers:
 
 
 def fitted_curves(records: AnswerRecords, before: ReliabilityBins, after: ReliabilityBins, flat: FlatAnswers,
-                  rules: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """A record's ``curves`` from a fit's last pass: ``rules`` are the fitted parameters (rule -> target -> value)."""
-    sweeps = {}
+                  rules: dict[str, dict[str, float]], sweeps: GainSums, targets: GainSums) -> dict[str, Any]:
+    """A record's ``curves`` from a fit's passes: ``rules`` are the fitted parameters (rule -> target -> value),
+    ``sweeps`` the answers' information gain summed at :data:`SWEEPS` (the answers pass), ``targets`` at ``rules``
+    (a pass after the fit)."""
+    trade = {}
     for rule, values in rules.items():
-        sweep = [float(x) for x in SWEEPS[rule]]
-        sweeps[rule] = {"parameter": sweep, "gain": [records.mean_gain(rule, x) for x in sweep],
-                        "accuracy": [records.accuracy(rule, x) for x in sweep],
-                        "targets": [[float(t), records.mean_gain(rule, v), records.accuracy(rule, v)]
-                                    for t, v in sorted(values.items(), key=lambda kv: float(kv[0]))]}
+        fitted = sorted(values.items(), key=lambda kv: float(kv[0]))
+        at = dict(zip(targets.parameters[rule].tolist(), targets.mean(rule)))
+        trade[rule] = {"parameter": sweeps.parameters[rule].tolist(), "gain": sweeps.mean(rule),
+                       "accuracy": [records.accuracy(rule, x) for x in sweeps.parameters[rule].tolist()],
+                       "targets": [[float(t), at[float(v)], records.accuracy(rule, v)] for t, v in fitted]}
     return {"bins": before.bins, "reliability": {"before": before.table(), "after": after.table()},
-            "accuracy_specificity": {"rules": sweeps, "flat": flat.point()}, "images": len(records)}
+            "accuracy_specificity": {"rules": trade, "flat": flat.point()}, "images": len(records)}
 
 
 def check_curves(curves: Any, path: str | Path) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -103,9 +103,8 @@ class AnswerRecords:
     along the upper envelope of these lines, kept are the pairs of lines where its correctness changes, compared as it
     compares them (float for float but where three lines meet within float noise).
 
-    For :meth:`mean_gain` (the accuracy-specificity curve a calibration keeps) every move of the answer is kept too,
-    right or wrong, with its change of information gain: under the threshold rule one a record (about 30 an image,
-    16 bytes each, on the default ImageNet-21k run), under DARTS one a turn of the envelope (a few an image)."""
+    Every move of a block's answers (right or wrong) is found too, and handed to a :class:`GainSums` for the
+    answers' information gain at fixed parameters (the accuracy-specificity curve a calibration keeps), never kept."""
 
     def __init__(self, hierarchy: Hierarchy) -> None:
         self.hierarchy = hierarchy
@@ -115,13 +114,22 @@ class AnswerRecords:
         self.first: dict[str, list[np.ndarray]] = {key: [] for key in self.parts}
         self.counts: dict[str, list[np.ndarray]] = {key: [] for key in self.parts}
         self._joined: dict[str, tuple[np.ndarray, ...]] | None = None
-        # for :meth:`mean_gain`: every change of answer (not only of correctness) with its change of information gain
-        self.moves: dict[str, list[tuple[np.ndarray, ...]]] = {key: [] for key in self.parts}
-        self.start_gain = {key: 0.0 for key in self.parts}
-        self._moves: dict[str, tuple[np.ndarray, ...]] = {}
 
-    def add(self, posteriors: np.ndarray, truth: np.ndarray) -> None:
-        """Record images: their answer posteriors ``[images, answers]`` and true candidate columns."""
+    def add(self, posteriors: np.ndarray, truth: np.ndarray, gains: GainSums | None = None) -> None:
+        """Record images: their answer posteriors ``[images, answers]`` and true candidate columns (and their
+        answers' information gain in ``gains``)."""
+        n = len(posteriors)
+        for rule, (images, values, first, moves) in self.changes(posteriors, truth).items():
+            self._keep(rule, images, values, first, n)
+            if gains is not None:
+                gains.add_moves(rule, n, *moves)
+        self._joined = None
+
+    def changes(self, posteriors: np.ndarray, truth: np.ndarray) -> dict[str, tuple[Any, ...]]:
+        """A block of images' turns and moves, kept nowhere: per rule the image of each turn, the turns (as
+        :meth:`accuracy` compares them), whether each image's answer at 0 is right and its ``moves``: every change of
+        answer as the parameter grows (the same values), with the change of information gain, and the summed
+        information gain of the answers at 0."""
         h, n = self.hierarchy, len(posteriors)
         ranked = posteriors[:, self.order]
         beats = np.empty(ranked.shape, dtype=bool)
@@ -140,12 +148,12 @@ class AnswerRecords:
         if not len(self.root_at):
             last = last[right[last] != h.correct(np.zeros(n, dtype=np.int64), truth)]
             turns = np.sort(np.concatenate([turns, last]))
-        self._keep("threshold", rows[turns], (post[turns],), right[starts], n)
         steps = np.flatnonzero(rows[1:] == rows[:-1])  # the answer moves to the next record as the threshold passes
         after = columns[steps + 1]
         if not len(self.root_at):  # ... and from the last record to column 0
             steps, after = np.concatenate([steps, starts + counts - 1]), np.concatenate([after, np.zeros(n, np.int64)])
-        self._move("threshold", (post[steps],), h.gain[after] - h.gain[columns[steps]], h.gain[columns[starts]])
+        moved = ((post[steps],), h.gain[after] - h.gain[columns[steps]], float(np.sum(h.gain[columns[starts]])))
+        found = {"threshold": (rows[turns], (post[turns],), right[starts], moved)}
         # DARTS: the records as lines, padded to [images, longest]
         place = np.arange(len(rows)) - starts[rows]
         shape = (n, int(counts.max()) if n else 0)
@@ -153,14 +161,8 @@ class AnswerRecords:
         col, hit = np.full(shape, np.iinfo(np.int64).max), np.zeros(shape, dtype=bool)
         slope[rows, place], gain[rows, place], col[rows, place], hit[rows, place] = post, h.gain[columns], columns, right
         images, lines, first, moves, start = _envelope_turns(gain, slope, col, hit)
-        self._keep("darts", images, lines, first, n)
-        self._move("darts", moves, h.gain[moves[1]] - h.gain[moves[0]], h.gain[start])
-        self._joined = None
-        self._moves = {}
-
-    def _move(self, rule: str, values: tuple[np.ndarray, ...], delta: np.ndarray, start: np.ndarray) -> None:
-        self.moves[rule].append((*values, delta))
-        self.start_gain[rule] += float(np.sum(start))
+        found["darts"] = (images, lines, first, (moves, h.gain[moves[1]] - h.gain[moves[0]], float(np.sum(h.gain[start]))))
+        return found
 
     def _keep(self, rule: str, images: np.ndarray, values: tuple[np.ndarray, ...], first: np.ndarray, n: int) -> None:
         self.parts[rule].append(values)
@@ -183,40 +185,78 @@ class AnswerRecords:
                 self._joined[key] = (values, first, ends - counts, ends)
         return self._joined[rule]
 
-    def _passed(self, rule: str, values: tuple[np.ndarray, ...], parameter: float) -> np.ndarray:
-        """Which of the changes ``values`` (a record's posterior, or two lines' columns and slopes) ``parameter``
-        has passed, compared as :meth:`Hierarchy.choose_above` or :meth:`Hierarchy.choose` compares."""
-        if rule == "threshold":
-            check_number("threshold", parameter, at_least=0)
-            return ~(values[0] >= parameter - PROBABILITY_SLACK)
-        check_number("lam", parameter, at_least=0)
-        (left, right), (low, high) = values[:2], values[2:4]
-        gain = self.hierarchy.gain
-        before, after = (gain[left] + parameter) * low, (gain[right] + parameter) * high
-        return (after > before) | ((after == before) & (right < left))
-
     def accuracy(self, rule: str, parameter: float) -> float:
         """The share of the images whose answer under ``rule`` with ``parameter`` (threshold or lambda) is right."""
         values, first, starts, ends = self._arrays(_rule(rule))
-        passed = self._passed(rule, values, parameter)
+        passed = _passed(self.hierarchy, rule, values, _check_parameter(rule, parameter))
         done = np.concatenate([[0], np.cumsum(passed, dtype=np.int64)])
         return float((first ^ ((done[ends] - done[starts]) % 2 == 1)).mean())
-
-    def mean_gain(self, rule: str, parameter: float) -> float:
-        """The mean information gain (bits) of the images' answers under ``rule`` with ``parameter``: the gain of
-        the answers at 0 plus the change of every answer's move that ``parameter`` has passed."""
-        self._arrays(_rule(rule))  # some images
-        if rule not in self._moves:
-            self._moves[rule] = tuple(np.concatenate(column) for column in zip(*self.moves[rule]))
-            self.moves[rule] = [self._moves[rule]]
-        *values, delta = self._moves[rule]
-        return float((self.start_gain[rule] + np.sum(delta[self._passed(rule, tuple(values), parameter)])) / len(self))
 
     def fit(self, rule: str, target: float, steps: int | None = None) -> float:
         """:func:`fit_rule` on the recorded images."""
         search = SEARCHES[_rule(rule)]
         accuracy = lambda value: self.accuracy(rule, value)  # noqa: E731
         return search(accuracy, target) if steps is None else search(accuracy, target, steps)
+
+
+class GainSums:
+    """The information gain (bits) of the images' answers under each rule summed at fixed parameter values (a sweep,
+    the fitted targets), a block of images at a time: ``parameters`` numbers whatever the number of images. Fed the
+    moves :meth:`AnswerRecords.add` finds, or images by :meth:`add`."""
+
+    def __init__(self, hierarchy: Hierarchy, parameters: dict[str, Sequence[float]]) -> None:
+        self.hierarchy, self._records = hierarchy, None
+        self.parameters = {_rule(rule): np.array([_check_parameter(rule, v) for v in values], dtype=np.float64)
+                           for rule, values in parameters.items()}
+        self.sums = {rule: np.zeros(len(values)) for rule, values in self.parameters.items()}
+        self.images = {rule: 0 for rule in self.parameters}
+
+    def add(self, posteriors: np.ndarray, truth: np.ndarray) -> None:
+        """Count images: their answer posteriors ``[images, answers]`` and true candidate columns."""
+        if self._records is None:
+            self._records = AnswerRecords(self.hierarchy)
+        for rule, (_, _, _, moves) in self._records.changes(posteriors, truth).items():
+            self.add_moves(rule, len(posteriors), *moves)
+
+    def add_moves(self, rule: str, images: int, values: tuple[np.ndarray, ...], delta: np.ndarray, start: float) -> None:
+        """Count ``images`` by their answers' moves (:meth:`AnswerRecords.changes`): the gain of their answers at 0,
+        ``start``, plus each move's change ``delta`` where a parameter has passed it."""
+        if rule not in self.parameters:
+            return
+        grid = self.parameters[rule]
+        for lo in range(0, len(delta), _MOVES_AT_ONCE):  # [moves, parameters] at a time
+            chunk = tuple(v[lo:lo + _MOVES_AT_ONCE, None] for v in values)
+            passed = _passed(self.hierarchy, rule, chunk, grid[None, :])
+            self.sums[rule] += delta[lo:lo + _MOVES_AT_ONCE] @ passed
+        self.sums[rule] += start
+        self.images[rule] += images
+
+    def mean(self, rule: str) -> list[float]:
+        """The answers' mean information gain at each of the rule's parameters."""
+        if not self.images[rule]:
+            raise KgzslError("no calibration images to fit on", parameter="posteriors")
+        return (self.sums[rule] / self.images[rule]).tolist()
+
+
+#: moves compared with a rule's parameters at a time (a block of 128 images makes ~4k; [moves, parameters] floats: ~3 MB)
+_MOVES_AT_ONCE = 1 << 13
+
+
+def _check_parameter(rule: str, parameter: float) -> float:
+    check_number("threshold" if rule == "threshold" else "lam", parameter, at_least=0)
+    return float(parameter)
+
+
+def _passed(hierarchy: Hierarchy, rule: str, values: tuple[np.ndarray, ...], parameter: Any) -> np.ndarray:
+    """Which of the changes ``values`` (a record's posterior, or two lines' columns and slopes) ``parameter`` (a
+    number or an array broadcast with them) has passed, compared as :meth:`Hierarchy.choose_above` or
+    :meth:`Hierarchy.choose` compares."""
+    if rule == "threshold":
+        return ~(values[0] >= parameter - PROBABILITY_SLACK)
+    (left, right), (low, high) = values[:2], values[2:4]
+    gain = hierarchy.gain
+    before, after = (gain[left] + parameter) * low, (gain[right] + parameter) * high
+    return (after > before) | ((after == before) & (right < left))
 
 
 def _envelope_turns(gain: np.ndarray, slope: np.ndarray, column: np.ndarray, right: np.ndarray
