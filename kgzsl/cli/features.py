@@ -152,7 +152,7 @@ def _pixels(path: Path, transform: ImageTransform, draft: int) -> Any:
 
 def _text(s: dict[str, Any]) -> str:
     lines = [
-        f"features {s['out']}: {s['features']} of {s['images']} images, {s['dim']}-d ({s['backbone']}), "
+        f"features {s['out']}: {s['features']} of {s['images']} images, {s['dim']}-d ({s['backbone']}, {s['precision']}), "
         f"{s['shards']} shards ({s['shards_written']} written now, {s['shards_resumed']} resumed), "
         f"{s['ranks']} rank(s) on {s['device']}, {s['seconds']} s ({s['images_per_second']} images/s)"
     ]

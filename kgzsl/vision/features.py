@@ -350,6 +350,7 @@ def _summary(job: _Job, image_dir: str | os.PathLike, manifest: dict, counts: li
         "out": str(job.out),
         "image_dir": str(image_dir),
         "backbone": job.backbone.name,
+        "precision": job.backbone.precision,
         "dim": job.backbone.dim,
         "images": len(job.items),
         "features": manifest["features"],
