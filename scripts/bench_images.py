@@ -59,17 +59,21 @@ def images_root(given: Path | None) -> Path | None:
     return None
 
 
-def image_features(root: Path, work: Path, backbone_name: str) -> dict[str, object]:
-    """Features of both folders, extracted once into ``work`` (resumable) and loaded."""
-    from kgzsl.vision.backbones import load_backbone
+def image_features(root: Path, work: Path, backbone_name: str, precision: str = "auto") -> dict[str, object]:
+    """Features of both folders in ``precision`` (``auto``: the default, int8 for Lite0 on the CPU), extracted once
+    into ``work`` (resumable) and loaded. fp32 folders keep their old names, so caches made before int8 was the
+    default stay fp32's."""
+    from kgzsl.vision.backbones import load_backbone, resolve_precision
     from kgzsl.vision.features import extract_features, load_features
 
+    precision = resolve_precision(precision, backbone_name)
+    tag = backbone_name if precision == "fp32" else f"{backbone_name}-{precision}"
     backbone = None
     out = {}
     for part in ("unseen", "heldout"):
-        folder = work / f"features-{backbone_name}-{part}"
+        folder = work / f"features-{tag}-{part}"
         if not (folder / "manifest.json").is_file():
-            backbone = backbone or load_backbone(backbone_name)
+            backbone = backbone or load_backbone(backbone_name, precision=precision)
             extract_features(root / part, backbone, folder, progress=True)
         out[part] = load_features(folder)
     return out
@@ -241,6 +245,8 @@ def main() -> None:
     parser.add_argument("--transductive", action="store_true")
     parser.add_argument("--gzsl", action="store_true")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8", "bf16"],
+                        help="the backbone's forward pass for the photos' features (auto: the default, int8 for Lite0)")
     parser.add_argument("--images", type=Path)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-images", help="features and trained runs are cached here")
     parser.add_argument("--json", type=Path)
@@ -252,7 +258,7 @@ def main() -> None:
     from kgzsl.propagation.targets import load_targets
 
     start = time.perf_counter()
-    feats = image_features(root, args.work, "efficientnet-lite0")
+    feats = image_features(root, args.work, "efficientnet-lite0", args.precision)
     targets = load_targets("efficientnet-lite0")
     rows = []
     for graph_dir in args.graphs:

@@ -87,7 +87,7 @@ def print_check(name: str, what: str, check: dict) -> None:
                   f"depth {s['depth']:.2f}, gain {s['gain']:.2f} bits, root {100 * s['root']:.0f}%")
 
 
-def calibrate_default(name: str, exclude: list[str], feats: dict, work: Path, graph) -> None:
+def calibrate_default(name: str, exclude: list[str], feats: dict, work: Path, graph, precision: str = "fp32") -> None:
     """Train (or reuse) one default run in ``work``, calibrate it, check it and write the shipped file."""
     from kgzsl.demo import reusable_run, reuse_key
     from kgzsl.vision.feature_folder import FeatureSet
@@ -117,7 +117,9 @@ def calibrate_default(name: str, exclude: list[str], feats: dict, work: Path, gr
     SHIPPED_DIR.mkdir(parents=True, exist_ok=True)
     write_json(SHIPPED_DIR / f"dgp-{name}.json", {
         "format": SHIPPED_FORMAT, "run": reuse_key(graph, "dgp", exclude, None, 0),
-        "about": __doc__.split("\n\n")[1].replace("\n", " "), "cross_validation_unseen": check, "cross_validation_all": check_all,
+        "about": __doc__.split("\n\n")[1].replace("\n", " "),
+        "features": {"backbone": "efficientnet-lite0", "precision": precision},
+        "cross_validation_unseen": check, "cross_validation_all": check_all,
         "calibrations": records})
     print(f"wrote {SHIPPED_DIR / f'dgp-{name}.json'}")
 
@@ -128,16 +130,18 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=bi.ROOT / "runs" / "calibrate-default")
     args = parser.parse_args()
     from kgzsl.demo import DEFAULT_GRAPH, load_or_build_graph
+    from kgzsl.vision.backbones import resolve_precision
     from kgzsl.vision.samples import foolbox_imagenet_images
 
     root = bi.images_root(args.images)
     if root is None:
         sys.exit("calibrate_default: skipped: no ../shared/images (or $KGZSL_IMAGES) with unseen/ and heldout/")
     args.work.mkdir(parents=True, exist_ok=True)
-    feats = bi.image_features(root, args.work, "efficientnet-lite0")
+    precision = resolve_precision("auto", "efficientnet-lite0")  # the features the default runs are used with
+    feats = bi.image_features(root, args.work, "efficientnet-lite0", precision)
     graph = load_or_build_graph(DEFAULT_GRAPH)
-    calibrate_default("pretrained", [], feats, args.work, graph)
-    calibrate_default("demo", sorted({w for _, w in foolbox_imagenet_images()}), feats, args.work, graph)
+    calibrate_default("pretrained", [], feats, args.work, graph, precision)
+    calibrate_default("demo", sorted({w for _, w in foolbox_imagenet_images()}), feats, args.work, graph, precision)
 
 
 if __name__ == "__main__":
