@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -28,29 +27,12 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import bench_images as bi  # noqa: E402  (the photos' root and their features, one definition)
 
 
 def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def images_root(given: Path | None) -> Path | None:
-    env = [Path(os.environ["KGZSL_IMAGES"])] if os.environ.get("KGZSL_IMAGES") else []
-    for path in ([given] if given else []) + env + [ROOT.parent / "shared" / "images"]:
-        if path and (path / "unseen").is_dir() and (path / "heldout").is_dir():
-            return path
-    return None
-
-
-def features(root: Path, work: Path, part: str):
-    """EfficientNet-Lite0 features of ``root/part``, extracted once into ``work`` (resumable) and loaded."""
-    from kgzsl.vision.backbones import load_backbone
-    from kgzsl.vision.features import extract_features, load_features
-
-    folder = work / f"features-efficientnet-lite0-{part}"
-    if not (folder / "manifest.json").is_file():
-        extract_features(root / part, load_backbone("efficientnet-lite0"), folder, progress=True)
-    return load_features(folder)
 
 
 def plain_name(wnid: str) -> str:
@@ -114,11 +96,13 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=ROOT / "runs" / "demo" / "run")
     parser.add_argument("--pretrained", action="store_true", help="use Recognizer.pretrained()'s run instead of --run")
     parser.add_argument("--work", type=Path, default=Path("/tmp/kgzsl-bench"), help="features and the held-out run")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8", "bf16"],
+                        help="the backbone's forward pass for the photos' features (auto: the default, int8 for Lite0)")
     parser.add_argument("--fold", type=int, default=1, help="which of bench_images.py's 5 held-out folds (1-5)")
     parser.add_argument("--epochs", type=int, help="the held-out run's epochs (default: DGP's schedule)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    root = images_root(args.images)
+    root = bi.images_root(args.images)
     if root is None:
         print("skipped: no ../shared/images (unseen/ and heldout/): set KGZSL_IMAGES or pass --images")
         return
@@ -127,9 +111,10 @@ def main() -> None:
 
     rec = Recognizer.pretrained(progress=True) if args.pretrained else Recognizer.from_run(args.run)
     report = {"run": str(rec.run.folder)}
-    unseen = features(root, args.work, "unseen")
+    feats = bi.image_features(root, args.work, "efficientnet-lite0", args.precision)
+    unseen = feats["unseen"]
     report["unseen"] = compare(rec.run, rec.graph, unseen, sorted(set(unseen.labels)))
-    heldout = features(root, args.work, "heldout")
+    heldout = feats["heldout"]
     classes = sorted(set(heldout.labels))
     fold = np.array_split(np.random.default_rng(0).permutation(len(classes)), 5)[args.fold - 1]
     held = sorted(classes[i] for i in fold)
