@@ -17,19 +17,23 @@ about epoch 120, but accuracy on real photos of unseen classes keeps rising for 
 after that (Hit@5 over 20,844 candidates: 35 % at the validation choice, 46 % after 500 epochs at
 lr 1e-3 or 300 at lr 3e-3, 52 % after 500 at lr 3e-3; ``scripts/bench_images.py``), so the validation
 slice chose too early and cost the slice's classifiers too. DGP's own code trained its fixed 3000
-epochs and kept the last. Everything is seeded (``torch.manual_seed`` before the model is
-built, a seeded split, deterministic node orders), so two runs with one seed give equal results.
+epochs and kept the last. Half the epochs loses, whatever the learning rate's shape (``Schedule.decay``,
+``warmup``): Hit@5 over 125 photos is too coarse to tell (52.0, 48.0, 52.0 for the default with seeds 0, 1, 2),
+the true class's mean reciprocal rank is not (0.340, 0.341, 0.334); 250 epochs at lr 3e-3, at 6e-3, cosine from
+6e-3, from 1e-2 after 10 warm-up epochs (seeds 0, 1), from 2e-2 after 20 (seeds 0, 1), from 4e-2 after 40 give 0.294,
+0.303, 0.302, 0.317/0.314, 0.320/0.307, 0.251; 375 epochs 0.307; bf16 for 370 epochs (half the time) 0.312. Everything
+is seeded (``torch.manual_seed`` before the model is built, a seeded split, deterministic node orders), so two
+runs with one seed give equal results.
 
-Speed: the loss only reads the training classes, so each step runs the model's ``forward_plan`` on
-their receptive field (see :mod:`kgzsl.propagation.models._base`); all nodes are predicted once at the end, in
-eval mode, with the all-nodes ``forward``. A DGP step also keeps its input rows (and their dropout
-scaling) on the plan, draws each dropout mask as booleans and puts the hidden layer's dropout scale on
-the sparse values: bitwise the same step, fewer passes over memory. ``bf16=True`` runs DGP's two dense
-products and their gradients with bfloat16 operands (everything else float32, see
-:func:`kgzsl.propagation.models._base.bf16_linear`): a step in 0.5-0.7 of the time on CPUs with AVX-512
-BF16 (measured on a shared 2-core machine), each step close to float32's, but over 500 epochs a different
-run (unseen-class predictions at cosine 0.9 to the float32 run's; unseen Hit@5 49.6 against 52.0), so an
-option, not the default. Other models run their forward under bf16 autocast.
+Speed: the loss only reads the training classes, so each step runs the model's ``forward_plan`` on their receptive
+field (see :mod:`kgzsl.propagation.models._base`); all nodes are predicted once at the end, in eval mode, with the
+all-nodes ``forward``. A DGP step also keeps its input rows (and their dropout scaling) on the plan, draws each dropout
+mask as booleans and puts the hidden layer's dropout scale on the sparse values: bitwise the same step, fewer passes
+over memory. ``bf16=True`` runs DGP's two dense
+products and their gradients with bfloat16 operands (the rest float32, :func:`~kgzsl.propagation.models._base.bf16_linear`):
+a step in 0.5-0.7 of the time on CPUs with AVX-512 BF16, each close to float32's, but over 500 epochs another run
+(unseen predictions at cosine 0.9 to float32's; Hit@5 49.6, MRR 0.327), so an option, not the default. Other
+models run their forward under bf16 autocast.
 
 A result is saved as a run folder by :func:`kgzsl.propagation.run.save_run` (model, training record, predictions).
 """
@@ -70,11 +74,27 @@ log = logging.getLogger("kgzsl")
 
 @dataclass(frozen=True)
 class Schedule:
-    """A model's default training schedule: epochs, learning rate and the validation share for model choice."""
+    """A model's default training schedule: epochs, (peak) learning rate and its shape (:func:`lr_factor`), validation share."""
 
     epochs: int
     lr: float
     val_fraction: float
+    decay: str = "constant"  # "constant" or "cosine" (to zero at the last epoch)
+    warmup: int = 0  # epochs of linear warm-up to ``lr`` before the decay
+
+
+DECAYS = ("constant", "cosine")  #: learning-rate shapes :class:`Schedule` accepts
+
+
+def lr_factor(epoch: int, epochs: int, decay: str = "constant", warmup: int = 0) -> float:
+    """Share of the peak lr at ``epoch`` (1-based) of ``epochs``: linear for ``warmup`` epochs, then constant or a half cosine."""
+    if epoch <= warmup:
+        return epoch / (warmup + 1)
+    if decay == "constant":
+        return 1.0
+    if decay == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * (epoch - 1 - warmup) / max(epochs - warmup, 1)))
+    raise KgzslError(f"unknown learning-rate decay {decay!r}: choose one of {', '.join(DECAYS)}")
 
 
 #: default schedules (see the module docstring for why DGP's differs from the papers')
@@ -85,9 +105,8 @@ SCHEDULES = {
 }
 #: the schedule of a model without a :data:`SCHEDULES` entry (the papers' GCNZ / SGCN one)
 DEFAULT_SCHEDULE = Schedule(epochs=3000, lr=1e-3, val_fraction=0.05)
-#: epochs without a lower validation loss before training stops. The validation loss of the default graph
-#: is flat within 0.2 % from about epoch 120 on (50 classes: its wiggles are noise), so waiting 300 epochs,
-#: DGP's checkpoint interval, only cost time: 612 + 312 refit epochs (4 min) against 166 + 116 now.
+#: epochs without a lower validation loss before training stops. The default graph's validation loss is flat within 0.2 % from about
+#: epoch 120 on (50 classes: wiggles are noise): waiting 300, DGP's checkpoint interval, cost 612 + 312 refit epochs against 166 + 116.
 DEFAULT_PATIENCE = 50
 
 
@@ -185,6 +204,8 @@ def fit(
     device: torch.device | None = None,
     progress: bool = False,
     desc: str = "train",
+    decay: str = "constant",
+    warmup: int = 0,
 ) -> FitLog:
     """The training loop: full-batch Adam on the unit-row loss over ``plan_train``; with a validation plan,
     keeps the state of the epoch with the lowest validation loss and stops after ``patience`` epochs without one.
@@ -193,7 +214,7 @@ def fit(
     ``x`` (:func:`node_features`, on ``device``), a plan ``net.plan(nodes, *net.graph_inputs(graph),
     num_nodes=N)`` and the unit target rows of those nodes (:func:`unit_targets`); ``device`` defaults to
     ``x``'s. Returns the losses per epoch and, with a validation plan, the best epoch's weights (not loaded
-    into ``net``). Seed before building ``net`` for a repeatable run.
+    into ``net``). Seed before building ``net`` for a repeatable run. ``decay``, ``warmup``: ``lr``'s shape (:func:`lr_factor`).
     """
     device = x.device if device is None else device
 
@@ -204,6 +225,7 @@ def fit(
     bar = tqdm(range(1, epochs + 1), desc=desc, unit="epoch", file=sys.stderr, disable=not progress, mininterval=0.5)
     start = time.perf_counter()
     for epoch in bar:
+        optimizer.param_groups[0]["lr"] = lr * lr_factor(epoch, epochs, decay, warmup)  # constant: lr * 1.0, unchanged
         net.train()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out = net.forward_plan(x, plan_train)
@@ -247,6 +269,8 @@ class TrainOptions:
     device: torch.device
     refit: bool
     progress: bool
+    decay: str = "constant"
+    warmup: int = 0
 
     @classmethod
     def resolve(
@@ -277,8 +301,10 @@ class TrainOptions:
             raise KgzslError(f"patience must be 0 (never stop early) or more epochs, got {patience}")
         if not (math.isfinite(lr) and lr > 0) or not (math.isfinite(weight_decay) and weight_decay >= 0):
             raise KgzslError(f"need lr > 0 and weight_decay >= 0, got lr={lr}, weight_decay={weight_decay}")
+        if schedule.decay not in DECAYS or schedule.warmup < 0:
+            raise KgzslError(f"{name}'s schedule: decay must be one of {', '.join(DECAYS)} and warmup >= 0, got {schedule.decay!r}, {schedule.warmup}")
         device = resolve_device(device)
-        return cls(name, epochs, lr, weight_decay, val_fraction, patience, seed, bf16, device, refit, progress)
+        return cls(name, epochs, lr, weight_decay, val_fraction, patience, seed, bf16, device, refit, progress, schedule.decay, schedule.warmup)
 
 
 @dataclass
@@ -325,7 +351,7 @@ def _fit_and_refit(
     plan_train, t_train = plan_for(net, train_nodes)
     plan_val, t_val = plan_for(net, val_nodes) if val_nodes.numel() else (None, None)
     net.to(opts.device)
-    hyper = dict(lr=opts.lr, weight_decay=opts.weight_decay, bf16=opts.bf16, device=opts.device, progress=opts.progress)
+    hyper = dict(lr=opts.lr, weight_decay=opts.weight_decay, bf16=opts.bf16, device=opts.device, progress=opts.progress, decay=opts.decay, warmup=opts.warmup)
     log = fit(net, x_dev, plan_train, t_train, plan_val, t_val, opts.epochs, patience=opts.patience, desc=f"train {opts.model}", **hyper)
     if log.best_state is not None:
         net.load_state_dict(log.best_state)
@@ -362,6 +388,8 @@ def _run_record(
         "seed": int(opts.seed),
         "epochs": opts.epochs,
         "lr": opts.lr,
+        "lr_decay": opts.decay,
+        "lr_warmup": opts.warmup,
         "weight_decay": opts.weight_decay,
         "val_fraction": opts.val_fraction,
         "patience": opts.patience,
