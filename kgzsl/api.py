@@ -129,7 +129,8 @@ class Recognizer:
     another one is refused, as ``kgzsl predict`` does). ``candidates``: ``"unseen"`` (standard zero-shot:
     classes whose real classifier was not used), ``"all"`` (seen ones too) or a list of node ids.
     ``graph``: the run's graph folder, where the one it records has moved. ``precision``: the backbone's forward
-    pass: ``"auto"`` (int8 for EfficientNet-Lite0 on the CPU through ONNX Runtime, fp32 elsewhere), ``"int8"``, ``"fp32"`` or ``"bf16"``
+    pass: ``"auto"`` (int8 for EfficientNet-Lite0 on a CPU with VNNI through ONNX Runtime, fp32 elsewhere),
+    ``"int8"``, ``"fp32"`` or ``"bf16"``
     (:func:`kgzsl.vision.backbones.resolve_precision`, :mod:`kgzsl.vision.speed`).
     """
 

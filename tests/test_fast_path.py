@@ -165,14 +165,32 @@ def test_int8_is_built_the_same_from_scratch(photos, tmp_path, monkeypatch):
 def test_default_precision_is_int8_where_onnx_runs_it(photos, monkeypatch):
     """precision="auto" (the default) is int8 on the CPU with ONNX Runtime, fp32 in torch; the features folder and the
     run record which, and auto's features are int8's, bit for bit."""
-    auto = load_backbone("efficientnet-lite0")
-    assert auto.precision == "int8" and auto.describe()["precision"] == "int8"
-    int8 = load_backbone("efficientnet-lite0", precision="int8")
-    assert torch.equal(auto.embed_files(photos[:4])[0], int8.embed_files(photos[:4])[0])
+    from kgzsl.core.devices import cpu_has_vnni
+    from kgzsl.vision import backbones
+
+    if cpu_has_vnni():
+        auto = load_backbone("efficientnet-lite0")
+        assert auto.precision == "int8" and auto.describe()["precision"] == "int8"
+        int8 = load_backbone("efficientnet-lite0", precision="int8")
+        assert torch.equal(auto.embed_files(photos[:4])[0], int8.embed_files(photos[:4])[0])
+    monkeypatch.setattr(backbones, "cpu_has_vnni", lambda: False)  # int8 kernels may saturate without VNNI
+    assert load_backbone("efficientnet-lite0").precision == "fp32"
+    monkeypatch.setattr(backbones, "cpu_has_vnni", lambda: True)
+    assert load_backbone("efficientnet-lite0").precision == "int8"
+    assert load_backbone("efficientnet-lite0", precision="fp32").precision == "fp32"
     assert load_backbone("efficientnet-lite0", engine="torch").precision == "fp32"
     monkeypatch.setenv("KGZSL_ENGINE", "torch")
     assert load_backbone("efficientnet-lite0").precision == "fp32"
     assert "precision" not in load_backbone("efficientnet-lite0").describe()  # fp32 is recorded by omission, as before
+
+
+def test_vnni_is_read_from_the_cpu_flags(tmp_path):
+    from kgzsl.core.devices import cpu_has_vnni
+
+    (tmp_path / "vnni").write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni avx512_bf16\n")
+    (tmp_path / "avx2").write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnnix\n")
+    assert cpu_has_vnni(str(tmp_path / "vnni")) and not cpu_has_vnni(str(tmp_path / "avx2"))
+    assert not cpu_has_vnni(str(tmp_path / "missing"))
 
 
 def test_torch_engine_and_precision_checks():

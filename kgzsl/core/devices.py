@@ -79,3 +79,21 @@ def tune_cpu_allocator() -> bool:
         return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
     except AttributeError:  # no glibc, or a libc without mallopt
         return False
+
+
+#: CPU flags (Linux ``/proc/cpuinfo``) of the 8-bit dot-product instructions int8 kernels need to run without saturation
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni")
+
+
+def cpu_has_vnni(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU has VNNI (``avx512_vnni`` or ``avx_vnni``). Without it, ONNX Runtime's u8 x s8 int8 kernels
+    sum pairs of products in 16 bits, which can saturate and cost accuracy on efficient nets such as EfficientNet;
+    False where the flags cannot be read (another OS, another architecture)."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return any(flag in line.split() for flag in VNNI_FLAGS)
+    except OSError:
+        return False
+    return False

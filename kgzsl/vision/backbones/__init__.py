@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from kgzsl.core.devices import cpu_has_vnni
 from kgzsl.core.imagenet import imagenet1k_wnids
 from kgzsl.errors import KgzslError
 from kgzsl.vision.backbone_identity import KNOWN_BACKBONES, BackboneIdentity
@@ -271,14 +272,17 @@ INT8_BY_DEFAULT = ("efficientnet-lite0",)
 
 def resolve_precision(precision: str, name: str, engine: str = "auto", device: torch.device | None = None) -> str:
     """``precision`` itself, or for ``"auto"`` (the default): ``int8`` for a backbone of :data:`INT8_BY_DEFAULT` where
-    its forward pass runs on ONNX Runtime on the CPU and the int8 calibration photos are installed; ``fp32`` elsewhere
-    (another backbone, a GPU, ``engine="torch"``, no ONNX Runtime). int8 runs at about 1.5x fp32's speed here."""
+    its forward pass runs on ONNX Runtime on a CPU with VNNI (:func:`kgzsl.core.devices.cpu_has_vnni`) and the int8
+    calibration photos are installed; ``fp32`` elsewhere (another backbone, a GPU, ``engine="torch"``, no ONNX
+    Runtime, no VNNI). int8 runs at about 1.5x fp32's speed here."""
     if precision != AUTO:
         return check_precision(precision)
     device = torch.device("cpu") if device is None else torch.device(device)
     engine = check_engine(engine)
     engine = check_engine(env_engine() or engine) if engine == "auto" else engine
     if name not in INT8_BY_DEFAULT or engine == "torch" or device.type != "cpu" or not onnx_available():
+        return "fp32"
+    if not cpu_has_vnni():  # int8 was measured on a VNNI CPU; without VNNI its kernels may saturate
         return "fp32"
     try:
         calibration_files()
