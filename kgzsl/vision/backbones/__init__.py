@@ -99,10 +99,7 @@ class Backbone:
     def on_onnx(self) -> bool:
         """Whether the forward pass runs on ONNX Runtime (``engine``; ``KGZSL_ENGINE`` overrides ``auto``); a
         KgzslError for a precision the chosen engine cannot run (int8 in torch)."""
-        precision = check_precision(self.precision)
-        engine = check_engine(self.engine)
-        engine = check_engine(env_engine() or engine) if engine == "auto" else engine
-        return uses_onnx(precision, engine, self.device, onnx_available())
+        return uses_onnx(check_precision(self.precision), effective_engine(self.engine), self.device, onnx_available())
 
     @torch.inference_mode()
     def features(self, batch: Tensor) -> Tensor:
@@ -252,8 +249,8 @@ def load_backbone(name_or_path: str | os.PathLike, arch: str | None = None, devi
     On the CPU it applies :func:`kgzsl.vision.speed.apply_cpu_policy` (allocator). The inference copy (on ONNX
     Runtime: exported and cached) is built at the first image, so a command that refuses its input after loading
     the backbone (another run's backbone, an unreadable photo) writes nothing, not even to the cache.
-    ``precision`` (``auto``: see :func:`resolve_precision`; ``fp32``, ``bf16``, ``int8``), ``engine`` (``auto``, ``torch``, ``onnx``) and ``draft``
-    (reduced-scale JPEG decoding): see :class:`Backbone` and :mod:`kgzsl.vision.speed`.
+    ``precision`` (``auto``: see :func:`resolve_precision`; ``fp32``, ``bf16``, ``int8``), ``engine`` (``auto``,
+    ``torch``, ``onnx``) and ``draft`` (reduced-scale JPEG decoding): see :class:`Backbone` and :mod:`kgzsl.vision.speed`.
     """
     backbone = _load(name_or_path, arch)
     backbone.to(device)
@@ -263,6 +260,12 @@ def load_backbone(name_or_path: str | os.PathLike, arch: str | None = None, devi
         apply_cpu_policy()
     backbone.on_onnx()  # refuse an engine that cannot run the precision now, not at the first image
     return backbone
+
+
+def effective_engine(engine: str) -> str:
+    """``engine`` checked, with ``KGZSL_ENGINE`` (where set) deciding what ``"auto"`` means."""
+    engine = check_engine(engine)
+    return check_engine(env_engine() or engine) if engine == "auto" else engine
 
 
 #: the backbones whose int8 forward pass was measured to hold the speed work's tolerance against fp32 (features within
@@ -278,8 +281,7 @@ def resolve_precision(precision: str, name: str, engine: str = "auto", device: t
     if precision != AUTO:
         return check_precision(precision)
     device = torch.device("cpu") if device is None else torch.device(device)
-    engine = check_engine(engine)
-    engine = check_engine(env_engine() or engine) if engine == "auto" else engine
+    engine = effective_engine(engine)
     if name not in INT8_BY_DEFAULT or engine == "torch" or device.type != "cpu" or not onnx_available():
         return "fp32"
     if not cpu_has_vnni():  # int8 was measured on a VNNI CPU; without VNNI its kernels may saturate
