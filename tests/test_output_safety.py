@@ -369,6 +369,28 @@ def test_sigterm_during_features_leaves_a_resumable_folder(tmp_path):
     assert output_kind(out) == "features" and (out / "manifest.json").is_file() and _temporaries(tmp_path) == []
 
 
+def test_sigterm_during_a_writability_probe_leaves_no_file(tmp_path, monkeypatch):
+    """The probe's file is created and removed as one step: a SIGTERM between the two (seen once in CI's
+    test_sigterm_at_any_moment_leaves_no_temporary[train]) is raised after the removal, not between."""
+    import tempfile
+
+    from kgzsl.core.atomic import _writable_place
+    from kgzsl.core.signals import Terminated, raise_on_sigterm
+
+    real = tempfile.mkstemp
+
+    def mkstemp_then_sigterm(*args, **kwargs):
+        made = real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)  # lands at the next bytecode: between creating and removing the file
+        return made
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp_then_sigterm)
+    with pytest.raises(Terminated), raise_on_sigterm():
+        _writable_place(tmp_path / "out", "output")
+        time.sleep(1)  # the signal must have been raised before here
+    assert _temporaries(tmp_path) == []
+
+
 @pytest.mark.parametrize("command", ["build-graph", "train"])
 def test_sigterm_at_any_moment_leaves_no_temporary(command, tmp_path, small_graph):
     """SIGTERM at several moments of a real run: whatever was reached, nothing half-written stays."""

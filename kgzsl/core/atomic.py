@@ -125,9 +125,10 @@ def _writable_place(path: Path, what: str) -> None:
 def _probe(folder: Path, name: str, what: str, path: Path) -> None:
     """Create and remove a temporary file in ``folder``: the one honest test of "can write here"."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(folder / name), suffix=".tmp", dir=folder)
-        os.close(fd)
-        os.unlink(tmp)
+        with _signals_deferred():  # one step: a SIGTERM between creating and removing it would leave the file behind
+            fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(folder / name), suffix=".tmp", dir=folder)
+            os.close(fd)
+            os.unlink(tmp)
     except OSError as exc:
         raise KgzslError(
             f"cannot write {what} {path}: folder {folder} is not writable ({exc.strerror or exc}): choose a writable location"
