@@ -135,27 +135,10 @@ def top1(probs: Any, truth: Any) -> tuple[np.ndarray, np.ndarray]:
     return p.max(axis=1), p.argmax(axis=1) == y
 
 
-def binned_reliability(confidence: Any, correct: Any, bins: int = 15) -> list[dict[str, float]]:
-    """Per equal-width confidence bin: ``count``, mean ``confidence`` and ``accuracy`` (any answer kind:
-    flat top-1 or hedged node, its probability and whether it is right)."""
-    check_number("bins", bins, at_least=1)
-    conf = np.asarray(confidence, dtype=np.float64).ravel()
-    hit = np.asarray(correct, dtype=np.float64).ravel()
-    if conf.shape != hit.shape or not np.isfinite(conf).all() or (conf.size and (conf.min() < 0 or conf.max() > 1 + 1e-9)):
-        raise KgzslError(f"confidence must be {hit.size} probabilities in [0, 1], one per answer", parameter="confidence")
-    which = np.clip((conf * bins).astype(np.int64), 0, bins - 1)
-    out = []
-    for b in range(bins):
-        m = which == b
-        out.append({"low": b / bins, "high": (b + 1) / bins, "count": int(m.sum()),
-                    "confidence": float(conf[m].mean()) if m.any() else 0.0,
-                    "accuracy": float(hit[m].mean()) if m.any() else 0.0})
-    return out
-
-
 class ReliabilityBins:
-    """:func:`binned_reliability` summed a block of answers at a time: per equal-width confidence bin the count and
-    the sums of confidence and correctness, so a pass over any number of images holds ``3 * bins`` numbers."""
+    """Answers counted into equal-width confidence bins a block at a time: per bin the count and the sums of
+    confidence and correctness, so a pass over any number of images holds ``3 * bins`` numbers (the one binning of
+    :func:`binned_reliability` and :func:`calibration_error` too)."""
 
     def __init__(self, bins: int = 15) -> None:
         check_number("bins", bins, at_least=1)
@@ -168,7 +151,9 @@ class ReliabilityBins:
         """Count answers: their probabilities in [0, 1] and whether each is right (as :func:`top1` gives them)."""
         conf = np.asarray(confidence, dtype=np.float64).ravel()
         hit = np.asarray(correct, dtype=np.float64).ravel()
-        which = np.clip((conf * self.bins).astype(np.int64), 0, self.bins - 1)  # binned_reliability's bins
+        if conf.shape != hit.shape or not np.isfinite(conf).all() or (conf.size and (conf.min() < 0 or conf.max() > 1 + 1e-9)):
+            raise KgzslError(f"confidence must be {hit.size} probabilities in [0, 1], one per answer", parameter="confidence")
+        which = np.clip((conf * self.bins).astype(np.int64), 0, self.bins - 1)
         self.count += np.bincount(which, minlength=self.bins)
         self.confidence += np.bincount(which, weights=conf, minlength=self.bins)
         self.correct += np.bincount(which, weights=hit, minlength=self.bins)
@@ -187,13 +172,21 @@ class ReliabilityBins:
         return float(np.abs(self.correct - self.confidence).sum() / total)
 
 
+def binned_reliability(confidence: Any, correct: Any, bins: int = 15) -> list[dict[str, float]]:
+    """Per equal-width confidence bin: ``count``, mean ``confidence`` and ``accuracy`` (any answer kind:
+    flat top-1 or hedged node, its probability and whether it is right)."""
+    counted = ReliabilityBins(bins)
+    counted.add(confidence, correct)
+    table = counted.table()
+    return [{"low": b / bins, "high": (b + 1) / bins, "count": n, "confidence": c, "accuracy": a}
+            for b, (c, a, n) in enumerate(zip(table["confidence"], table["accuracy"], table["count"]))]
+
+
 def calibration_error(confidence: Any, correct: Any, bins: int = 15) -> float:
     """``ECE = sum_b (n_b / n) * |accuracy_b - confidence_b|`` over equal-width confidence bins."""
-    table = binned_reliability(confidence, correct, bins)
-    n = sum(row["count"] for row in table)
-    if n == 0:
-        raise KgzslError("confidence has no answers", parameter="confidence")
-    return float(sum(row["count"] / n * abs(row["accuracy"] - row["confidence"]) for row in table))
+    counted = ReliabilityBins(bins)
+    counted.add(confidence, correct)
+    return counted.error()
 
 
 def expected_calibration_error(probs: Any, truth: Any, bins: int = 15) -> float:
