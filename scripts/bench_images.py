@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kgzsl.cli.flags import add_precision
 from kgzsl.graph.class_graph import ClassGraph, load_graph
 from kgzsl.recognition.evaluate import (
     DEFAULT_KS,
@@ -245,8 +246,7 @@ def main() -> None:
     parser.add_argument("--transductive", action="store_true")
     parser.add_argument("--gzsl", action="store_true")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8", "bf16"],
-                        help="the backbone's forward pass for the photos' features (auto: the default, int8 for Lite0)")
+    add_precision(parser)  # kgzsl's own --precision: the same choices and default as the commands
     parser.add_argument("--images", type=Path)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-images", help="features and trained runs are cached here")
     parser.add_argument("--json", type=Path)

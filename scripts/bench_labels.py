@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 import bench_images as bi  # noqa: E402  (the photos' root and their features, one definition)
 
+from kgzsl.cli.flags import add_precision  # noqa: E402
+
 
 def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
@@ -96,8 +98,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=ROOT / "runs" / "demo" / "run")
     parser.add_argument("--pretrained", action="store_true", help="use Recognizer.pretrained()'s run instead of --run")
     parser.add_argument("--work", type=Path, default=Path("/tmp/kgzsl-bench"), help="features and the held-out run")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8", "bf16"],
-                        help="the backbone's forward pass for the photos' features (auto: the default, int8 for Lite0)")
+    add_precision(parser)  # kgzsl's own --precision: the same choices and default as the commands
     parser.add_argument("--fold", type=int, default=1, help="which of bench_images.py's 5 held-out folds (1-5)")
     parser.add_argument("--epochs", type=int, help="the held-out run's epochs (default: DGP's schedule)")
     parser.add_argument("--json", type=Path, help="also write the figures here")

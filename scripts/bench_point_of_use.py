@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kgzsl.cli.flags import add_precision
+
 ROOT = Path(__file__).resolve().parent.parent
 KGZSL = [sys.executable, "-m", "kgzsl"]
 #: issue 21's targets, by figure (text: how a figure is judged)
@@ -173,8 +175,7 @@ def main() -> None:
     parser.add_argument("--no-features", action="store_true", help="skip the kgzsl features subprocess")
     parser.add_argument("--train", action="store_true", help="also time the default DGP training (minutes)")
     parser.add_argument("--hog", action="store_true", help="also measure the Recognizer beside one busy loop a core")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8", "bf16"],
-                        help="the backbone's forward pass in features, Recognizer and predict (auto: the default)")
+    add_precision(parser)  # kgzsl's own --precision: the same choices and default as the commands
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     if not (args.run / "predictions.safetensors").is_file():

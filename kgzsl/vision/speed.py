@@ -24,8 +24,8 @@ from kgzsl.errors import KgzslError
 
 #: precision modes of a backbone's forward pass
 PRECISIONS = ("fp32", "bf16", "int8")
-#: the default: int8 where ONNX Runtime runs the forward pass on the CPU, fp32 elsewhere (see ``resolve_precision`` in
-#: :mod:`kgzsl.vision.backbones`)
+#: the default: int8 for EfficientNet-Lite0 where ONNX Runtime runs it on a CPU with VNNI, fp32 elsewhere (see
+#: ``resolve_precision`` in :mod:`kgzsl.vision.backbones`)
 AUTO = "auto"
 #: engines of a CPU forward pass: ``auto`` is ONNX Runtime for fp32 and int8 where it is installed, else torch
 ENGINES = ("auto", "torch", "onnx")
