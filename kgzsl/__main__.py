@@ -2,6 +2,6 @@
 
 import sys
 
-from kgzsl.cli import main
+from kgzsl.cli import console
 
-sys.exit(main())
+sys.exit(console())
