@@ -13,6 +13,7 @@ fingerprint, ...; each value JSON-encoded).
 from __future__ import annotations
 
 import json
+import mmap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,12 +96,12 @@ def _check_seen_rows(seen_rows: str) -> None:
 
 
 def _empty_rows(rows: int, width: int) -> torch.Tensor:
-    """An uninitialised float32 ``[rows, width]`` matrix on 64-byte alignment as torch's own, in memory from numpy, which
-    asks the kernel for huge pages for a large array: a 100 MB gather then faults in 50 pages instead of 26,000 (3x
-    faster when cold). The alignment keeps a BLAS's float32 rounding that of a torch-allocated matrix."""
-    raw = np.empty(rows * width + 16, dtype=np.float32)
-    start = (-raw.ctypes.data % 64) // 4
-    return torch.from_numpy(raw[start:start + rows * width].reshape(rows, width))
+    """A float32 ``[rows, width]`` matrix in new memory whose pages the kernel maps in one call (``MAP_POPULATE``), not
+    one fault at a time. Gathering 20k classifier rows (104 MB) takes 0.045-0.055 s into this here; into numpy's memory
+    it took 0.025 s or 0.24 s (the kernel must first compact memory for the huge pages numpy asks for), into torch's 0.07 s. Page-aligned, so a BLAS's float32 rounding is that of a torch-allocated matrix."""
+    size = rows * width
+    buffer = mmap.mmap(-1, max(4 * size, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0))
+    return torch.from_numpy(np.frombuffer(buffer, dtype=np.float32, count=size).reshape(rows, width))
 
 
 def _encode(value: Any) -> str:
