@@ -238,11 +238,11 @@ def _agrees(runner, net) -> bool:
 @needs_onnx
 def test_onnx_cache_is_written_once_and_atomically(cache):
     net = TinyNet()
-    runner = onnx_backend.onnx_runner(net, "tiny", "fp32", TINY)
+    runner = onnx_backend.onnx_runner(lambda: net, "tiny", "fp32", TINY)
     assert [p.name for p in cache.iterdir()] == [runner.path.name]  # no temporary left beside it
     assert _agrees(runner, net)
     stamp = runner.path.stat().st_mtime_ns
-    again = onnx_backend.onnx_runner(net, "tiny", "fp32", TINY)
+    again = onnx_backend.onnx_runner(lambda: net, "tiny", "fp32", TINY)
     assert again.path == runner.path and runner.path.stat().st_mtime_ns == stamp  # read, not rebuilt
 
 
@@ -255,7 +255,7 @@ def test_a_failed_write_leaves_no_cached_model(cache, monkeypatch, caplog):
 
     net = TinyNet()
     monkeypatch.setattr(os, "replace", full_disk)  # the temporary is written, the rename into place fails
-    runner = onnx_backend.onnx_runner(net, "tiny", "fp32", TINY)
+    runner = onnx_backend.onnx_runner(lambda: net, "tiny", "fp32", TINY)
     assert "cannot cache the ONNX model" in caplog.text
     assert list(cache.iterdir()) == [] and _agrees(runner, net)  # no temporary left; the model runs from memory
 
@@ -263,12 +263,12 @@ def test_a_failed_write_leaves_no_cached_model(cache, monkeypatch, caplog):
 @needs_onnx
 def test_onnx_cache_is_rebuilt_when_corrupt_or_stale(cache):
     net = TinyNet()
-    path = onnx_backend.onnx_runner(net, "tiny", "fp32", TINY).path
+    path = onnx_backend.onnx_runner(lambda: net, "tiny", "fp32", TINY).path
     path.write_bytes(path.read_bytes()[:100])  # truncated
-    assert _agrees(onnx_backend.onnx_runner(net, "tiny", "fp32", TINY), net)
+    assert _agrees(onnx_backend.onnx_runner(lambda: net, "tiny", "fp32", TINY), net)
     other = TinyNet(seed=1)  # other weights: another key, another file
-    other_path = onnx_backend.onnx_runner(other, "tiny", "fp32", TINY).path
-    assert other_path != path and _agrees(onnx_backend.onnx_runner(other, "tiny", "fp32", TINY), other)
+    other_path = onnx_backend.onnx_runner(lambda: other, "tiny", "fp32", TINY).path
+    assert other_path != path and _agrees(onnx_backend.onnx_runner(lambda: other, "tiny", "fp32", TINY), other)
     path.write_bytes(other_path.read_bytes())  # a readable model whose stored key is not this file's
-    rebuilt = onnx_backend.onnx_runner(net, "tiny", "fp32", TINY)
+    rebuilt = onnx_backend.onnx_runner(lambda: net, "tiny", "fp32", TINY)
     assert rebuilt.path == path and _agrees(rebuilt, net)

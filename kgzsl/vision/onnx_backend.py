@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from torch import Tensor, nn
 from kgzsl.core.atomic import staged_file
 from kgzsl.core.resources import cache_dir
 from kgzsl.errors import KgzslError
+from kgzsl.vision.checkpoint_notes import add_notes, file_stamp, read_notes
 from kgzsl.vision.images import ImageTransform, load_image
 from kgzsl.vision.samples import darknet_photo, foolbox_imagenet_images
 from kgzsl.vision.speed import inference_copy
@@ -68,23 +70,54 @@ class OnnxRunner:
         return torch.from_numpy(self.session.run([OUTPUT], {INPUT: array})[0])
 
 
-def onnx_runner(model: nn.Module, name: str, precision: str, transform: ImageTransform) -> OnnxRunner:
-    """The cached ONNX model of ``model`` (as loaded; exported from its inference copy) in ``precision``, built if
-    missing or stale. ``transform``: the backbone's preprocessing (input size; int8 calibration photos)."""
+def onnx_runner(model: Callable[[], nn.Module], name: str, precision: str, transform: ImageTransform,
+                checkpoint: str | os.PathLike | None = None) -> OnnxRunner:
+    """The cached ONNX model of the network ``model()`` gives (as loaded; exported from its inference copy) in
+    ``precision``, built if missing or stale. ``transform``: the backbone's preprocessing (input size; int8 calibration
+    photos). With the ``checkpoint`` file the weights came from, the model's key is also kept in its notes
+    (:mod:`kgzsl.vision.checkpoint_notes`), so that a later process finds the cached model without calling ``model``."""
     if precision not in ("fp32", "int8"):
         raise KgzslError(f"the onnx engine runs fp32 or int8, not {precision!r}")
     photos = calibration_files() if precision == "int8" else []
-    key = model_key(model, precision, transform, photos)
-    path = cache_dir() / "models" / "onnx" / f"{name}-{precision}-{key[:16]}.onnx"
-    if path.is_file():
-        try:
-            loaded = OnnxRunner(path, key)
-            if _stored_key(loaded.session) == key:
-                return loaded
-        except Exception as exc:  # noqa: BLE001 - a truncated or corrupt file: rebuilt below
-            log.info("rebuilding the cached ONNX model %s (%s)", path, exc)
-    data = build_model(model, key, precision, transform, photos)
-    return OnnxRunner(path if _write_cached(path, data) else data, key, path)
+    slot = recipe_slot(precision, transform, photos)
+    noted = read_notes(checkpoint).get("onnx", {}).get(slot) if checkpoint is not None else None
+    if isinstance(noted, str):
+        found = _cached(_model_path(name, precision, noted), noted)
+        if found is not None:
+            return found
+    key = model_key(model(), precision, transform, photos)
+    path = _model_path(name, precision, key)
+    found = _cached(path, key)
+    if found is None:
+        data = build_model(model(), key, precision, transform, photos)
+        found = OnnxRunner(path if _write_cached(path, data) else data, key, path)
+    if checkpoint is not None and found.path is not None and found.path.is_file():
+        add_notes(checkpoint, onnx={slot: key})
+    return found
+
+
+def _model_path(name: str, precision: str, key: str) -> Path:
+    return cache_dir() / "models" / "onnx" / f"{name}-{precision}-{key[:16]}.onnx"
+
+
+def _cached(path: Path, key: str) -> OnnxRunner | None:
+    """The cached model at ``path`` if it is there and carries ``key``; None where it is missing, stale or corrupt."""
+    if not path.is_file():
+        return None
+    try:
+        loaded = OnnxRunner(path, key)
+    except Exception as exc:  # noqa: BLE001 - a truncated or corrupt file: rebuilt by the caller
+        log.info("rebuilding the cached ONNX model %s (%s)", path, exc)
+        return None
+    return loaded if _stored_key(loaded.session) == key else None
+
+
+def recipe_slot(precision: str, transform: ImageTransform, photos: Sequence[Path] = ()) -> str:
+    """What the key of :func:`model_key` depends on besides the weights, as a short hash (the calibration photos by
+    their stamps, not their bytes): the name a checkpoint's notes keep that key under."""
+    photo_stamps = [file_stamp(photo) for photo in photos]
+    text = json.dumps([FORMAT, precision, _versions(), transform.describe(), photo_stamps], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 def _write_cached(path: Path, data: bytes) -> bool:
@@ -102,14 +135,18 @@ def _write_cached(path: Path, data: bytes) -> bool:
 def model_key(model: nn.Module, precision: str, transform: ImageTransform, photos: Sequence[Path] = ()) -> str:
     """sha256 of everything the cached model depends on: weights, precision, preprocessing, calibration photos
     (their bytes), the export recipe and the versions of torch, onnx and onnxruntime."""
-    versions = " ".join(f"{name} {_version(name)}" for name in ("torch", "onnx", "onnxruntime"))
-    digest = hashlib.sha256(f"kgzsl-onnx {FORMAT} {precision} {versions} {transform.describe()}".encode())
+    digest = hashlib.sha256(f"kgzsl-onnx {FORMAT} {precision} {_versions()} {transform.describe()}".encode())
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().float().contiguous().cpu().numpy().tobytes())
     for photo in photos:
         digest.update(Path(photo).read_bytes())
     return digest.hexdigest()
+
+
+def _versions() -> str:
+    """The versions of torch, onnx and onnxruntime, as the key of a cached model records them."""
+    return " ".join(f"{name} {_version(name)}" for name in ("torch", "onnx", "onnxruntime"))
 
 
 def _version(package: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +34,7 @@ from kgzsl.vision.backbones.resnet import (
     build_resnet,
     resnet_transform,
 )
+from kgzsl.vision.checkpoint_notes import add_notes, read_notes
 from kgzsl.vision.backbones.weights import (
     efficientnet_lite_checkpoint,
     load_state_dict,
@@ -64,6 +65,8 @@ class Backbone:
     is ``(weight [C, dim], bias [C])`` of the checkpoint's own last layer (``None`` if it has none)
     and ``classes`` the ImageNet-1k wnids of its rows when it has exactly 1,000.
 
+    ``build`` makes the network (:attr:`model`) at its first use; ``checkpoint``, the file it reads, keeps notes
+    (:mod:`kgzsl.vision.checkpoint_notes`) that let a later process skip it where the ONNX model is cached.
     The forward pass runs an inference copy of ``model`` (:func:`kgzsl.vision.speed.inference_copy`: batch
     norms folded, channels-last, in ``precision``), built on first use; ``model`` itself stays as loaded. On the
     CPU, fp32 and int8 run it through ONNX Runtime (``engine="auto"``; :mod:`kgzsl.vision.onnx_backend`), bf16 in torch.
@@ -73,7 +76,7 @@ class Backbone:
     """
 
     name: str
-    model: nn.Module
+    build: Callable[[], nn.Module]
     transform: ImageTransform
     dim: int
     device: torch.device
@@ -81,17 +84,30 @@ class Backbone:
     precision: str = "fp32"
     draft: bool = False
     engine: str = "auto"
+    checkpoint: str | None = None
+    _model: Any = field(default=None, repr=False, compare=False)
+    _fingerprint: str | None = field(default=None, repr=False, compare=False)
     _runner: Any = field(default=None, repr=False, compare=False)
-    _runner_lock: Any = field(default_factory=threading.Lock, repr=False, compare=False)
+    _lock: Any = field(default_factory=threading.RLock, repr=False, compare=False)
+
+    @property
+    def model(self) -> nn.Module:
+        """The network as loaded from its checkpoint (eval mode, on :attr:`device`), built at first use: a run whose
+        ONNX model is cached never needs it (:mod:`kgzsl.vision.checkpoint_notes`)."""
+        with self._lock:  # threads sharing a backbone build it once
+            if self._model is None:
+                self._model = self.build().eval().to(self.device)
+            return self._model
 
     @property
     def runner(self) -> Any:
         """The network the forward pass runs, made once: an inference copy of :attr:`model`, on ONNX Runtime
         where :func:`kgzsl.vision.speed.uses_onnx` says so (``engine``; ``KGZSL_ENGINE`` overrides ``auto``)."""
-        with self._runner_lock:  # threads sharing a backbone build it once
+        with self._lock:
             if self._runner is None:
                 if self.on_onnx():
-                    self._runner = onnx_runner(self.model, self.name, self.precision, self.transform)
+                    self._runner = onnx_runner(lambda: self.model, self.name, self.precision, self.transform,
+                                               self.checkpoint)
                 else:
                     self._runner = inference_copy(self.model, self.precision, self.device)
             return self._runner
@@ -209,18 +225,25 @@ class Backbone:
 
     def to(self, device: str | torch.device) -> Backbone:
         """Move the network to ``device`` (features always come back on the CPU)."""
-        self.device = torch.device(device)
-        self.model.to(self.device)
-        self._runner = None
+        with self._lock:
+            self.device = torch.device(device)
+            if self._model is not None:
+                self._model.to(self.device)
+            self._runner = None
         return self
 
     @property
     def fingerprint(self) -> str:
-        """A short hash of the classifier weights: tells two checkpoints of one architecture apart."""
-        weight, bias = self.classifier
-        digest = hashlib.sha256(weight.numpy().tobytes())
-        digest.update(bias.numpy().tobytes())
-        return digest.hexdigest()[:16]
+        """A short hash of the classifier weights: tells two checkpoints of one architecture apart (kept in the
+        checkpoint's notes, so a later process knows it without loading the weights)."""
+        if self._fingerprint is None:
+            weight, bias = self.classifier
+            digest = hashlib.sha256(weight.numpy().tobytes())
+            digest.update(bias.numpy().tobytes())
+            self._fingerprint = digest.hexdigest()[:16]
+            if self.checkpoint is not None:
+                add_notes(self.checkpoint, fingerprint=self._fingerprint, dim=self.dim)
+        return self._fingerprint
 
     @property
     def identity(self) -> BackboneIdentity:
@@ -300,16 +323,25 @@ def _load(name_or_path: str | os.PathLike, arch: str | None) -> Backbone:
         if arch is not None and arch != text:
             raise KgzslError(f"--arch {arch} does not apply to backbone {text}")
 
-        model = EfficientNetLite(text)
         path = efficientnet_lite_checkpoint(text)
-        try:
-            model.load_state_dict(load_state_dict(path), strict=True)
-        except RuntimeError as exc:
-            raise KgzslError(f"checkpoint {path} does not fit {text}: {str(exc).splitlines()[0]}") from None
-        backbone = Backbone(
-            name=text, model=model.eval(), transform=lite_transform(text), dim=model.dim,
-            device=torch.device("cpu"), source=str(path),
-        )
+
+        def build() -> nn.Module:
+            model = EfficientNetLite(text)
+            try:
+                model.load_state_dict(load_state_dict(path), strict=True)
+            except RuntimeError as exc:
+                raise KgzslError(f"checkpoint {path} does not fit {text}: {str(exc).splitlines()[0]}") from None
+            return model
+
+        notes = read_notes(path)  # what an earlier process learned from this checkpoint: no need to read it now
+        fingerprint, dim = notes.get("fingerprint"), notes.get("dim")
+        backbone = Backbone(name=text, build=build, transform=lite_transform(text), dim=0, device=torch.device("cpu"),
+                            source=str(path), checkpoint=str(path))
+        if isinstance(fingerprint, str) and isinstance(dim, int):
+            backbone._fingerprint, backbone.dim = fingerprint, dim
+        else:  # the network is built now anyway: note what a later process needs so that it need not
+            backbone.dim = backbone.model.dim
+            _ = backbone.fingerprint  # noted with the size
         return backbone
     path = Path(text)
     if not path.exists():
@@ -320,7 +352,5 @@ def _load(name_or_path: str | os.PathLike, arch: str | None) -> Backbone:
     if arch is not None and arch not in RESNET_LAYERS:
         raise KgzslError(f"--arch {arch!r} is not one of {', '.join(RESNET_LAYERS)}")
     model = build_resnet(load_state_dict(path), arch=arch, source=f"checkpoint {path}")
-    return Backbone(
-        name=model.arch, model=model.eval(), transform=resnet_transform(), dim=model.dim,
-        device=torch.device("cpu"), source=str(path.resolve()),
-    )
+    return Backbone(name=model.arch, build=lambda: model, transform=resnet_transform(), dim=model.dim,
+                    device=torch.device("cpu"), source=str(path.resolve()), _model=model.eval())
