@@ -98,11 +98,13 @@ def _none_on_stdin() -> list[str]:
 
 def _labels(args: argparse.Namespace) -> list[str] | None:
     """``--labels`` or the labels of ``--labels-file``; None without either (checked against the other flags)."""
-    from kgzsl.graph.labels import read_label_file  # lazy: startup
-
     if args.labels and args.labels_file:
         raise KgzslError("--labels and --labels-file: give one of them")
-    labels = read_label_file(args.labels_file) if args.labels_file else args.labels
+    labels = args.labels
+    if args.labels_file:
+        from kgzsl.graph.labels import read_label_file  # lazy: startup
+
+        labels = read_label_file(args.labels_file)
     if labels is not None:
         if args.hedge is not None or args.candidates != "unseen":
             raise KgzslError("--labels ranks the labels given: leave --hedge and --candidates out")
