@@ -83,3 +83,12 @@ def test_notes_that_cannot_be_written_cost_a_warning(checkpoint, photos, monkeyp
     assert backbone.embed_files(photos[:1])[0].shape == (1, 1280)
     assert "cannot keep notes on checkpoint" in caplog.text
     assert not checkpoint_notes.notes_file(checkpoint).exists()
+
+
+@needs_onnx
+def test_loading_and_describing_write_no_notes(checkpoint):
+    """A command may refuse its input after loading the backbone and comparing its description: nothing is written
+    then, not even to the cache; the notes come with the first image, as the cached model does."""
+    backbone = _load()
+    assert backbone.describe()["fingerprint"] and backbone.dim == 1280
+    assert not checkpoint_notes.notes_file(checkpoint).exists()

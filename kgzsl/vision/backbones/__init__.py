@@ -87,6 +87,7 @@ class Backbone:
     checkpoint: str | None = None
     _model: Any = field(default=None, repr=False, compare=False)
     _fingerprint: str | None = field(default=None, repr=False, compare=False)
+    _noted: bool = field(default=False, repr=False, compare=False)  # fingerprint and size read from the notes
     _runner: Any = field(default=None, repr=False, compare=False)
     _lock: Any = field(default_factory=threading.RLock, repr=False, compare=False)
 
@@ -108,6 +109,8 @@ class Backbone:
                 if self.on_onnx():
                     self._runner = onnx_runner(lambda: self.model, self.name, self.precision, self.transform,
                                                self.checkpoint)
+                    if self.checkpoint is not None and not self._noted:  # at the first image, as the model cache
+                        add_notes(self.checkpoint, fingerprint=self.fingerprint, dim=self.dim)
                 else:
                     self._runner = inference_copy(self.model, self.precision, self.device)
             return self._runner
@@ -235,14 +238,12 @@ class Backbone:
     @property
     def fingerprint(self) -> str:
         """A short hash of the classifier weights: tells two checkpoints of one architecture apart (kept in the
-        checkpoint's notes, so a later process knows it without loading the weights)."""
+        checkpoint's notes when the ONNX model is first used, so a later process knows it without the weights)."""
         if self._fingerprint is None:
             weight, bias = self.classifier
             digest = hashlib.sha256(weight.numpy().tobytes())
             digest.update(bias.numpy().tobytes())
             self._fingerprint = digest.hexdigest()[:16]
-            if self.checkpoint is not None:
-                add_notes(self.checkpoint, fingerprint=self._fingerprint, dim=self.dim)
         return self._fingerprint
 
     @property
@@ -338,10 +339,9 @@ def _load(name_or_path: str | os.PathLike, arch: str | None) -> Backbone:
         backbone = Backbone(name=text, build=build, transform=lite_transform(text), dim=0, device=torch.device("cpu"),
                             source=str(path), checkpoint=str(path))
         if isinstance(fingerprint, str) and isinstance(dim, int):
-            backbone._fingerprint, backbone.dim = fingerprint, dim
-        else:  # the network is built now anyway: note what a later process needs so that it need not
+            backbone._fingerprint, backbone.dim, backbone._noted = fingerprint, dim, True
+        else:  # noted when the runner is first built (a command that refuses its input writes nothing)
             backbone.dim = backbone.model.dim
-            _ = backbone.fingerprint  # noted with the size
         return backbone
     path = Path(text)
     if not path.exists():
