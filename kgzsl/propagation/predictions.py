@@ -97,8 +97,9 @@ def _check_seen_rows(seen_rows: str) -> None:
 
 def _empty_rows(rows: int, width: int) -> torch.Tensor:
     """A float32 ``[rows, width]`` matrix in new memory whose pages the kernel maps in one call (``MAP_POPULATE``), not
-    one fault at a time. Gathering 20k classifier rows (104 MB) takes 0.045-0.055 s into this here; into numpy's memory
-    it took 0.025 s or 0.24 s (the kernel must first compact memory for the huge pages numpy asks for), into torch's 0.07 s. Page-aligned, so a BLAS's float32 rounding is that of a torch-allocated matrix."""
+    one fault at a time. Gathering 20k classifier rows (104 MB) takes 0.045-0.055 s into this here; into numpy's
+    memory it took 0.025 s or 0.24 s (the kernel must first compact memory for the huge pages numpy asks for), into
+    torch's 0.07 s. Page-aligned, so a BLAS's float32 rounding is that of a torch-allocated matrix."""
     size = rows * width
     buffer = mmap.mmap(-1, max(4 * size, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0))
     return torch.from_numpy(np.frombuffer(buffer, dtype=np.float32, count=size).reshape(rows, width))

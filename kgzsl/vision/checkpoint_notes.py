@@ -67,4 +67,5 @@ def add_notes(checkpoint: str | os.PathLike, **entries: Any) -> None:
         with staged_file(path, "checkpoint notes") as tmp:
             tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
     except (KgzslError, OSError) as exc:
-        log.warning("cannot keep notes on checkpoint %s at %s (%s): the next run reads the checkpoint again", checkpoint, path, exc)
+        log.warning("cannot keep notes on checkpoint %s at %s (%s): the next run reads the checkpoint again",
+                    checkpoint, path, exc)

@@ -70,12 +70,12 @@ class OnnxRunner:
         return torch.from_numpy(self.session.run([OUTPUT], {INPUT: array})[0])
 
 
-def onnx_runner(model: Callable[[], nn.Module], name: str, precision: str, transform: ImageTransform,
+def onnx_runner(build: Callable[[], nn.Module], name: str, precision: str, transform: ImageTransform,
                 checkpoint: str | os.PathLike | None = None) -> OnnxRunner:
-    """The cached ONNX model of the network ``model()`` gives (as loaded; exported from its inference copy) in
+    """The cached ONNX model of the network ``build()`` gives (as loaded; exported from its inference copy) in
     ``precision``, built if missing or stale. ``transform``: the backbone's preprocessing (input size; int8 calibration
     photos). With the ``checkpoint`` file the weights came from, the model's key is also kept in its notes
-    (:mod:`kgzsl.vision.checkpoint_notes`), so that a later process finds the cached model without calling ``model``."""
+    (:mod:`kgzsl.vision.checkpoint_notes`), so that a later process finds the cached model without calling ``build``."""
     if precision not in ("fp32", "int8"):
         raise KgzslError(f"the onnx engine runs fp32 or int8, not {precision!r}")
     photos = calibration_files() if precision == "int8" else []
@@ -85,11 +85,11 @@ def onnx_runner(model: Callable[[], nn.Module], name: str, precision: str, trans
         found = _cached(_model_path(name, precision, noted), noted)
         if found is not None:
             return found
-    key = model_key(model(), precision, transform, photos)
+    key = model_key(build(), precision, transform, photos)
     path = _model_path(name, precision, key)
     found = _cached(path, key)
     if found is None:
-        data = build_model(model(), key, precision, transform, photos)
+        data = build_model(build(), key, precision, transform, photos)
         found = OnnxRunner(path if _write_cached(path, data) else data, key, path)
     if checkpoint is not None and found.path is not None and found.path.is_file():
         add_notes(checkpoint, onnx={slot: key})

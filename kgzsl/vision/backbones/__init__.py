@@ -34,11 +34,11 @@ from kgzsl.vision.backbones.resnet import (
     build_resnet,
     resnet_transform,
 )
-from kgzsl.vision.checkpoint_notes import add_notes, read_notes
 from kgzsl.vision.backbones.weights import (
     efficientnet_lite_checkpoint,
     load_state_dict,
 )
+from kgzsl.vision.checkpoint_notes import add_notes, read_notes
 from kgzsl.vision.images import DRAFT_FACTOR, ImageTransform, load_image
 from kgzsl.vision.onnx_backend import calibration_files, env_engine, onnx_available, onnx_runner
 from kgzsl.vision.speed import (
