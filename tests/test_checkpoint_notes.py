@@ -66,11 +66,17 @@ def test_notes_that_no_longer_hold_are_ignored_and_rewritten(checkpoint, photos)
     touched = _load()
     assert touched._model is not None and torch.equal(touched.embed_files(photos[:2])[0], features)
     assert checkpoint_notes.read_notes(checkpoint)["onnx"]  # written again for the new stamp
-    for garbled in ("{", "[]", json.dumps({"format": 1, "stamp": "x", "notes": 3})):
+    stamp = checkpoint_notes.file_stamp(checkpoint)
+    unreadable = ["{", "[]", json.dumps({"format": 1, "stamp": "x", "notes": 3})]
+    wrong_values = [{"fingerprint": "not hex", "dim": 1280}, {"fingerprint": "de5b470009dc7501", "dim": True},
+                    {"fingerprint": "de5b470009dc7501", "dim": -5}]
+    for garbled in [*unreadable, *(json.dumps({"format": 1, "stamp": stamp, "notes": n}) for n in wrong_values)]:
         notes.write_text(garbled)
-        assert checkpoint_notes.read_notes(checkpoint) == {}
+        if garbled in unreadable:
+            assert checkpoint_notes.read_notes(checkpoint) == {}
         again = _load()
-        assert again._model is not None and again.describe()["fingerprint"] == touched.describe()["fingerprint"]
+        assert again._model is not None and again.dim == 1280  # not taken from the note: built
+        assert again.describe()["fingerprint"] == touched.describe()["fingerprint"]
 
 
 @needs_onnx

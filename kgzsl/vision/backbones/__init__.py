@@ -317,6 +317,11 @@ def resolve_precision(precision: str, name: str, engine: str = "auto", device: t
     return "int8"
 
 
+def _noted_fingerprint(value: Any) -> bool:
+    """Whether a note holds a fingerprint as :attr:`Backbone.fingerprint` writes them (16 hex digits)."""
+    return isinstance(value, str) and len(value) == 16 and all(c in "0123456789abcdef" for c in value)
+
+
 def _load(name_or_path: str | os.PathLike, arch: str | None) -> Backbone:
     """The backbone of a known name or a checkpoint file, on the CPU."""
     text = str(name_or_path)
@@ -338,7 +343,7 @@ def _load(name_or_path: str | os.PathLike, arch: str | None) -> Backbone:
         fingerprint, dim = notes.get("fingerprint"), notes.get("dim")
         backbone = Backbone(name=text, build=build, transform=lite_transform(text), dim=0, device=torch.device("cpu"),
                             source=str(path), checkpoint=str(path))
-        if isinstance(fingerprint, str) and isinstance(dim, int):
+        if _noted_fingerprint(fingerprint) and type(dim) is int and dim > 0:  # a garbled note is not taken
             backbone._fingerprint, backbone.dim, backbone._noted = fingerprint, dim, True
         else:  # noted when the runner is first built (a command that refuses its input writes nothing)
             backbone.dim = backbone.model.dim
