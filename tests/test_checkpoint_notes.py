@@ -81,10 +81,10 @@ def test_notes_that_no_longer_hold_are_ignored_and_rewritten(checkpoint, photos)
 
 @needs_onnx
 def test_notes_that_cannot_be_written_cost_a_warning(checkpoint, photos, monkeypatch, caplog):
-    def refuse(path, what="output file"):
+    def refuse(path, record):
         raise OSError("read-only file system")
 
-    monkeypatch.setattr(checkpoint_notes, "staged_file", refuse)
+    monkeypatch.setattr(checkpoint_notes, "write_json", refuse)
     backbone = _load()
     assert backbone.embed_files(photos[:1])[0].shape == (1, 1280)
     assert "cannot keep notes on checkpoint" in caplog.text

@@ -12,13 +12,12 @@ checkpoint and written again, atomically. A note that cannot be written costs on
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
-from kgzsl.core.atomic import staged_file
+from kgzsl.core.files import read_json, write_json
 from kgzsl.core.resources import cache_dir
 from kgzsl.errors import KgzslError
 
@@ -45,8 +44,8 @@ def read_notes(checkpoint: str | os.PathLike) -> dict[str, Any]:
     """The notes on ``checkpoint`` (a dict of what was recorded), or ``{}`` where there are none that still hold."""
     try:
         stamp = file_stamp(checkpoint)
-        record = json.loads(notes_file(checkpoint).read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
+        record = read_json(notes_file(checkpoint), "checkpoint notes")
+    except (OSError, KgzslError):
         return {}
     if not isinstance(record, dict) or record.get("format") != FORMAT or record.get("stamp") != stamp:
         return {}
@@ -64,8 +63,7 @@ def add_notes(checkpoint: str | os.PathLike, **entries: Any) -> None:
     try:
         record = {"format": FORMAT, "stamp": file_stamp(checkpoint), "notes": notes}
         path.parent.mkdir(parents=True, exist_ok=True)
-        with staged_file(path, "checkpoint notes") as tmp:
-            tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
+        write_json(path, record)
     except (KgzslError, OSError) as exc:
         log.warning("cannot keep notes on checkpoint %s at %s (%s): the next run reads the checkpoint again",
                     checkpoint, path, exc)
