@@ -15,6 +15,7 @@ import hashlib
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,12 +63,18 @@ def _lock_file(key: str) -> Path:
     return lock_folder() / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.lock"
 
 
-def _owner(fd: int) -> str:
-    with contextlib.suppress(OSError, ValueError):
-        text = os.pread(fd, 64, 0).decode("ascii", "replace").split()
-        if text and text[0].isdigit():
-            return f" (pid {text[0]})"
-    return ""
+def _owner(fd: int, patience: float = 0.2) -> str:
+    """`` (pid N)`` of the process holding the lock file ``fd``, or ``""``. The holder writes its pid just after it
+    locks, so a claimer that comes in between waits up to ``patience`` seconds for it."""
+    deadline = time.monotonic() + patience
+    while True:
+        with contextlib.suppress(OSError, ValueError):
+            text = os.pread(fd, 64, 0).decode("ascii", "replace").split()
+            if text and text[0].isdigit():
+                return f" (pid {text[0]})"
+        if time.monotonic() >= deadline:
+            return ""
+        time.sleep(0.005)
 
 
 def claim_output(path: str | os.PathLike, what: str = "output", *, for_command: bool = False) -> None:
