@@ -287,16 +287,18 @@ def test_atomic_file_refuses_a_folder(tmp_path):
 # to its temporary (mid-save), or right after an --force replacement moved the old folder aside (or swapped it).
 _KILLER = """
 import os, signal, sys
+import safetensors.numpy as sn
 import safetensors.torch as st
 at = sys.argv[1]
 calls = [0]
-save_file = st.save_file
-def saving(*args, **kwargs):
-    save_file(*args, **kwargs)
-    calls[0] += 1
-    if at == f"save{calls[0]}":
-        os.kill(os.getpid(), signal.SIGTERM)
-st.save_file = saving
+def counted(save_file):  # kgzsl saves numpy arrays with safetensors.numpy, torch tensors with safetensors.torch
+    def saving(*args, **kwargs):
+        save_file(*args, **kwargs)
+        calls[0] += 1
+        if at == f"save{calls[0]}":
+            os.kill(os.getpid(), signal.SIGTERM)
+    return saving
+st.save_file, sn.save_file = counted(st.save_file), counted(sn.save_file)
 replace = os.replace
 def replacing(src, dst):
     replace(src, dst)

@@ -37,6 +37,29 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
+#: device files a GPU driver creates (NVIDIA's, and AMD's for ROCm builds of torch): without any of them torch can
+#: see no GPU, so ``auto`` means the CPU without importing torch (a second of a short CPU run)
+GPU_DRIVER_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia/version", "/dev/kfd")
+
+
+def gpu_driver_present(files: tuple[str, ...] = GPU_DRIVER_FILES) -> bool:
+    """Whether any GPU driver device file exists (cheap: no torch, no CUDA initialisation)."""
+    return any(os.path.exists(path) for path in files)
+
+
+def device_name(device: str | torch.device = "auto") -> str:
+    """:func:`resolve_device` as a name (``"cpu"``, ``"cuda:0"``), without importing torch where the answer is the
+    CPU: ``device`` is ``"cpu"``, or ``"auto"`` on a machine with no GPU driver (:func:`gpu_driver_present`)."""
+    if isinstance(device, str) and (device == "cpu" or (device == "auto" and not gpu_driver_present())):
+        return "cpu"
+    return str(resolve_device(device))
+
+
+def device_type(name: str) -> str:
+    """The type of a device name: ``"cuda:1"`` -> ``"cuda"``."""
+    return str(name).split(":", 1)[0]
+
+
 def _libc() -> ctypes.CDLL | None:
     """glibc, or None on another C library or platform."""
     if not sys.platform.startswith("linux"):

@@ -51,18 +51,22 @@ def check_format(header: Any, name: str | int, version: int | str | None, where:
 
 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
-    """Save numpy arrays or torch tensors as a safetensors file, atomically."""
+    """Save numpy arrays or torch tensors as a safetensors file, atomically (numpy arrays alone: without torch; the
+    file's bytes are the same either way)."""
     import numpy as np  # lazy: numpy
-    import torch  # lazy: torch
-    from safetensors.torch import save_file  # lazy: torch
 
-    as_torch = {}
-    for key, value in tensors.items():
-        if isinstance(value, np.ndarray):
-            value = torch.from_numpy(np.ascontiguousarray(value))
-        as_torch[key] = value.detach().contiguous().cpu()
+    if all(isinstance(value, np.ndarray) for value in tensors.values()):
+        from safetensors.numpy import save_file  # lazy: safetensors
+
+        ready: dict[str, Any] = {key: np.ascontiguousarray(value) for key, value in tensors.items()}
+    else:
+        import torch  # lazy: torch
+        from safetensors.torch import save_file  # lazy: torch
+
+        ready = {key: (torch.from_numpy(np.ascontiguousarray(value)) if isinstance(value, np.ndarray) else value)
+                 .detach().contiguous().cpu() for key, value in tensors.items()}
     with staged_file(path, "tensor file") as tmp:
-        save_file(as_torch, str(tmp), metadata=metadata)
+        save_file(ready, str(tmp), metadata=metadata)
         _sort_safetensors_metadata(tmp)
         os.chmod(tmp, 0o644)  # safetensors recreates the file, so mkstemp's 0600 would stick
 

@@ -18,10 +18,9 @@ import json
 import os
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-import torch
 from safetensors import safe_open
 
 from kgzsl.core.devices import release_free_heap
@@ -35,6 +34,9 @@ from kgzsl.core.files import (
 from kgzsl.core.outputs import output_kind
 from kgzsl.errors import KgzslError
 from kgzsl.vision.images import ImageItem
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT = 1
 RUN_FILE = "run.json"
@@ -95,7 +97,7 @@ def clear_temporaries(out: Path) -> None:
 def shard_meta(path: Path) -> dict | None:
     """The kgzsl metadata of a shard file, or ``None`` if it is not a readable shard."""
     try:
-        with safe_open(str(path), framework="pt") as handle:
+        with safe_open(str(path), framework="numpy") as handle:  # the header only: no torch needed
             meta = json.loads((handle.metadata() or {}).get("kgzsl", "null"))
             rows = handle.get_slice("features").get_shape()[0]
     except Exception:
@@ -117,12 +119,14 @@ def shard_done(path: Path, shard: int, items: Sequence[ImageItem]) -> bool:
 
 
 def write_shard(
-    out: Path, shard: int, first: int, items: Sequence[ImageItem], rows: dict[int, torch.Tensor], bad: dict[int, str],
+    out: Path, shard: int, first: int, items: Sequence[ImageItem], rows: dict[int, np.ndarray], bad: dict[int, str],
     *, dim: int, rank: int, world_size: int,
 ) -> None:
-    """Write shard ``shard`` (images ``first..``, ``items``): the feature ``rows`` and ``bad`` reasons by image index."""
+    """Write shard ``shard`` (images ``first..``, ``items``): the feature ``rows`` (float32 arrays or tensors) and
+    ``bad`` reasons by image index."""
     order = sorted(rows)
-    features = torch.stack([rows[i] for i in order]) if order else torch.zeros((0, dim), dtype=torch.float32)
+    features = (np.stack([np.asarray(rows[i], dtype=np.float32) for i in order]) if order
+                else np.zeros((0, dim), dtype=np.float32))
     meta = {
         "format": FORMAT,
         "shard": shard,
@@ -137,7 +141,7 @@ def write_shard(
         ],
     }
     path = out / SHARD_NAME.format(shard)
-    save_tensors(path, {"features": features.contiguous()}, metadata={"kgzsl": json.dumps(meta)})
+    save_tensors(path, {"features": features}, metadata={"kgzsl": json.dumps(meta)})
 
 
 # ------------------------------------------------------------------------------------ manifest
@@ -256,6 +260,8 @@ def iter_feature_shards(folder: str | os.PathLike, rows: Collection[int] | None 
     none of them is not read. Between shards the heap's free pages go back to the OS (:func:`release_free_heap`). Every shard is checked as :func:`load_features` checks it; an image listed twice is
     caught within a shard and across shard files (the writer gives each shard its own slice of the file list).
     """
+    import torch  # lazy: torch
+
     folder = Path(folder)
     manifest = read_manifest(folder)
     dim = int(manifest["dim"])
@@ -288,6 +294,8 @@ def load_features(folder: str | os.PathLike) -> FeatureSet:
     Checks every shard's dimension and row count against the manifest and that no image appears twice.
     Holds every feature: :func:`iter_feature_shards` reads one shard at a time.
     """
+    import torch  # lazy: torch
+
     folder = Path(folder)
     dim = int(read_manifest(folder)["dim"])
     blocks, labels, paths = [], [], []

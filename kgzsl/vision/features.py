@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from kgzsl.core.devices import tune_cpu_allocator
@@ -62,6 +61,8 @@ from kgzsl.vision.feature_folder import (
 from kgzsl.vision.images import DRAFT_FACTOR, ImageItem, ImageTransform, list_image_folder, load_image
 
 if TYPE_CHECKING:
+    import torch
+
     from kgzsl.vision.backbones import Backbone
 
 __all__ = [
@@ -111,8 +112,9 @@ class _Job:
 
 
 # ------------------------------------------------------------------------------------ data loading
-class _ImageDataset(torch.utils.data.Dataset):
-    """Item ``i`` -> ``(i, 8-bit pixels or None, reason or None)``: a bad file becomes a reason, never an exception."""
+class _ImageDataset:
+    """Item ``i`` -> ``(i, 8-bit pixels or None, reason or None)``: a bad file becomes a reason, never an exception
+    (a map-style dataset, as torch's DataLoader takes)."""
 
     def __init__(self, items: Sequence[ImageItem], transform: ImageTransform, draft: int | None = None,
                  ahead: Any = None) -> None:
@@ -152,7 +154,9 @@ class _Collate:
 
 
 def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)  # loader workers only decode/resize: leave the cores to the network
+    import torch  # lazy: torch
+
+    torch.set_num_threads(1)  # a loader worker process only decodes and resizes: leave the cores to the network
 
 
 def _loader(job: _Job, batches: list[list[int]]) -> Iterable[tuple[list[int], np.ndarray | None, list[tuple[int, str]]]]:
@@ -169,9 +173,11 @@ def _loader(job: _Job, batches: list[list[int]]) -> Iterable[tuple[list[int], np
     collate = _Collate(backbone.transform)
     if workers == 0:
         return _threaded(dataset, batches, collate)
-    return torch.utils.data.DataLoader(
+    from torch.utils.data import DataLoader  # lazy: torch
+
+    return DataLoader(
         dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate,
-        worker_init_fn=_worker_init, pin_memory=backbone.device.type == "cuda", persistent_workers=False,
+        worker_init_fn=_worker_init, pin_memory=backbone.device_type == "cuda", persistent_workers=False,
     )
 
 
@@ -208,7 +214,7 @@ def extract_features(
     """
     options = replace(options if options is not None else ExtractionOptions(), **overrides)
     start = time.perf_counter()
-    ranks = current_ranks(backbone.device)
+    ranks = current_ranks(backbone.device_name)
     job = _Job(list_image_folder(image_dir), backbone, Path(out), options, ranks)
     config = run_config(image_dir, job.items, options.shard_size, backbone.describe())
     _check_same_images(ranks, config["files_sha256"], image_dir)
@@ -289,14 +295,14 @@ def _extract_shards(job: _Job, pending: list[int]) -> int:
         indices = list(range(*job.span(k)))
         batches.extend(indices[i:i + batch_size] for i in range(0, len(indices), batch_size))
     bar = _progress_bar(job, sum(len(b) for b in batches))
-    rows: dict[int, torch.Tensor] = {}
+    rows: dict[int, np.ndarray] = {}
     bad: dict[int, str] = {}
     queue = list(pending)
     done = failed = 0
     try:
         for indices, batch, failures in _loader(job, batches):
             if batch is not None:
-                rows.update(zip(indices, job.backbone.pixel_features(batch)))
+                rows.update(zip(indices, job.backbone.pixel_features_array(batch)))
             bad.update(failures)
             bar.update(len(indices) + len(failures))
             if failures:
@@ -320,7 +326,7 @@ def _progress_bar(job: _Job, total: int) -> Any:
                 dynamic_ncols=True, smoothing=0.1)
 
 
-def _write(job: _Job, shard: int, rows: dict[int, torch.Tensor], bad: dict[int, str]) -> None:
+def _write(job: _Job, shard: int, rows: dict[int, np.ndarray], bad: dict[int, str]) -> None:
     """Write the completed ``shard`` and tell ``on_shard``."""
     first, last = job.span(shard)
     write_shard(job.out, shard, first, job.items[first:last], rows, bad, dim=job.backbone.dim,
@@ -386,7 +392,7 @@ def extract_features_distributed(
     check_output_dir(out, "features", options.force)  # before loading a network; rank 0 checks again
     try:
         ranks = setup_distributed(device)
-        if ranks.device.type == "cpu":
+        if ranks.device_type == "cpu":
             tune_cpu_allocator()
         network = backbones.load_backbone(backbone, arch=arch, device=ranks.device, precision=precision)
         summary = extract_features(image_dir, network, out, options)
@@ -405,6 +411,8 @@ def image_list_features(
     A file that is missing, corrupt, not an image or too small is reported in ``bad`` (path and reason)
     and skipped; the others are still processed. ``progress``: a bar over the images (``desc`` names it).
     """
+    import torch  # lazy: torch
+
     if not progress:
         return backbone.embed_files(list(paths), batch_size)
     chunk = 8 * batch_size  # a few batches a call: decoding still runs one batch ahead, the bar moves

@@ -180,6 +180,16 @@ class ImageTransform:
         out = (batch.float() - mean).div_(std).contiguous(memory_format=torch.channels_last)
         return out if dtype is None else out.to(dtype)
 
+    def normalise_array(self, pixels) -> np.ndarray:
+        """:meth:`normalise` in numpy, for engines that take arrays (ONNX Runtime): 8-bit pixels [B, H, W, 3] ->
+        float32 [B, 3, H, W], C-contiguous. Bit-equal to :meth:`normalise` (the same float32 subtraction, then
+        division, on each value), without torch."""
+        batch = np.asarray(pixels, dtype=np.uint8)
+        mean = np.asarray(self.mean, dtype=np.float32)
+        std = np.asarray(self.std, dtype=np.float32)
+        out = (batch.astype(np.float32) - mean) / std
+        return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+
     def describe(self) -> dict:
         """A JSON-able record of the preprocessing (stored beside extracted features)."""
         return {"resize": self.resize, "crop": self.crop, "mean": list(self.mean), "std": list(self.std), "resample": self.resample}

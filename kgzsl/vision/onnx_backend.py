@@ -18,12 +18,10 @@ import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import ImageOps
-from torch import Tensor, nn
 
 from kgzsl.core.atomic import staged_file
 from kgzsl.core.resources import cache_dir
@@ -32,6 +30,9 @@ from kgzsl.vision.checkpoint_notes import add_notes, file_stamp, read_notes
 from kgzsl.vision.images import ImageTransform, load_image
 from kgzsl.vision.samples import darknet_photo, foolbox_imagenet_images
 from kgzsl.vision.speed import inference_copy
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 #: bump when the export or the quantisation recipe changes: older cached models are then rebuilt
 FORMAT = 1
@@ -50,7 +51,8 @@ def onnx_available() -> bool:
 
 
 class OnnxRunner:
-    """A callable like a torch network: a batch [B, 3, S, S] (float32) -> features [B, D] (float32 tensor).
+    """A callable like a torch network: a batch [B, 3, S, S] (float32) -> features [B, D] (float32 tensor); :meth:`run`
+    does the same on numpy arrays, without torch.
 
     One session with one intra-op thread: :func:`kgzsl.vision.speed.run_split` runs slices of a batch in its
     own threads (ONNX Runtime releases the GIL), so each image is computed by one thread, whatever the batch.
@@ -63,11 +65,17 @@ class OnnxRunner:
         self.shape = tuple(self.session.get_inputs()[0].shape[1:])  # (3, S, S): the exported input size
 
     def __call__(self, batch: Tensor) -> Tensor:
+        import torch  # lazy: torch
+
+        return torch.from_numpy(self.run(batch.detach().to("cpu", torch.float32).numpy()))
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Images [B, 3, S, S] (float32 array) -> features [B, D] (float32 array)."""
         if tuple(batch.shape[1:]) != self.shape:
             raise KgzslError(f"the ONNX engine's backbone takes images [B, {', '.join(map(str, self.shape))}], not "
                              f"{list(batch.shape)}: preprocess with the backbone's transform, or load it with engine='torch'")
-        array = np.ascontiguousarray(batch.detach().to("cpu", torch.float32).numpy())
-        return torch.from_numpy(self.session.run([OUTPUT], {INPUT: array})[0])
+        array = np.ascontiguousarray(batch, dtype=np.float32)
+        return self.session.run([OUTPUT], {INPUT: array})[0]
 
 
 def onnx_runner(build: Callable[[], nn.Module], name: str, precision: str, transform: ImageTransform,
@@ -177,6 +185,8 @@ def build_model(model: nn.Module, key: str, precision: str, transform: ImageTran
 
 def _export(runner: nn.Module, path: Path, size: int) -> None:
     """torch -> ONNX (the TorchScript exporter: no extra packages), batch size dynamic."""
+    import torch  # lazy: torch
+
     example = torch.zeros(1, 3, size, size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -15,12 +15,16 @@ import copy
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor, nn
+import numpy as np
 
-from kgzsl.core.devices import tune_cpu_allocator
+from kgzsl.core.devices import device_type, tune_cpu_allocator
 from kgzsl.errors import KgzslError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
 
 #: precision modes of a backbone's forward pass
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -64,6 +68,8 @@ def one_torch_thread() -> Iterator[None]:
     """torch ops inside run on the calling thread alone (its thread count restored after): for preprocessing a
     batch, where starting and joining OpenMP threads costs more than the work (one photo's normalisation: 12 ms
     -> 0.4 ms here) and stalls when the machine is busy. Same results: elementwise ops do not depend on threads."""
+    import torch  # lazy: torch
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -81,6 +87,8 @@ def run_split(network: Callable[[Tensor], Tensor], batch: Tensor, workers: int |
     descheduled thread (measured here: batch-1 forward 2.35 s with 2 threads vs 0.05 s with 1 under a 2-core load).
     torch's own thread count is set to 1 for the call and restored after.
     """
+    import torch  # lazy: torch
+
     workers = max(1, min(workers or cpu_workers(), batch.shape[0]))
 
     def run(part: Tensor) -> Tensor:
@@ -97,6 +105,15 @@ def run_split(network: Callable[[Tensor], Tensor], batch: Tensor, workers: int |
         torch.set_num_threads(before)
 
 
+def run_split_array(network: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, workers: int | None = None) -> np.ndarray:
+    """:func:`run_split` for a network on numpy arrays (the ONNX Runtime engine): the same slices of the batch
+    (``np.array_split`` cuts as ``Tensor.tensor_split`` does), run side by side, one image per thread; no torch."""
+    workers = max(1, min(workers or cpu_workers(), batch.shape[0]))
+    if workers == 1:
+        return network(batch)
+    return np.concatenate(list(_pool(workers).map(network, np.array_split(batch, workers))))
+
+
 def check_precision(precision: str) -> str:
     """``precision`` if it is one of :data:`PRECISIONS`; a KgzslError naming them otherwise."""
     if precision not in PRECISIONS:
@@ -111,15 +128,17 @@ def check_engine(engine: str) -> str:
     return engine
 
 
-def uses_onnx(precision: str, engine: str, device: torch.device, available: bool) -> bool:
+def uses_onnx(precision: str, engine: str, device: str, available: bool) -> bool:
     """Whether a forward pass in ``precision`` runs on ONNX Runtime: on the CPU, fp32 or int8, not asked for torch.
 
-    int8 exists only there (a KgzslError if ONNX Runtime is missing or torch or a GPU is asked for); bf16 only in torch.
+    ``device``: its name (``"cpu"``, ``"cuda:0"``). int8 exists only there (a KgzslError if ONNX Runtime is missing or
+    torch or a GPU is asked for); bf16 only in torch.
     """
-    wanted = engine == "onnx" or (engine == "auto" and available and precision != "bf16" and device.type == "cpu")
+    on_cpu = device_type(str(device)) == "cpu"
+    wanted = engine == "onnx" or (engine == "auto" and available and precision != "bf16" and on_cpu)
     if precision == "int8" and not wanted:
         raise KgzslError("precision int8 runs on ONNX Runtime on the CPU only: pip install onnxruntime onnx, on a CPU device")
-    if wanted and (precision == "bf16" or device.type != "cpu"):
+    if wanted and (precision == "bf16" or not on_cpu):
         raise KgzslError(f"the onnx engine runs fp32 or int8 on the CPU, not {precision} on {device}")
     if wanted and not available:
         raise KgzslError("the onnx engine needs onnxruntime and onnx: pip install onnxruntime onnx")
@@ -129,6 +148,9 @@ def uses_onnx(precision: str, engine: str, device: torch.device, available: bool
 def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
     r"""Fold an eval-mode batch norm into the conv before it, in place:
     :math:`W' = W \gamma / \sqrt{\sigma^2 + \epsilon}`, :math:`b' = \beta + (b - \mu) \gamma / \sqrt{\sigma^2 + \epsilon}`."""
+    import torch  # lazy: torch
+    from torch import nn  # lazy: torch
+
     with torch.no_grad():
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
@@ -139,6 +161,8 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
 def fold_batchnorms(model: nn.Module) -> int:
     """Fold every ``(owner, conv name, bn name)`` of ``model.conv_bn_pairs()`` (in place; the batch norms become
     identities). Returns how many were folded (0 for a model that does not list its pairs)."""
+    from torch import nn  # lazy: torch
+
     pairs = list(model.conv_bn_pairs()) if hasattr(model, "conv_bn_pairs") else []
     for owner, conv_name, bn_name in pairs:
         fold_conv_bn(getattr(owner, conv_name), getattr(owner, bn_name))
@@ -149,6 +173,8 @@ def fold_batchnorms(model: nn.Module) -> int:
 def inference_copy(model: nn.Module, precision: str = "fp32", device: torch.device | None = None) -> nn.Module:
     """A copy of ``model`` for inference only: eval mode, batch norms folded, channels-last, in ``precision``
     (fp32 for int8: ONNX Runtime quantises the fp32 copy)."""
+    import torch  # lazy: torch
+
     check_precision(precision)
     runner = copy.deepcopy(model).eval()
     for parameter in runner.parameters():
@@ -160,4 +186,6 @@ def inference_copy(model: nn.Module, precision: str = "fp32", device: torch.devi
 
 def input_dtype(precision: str) -> torch.dtype:
     """The dtype a network in ``precision`` takes its input batch in."""
+    import torch  # lazy: torch
+
     return torch.bfloat16 if precision == "bf16" else torch.float32

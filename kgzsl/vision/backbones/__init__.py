@@ -15,32 +15,21 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor, nn
 
-from kgzsl.core.devices import cpu_has_vnni
+from kgzsl.core.devices import cpu_has_vnni, device_type
 from kgzsl.core.imagenet import imagenet1k_wnids
 from kgzsl.errors import KgzslError
-from kgzsl.vision.backbone_identity import KNOWN_BACKBONES, BackboneIdentity
-from kgzsl.vision.backbones.efficientnet_lite import (
-    EfficientNetLite,
-    lite_transform,
-)
-from kgzsl.vision.backbones.resnet import (
-    RESNET_LAYERS,
-    build_resnet,
-    resnet_transform,
-)
+from kgzsl.vision.backbone_identity import KNOWN_BACKBONES, BackboneIdentity, KnownBackbone
 from kgzsl.vision.backbones.weights import (
     efficientnet_lite_checkpoint,
     load_state_dict,
 )
 from kgzsl.vision.checkpoint_notes import add_notes, read_notes
-from kgzsl.vision.images import DRAFT_FACTOR, ImageTransform, load_image
-from kgzsl.vision.onnx_backend import calibration_files, env_engine, onnx_available, onnx_runner
+from kgzsl.vision.images import DRAFT_FACTOR, ImageTransform, lite_preprocessing, load_image
+from kgzsl.vision.onnx_backend import OnnxRunner, calibration_files, env_engine, onnx_available, onnx_runner
 from kgzsl.vision.speed import (
     AUTO,
     apply_cpu_policy,
@@ -50,8 +39,13 @@ from kgzsl.vision.speed import (
     input_dtype,
     one_torch_thread,
     run_split,
+    run_split_array,
     uses_onnx,
 )
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
 
 __all__ = ["Backbone", "BackboneIdentity", "KNOWN_BACKBONES", "load_backbone"]
 
@@ -70,6 +64,9 @@ class Backbone:
     The forward pass runs an inference copy of ``model`` (:func:`kgzsl.vision.speed.inference_copy`: batch
     norms folded, channels-last, in ``precision``), built on first use; ``model`` itself stays as loaded. On the
     CPU, fp32 and int8 run it through ONNX Runtime (``engine="auto"``; :mod:`kgzsl.vision.onnx_backend`), bf16 in torch.
+    There, with the ONNX model cached and the checkpoint noted, :meth:`pixel_features_array` needs no torch at all:
+    ``kgzsl features`` then never imports it (a second of a short run). ``device_name`` is where it computes
+    (``"cpu"``, ``"cuda:0"``); :attr:`device` is the same as a ``torch.device``.
     ``draft`` decodes JPEGs at the smallest DCT scale whose short side is still at least twice the resize size
     (the antialiased resize does the rest): cosine >= 0.999 to full decoding on photos of any size, while a
     scale down to the resize size itself lost 0.01-0.03 of cosine on 512-pixel photos.
@@ -79,7 +76,7 @@ class Backbone:
     build: Callable[[], nn.Module]
     transform: ImageTransform
     dim: int
-    device: torch.device
+    device_name: str
     source: str = ""
     precision: str = "fp32"
     draft: bool = False
@@ -90,6 +87,18 @@ class Backbone:
     _noted: bool = field(default=False, repr=False, compare=False)  # fingerprint and size read from the notes
     _runner: Any = field(default=None, repr=False, compare=False)
     _lock: Any = field(default_factory=threading.RLock, repr=False, compare=False)
+
+    @property
+    def device(self) -> torch.device:
+        """:attr:`device_name` as a ``torch.device``."""
+        import torch  # lazy: torch
+
+        return torch.device(self.device_name)
+
+    @property
+    def device_type(self) -> str:
+        """``"cpu"`` or ``"cuda"`` (torch-free)."""
+        return device_type(self.device_name)
 
     @property
     def model(self) -> nn.Module:
@@ -118,30 +127,51 @@ class Backbone:
     def on_onnx(self) -> bool:
         """Whether the forward pass runs on ONNX Runtime (``engine``; ``KGZSL_ENGINE`` overrides ``auto``); a
         KgzslError for a precision the chosen engine cannot run (int8 in torch)."""
-        return uses_onnx(check_precision(self.precision), effective_engine(self.engine), self.device, onnx_available())
+        return uses_onnx(check_precision(self.precision), effective_engine(self.engine), self.device_name, onnx_available())
 
-    @torch.inference_mode()
     def features(self, batch: Tensor) -> Tensor:
         """Preprocessed images [B, 3, S, S] -> pooled features [B, dim] (float32, on the CPU)."""
+        import torch  # lazy: torch
+
         if batch.dim() != 4 or batch.shape[1] != 3:
             raise KgzslError(f"backbone {self.name} takes a batch [B, 3, H, W], not {list(batch.shape)}")
-        batch = batch.to(self.device, input_dtype(self.precision)).contiguous(memory_format=torch.channels_last)
-        if self.device.type == "cpu":
-            return run_split(self.runner, batch).float()
-        return self.runner(batch).float().cpu()
+        with torch.inference_mode():
+            batch = batch.to(self.device, input_dtype(self.precision)).contiguous(memory_format=torch.channels_last)
+            if self.device_type == "cpu":
+                return run_split(self.runner, batch).float()
+            return self.runner(batch).float().cpu()
 
-    @torch.inference_mode()
     def pixel_features(self, pixels: Any) -> Tensor:
         """8-bit pixels [B, H, W, 3] (``transform.pixels`` of each image) -> pooled features [B, dim], the same as
         ``features(prepare(pixels))``. On the CPU each forward thread normalises its own slice of the batch
         (:func:`kgzsl.vision.speed.run_split`), so normalising does not hold up the thread that feeds the batches."""
-        if self.device.type != "cpu":
+        import torch  # lazy: torch
+
+        if self.device_type == "cpu" and isinstance(self.runner, OnnxRunner):
+            array = pixels.numpy() if isinstance(pixels, torch.Tensor) else pixels
+            return torch.from_numpy(self.pixel_features_array(array))
+        if self.device_type != "cpu":
             return self.features(self.prepare(pixels))
-        batch = pixels if isinstance(pixels, Tensor) else torch.from_numpy(np.asarray(pixels, dtype=np.uint8))
-        if batch.dim() != 4 or batch.shape[3] != 3:
-            raise KgzslError(f"backbone {self.name} takes pixels [B, H, W, 3], not {list(batch.shape)}")
+        batch = pixels if isinstance(pixels, torch.Tensor) else torch.from_numpy(np.asarray(pixels, dtype=np.uint8))
+        self._check_pixels(batch.shape)
         runner, dtype = self.runner, input_dtype(self.precision)
-        return run_split(lambda part: runner(self.transform.normalise(part, dtype)), batch).float()
+        with torch.inference_mode():
+            return run_split(lambda part: runner(self.transform.normalise(part, dtype)), batch).float()
+
+    def pixel_features_array(self, pixels: Any) -> np.ndarray:
+        """:meth:`pixel_features` as a float32 numpy array. On the CPU's ONNX engine this is the whole forward pass,
+        in numpy and ONNX Runtime alone (no torch): each thread normalises and runs its own slice of the batch
+        (:func:`kgzsl.vision.speed.run_split_array`), with the same values, bit for bit, as the torch path."""
+        runner = self.runner
+        if self.device_type != "cpu" or not isinstance(runner, OnnxRunner):
+            return self.pixel_features(pixels).numpy()
+        batch = np.asarray(pixels, dtype=np.uint8)
+        self._check_pixels(batch.shape)
+        return run_split_array(lambda part: runner.run(self.transform.normalise_array(part)), batch)
+
+    def _check_pixels(self, shape: Sequence[int]) -> None:
+        if len(shape) != 4 or shape[3] != 3:
+            raise KgzslError(f"backbone {self.name} takes pixels [B, H, W, 3], not {list(shape)}")
 
     def prepare(self, pixels: Any) -> Tensor:
         """8-bit pixels [B, H, W, 3] (from ``transform.pixels``) -> the normalised batch :meth:`features` takes,
@@ -152,6 +182,8 @@ class Backbone:
     def embed(self, images: Sequence[Any], batch_size: int = 32) -> Tensor:
         """Pooled features [n, dim] of RGB PIL images (e.g. from :func:`kgzsl.vision.images.load_image`), preprocessed
         with :attr:`transform` and run ``batch_size`` at a time."""
+        import torch  # lazy: torch
+
         chunks = [self.pixel_features([self.transform.pixels(image) for image in images[start:start + batch_size]])
                   for start in range(0, len(images), batch_size)]
         return torch.cat(chunks) if chunks else torch.zeros(0, self.dim)
@@ -164,6 +196,8 @@ class Backbone:
         releases the GIL), so decoding costs little wall time; 0 decodes in this thread. The features do not
         depend on ``workers``.
         """
+        import torch  # lazy: torch
+
         good: list[str] = []
         bad: list[dict[str, str]] = []
         chunks = [self.pixel_features(pixels) for pixels in self._decoded(paths, batch_size, workers, good, bad)]
@@ -206,11 +240,13 @@ class Backbone:
                 if pixels:
                     yield pixels
 
-    @torch.inference_mode()
     def logits(self, features: Tensor) -> Tensor:
         """Features [B, dim] -> the checkpoint classifier's logits [B, C] (on the CPU)."""
+        import torch  # lazy: torch
+
         weight, bias = self.classifier
-        return features.float() @ weight.T + bias
+        with torch.inference_mode():
+            return features.float() @ weight.T + bias
 
     @property
     def classifier(self) -> tuple[Tensor, Tensor]:
@@ -229,7 +265,12 @@ class Backbone:
     def to(self, device: str | torch.device) -> Backbone:
         """Move the network to ``device`` (features always come back on the CPU)."""
         with self._lock:
-            self.device = torch.device(device)
+            if isinstance(device, str) and device == "cpu":
+                self.device_name = "cpu"  # the CPU without importing torch
+            else:
+                import torch  # lazy: torch
+
+                self.device_name = str(torch.device(device))
             if self._model is not None:
                 self._model.to(self.device)
             self._runner = None
@@ -279,8 +320,8 @@ def load_backbone(name_or_path: str | os.PathLike, arch: str | None = None, devi
     backbone = _load(name_or_path, arch)
     backbone.to(device)
     backbone.draft, backbone.engine = draft, check_engine(engine)
-    backbone.precision = resolve_precision(precision, backbone.name, backbone.engine, backbone.device)
-    if backbone.device.type == "cpu":
+    backbone.precision = resolve_precision(precision, backbone.name, backbone.engine, backbone.device_name)
+    if backbone.device_type == "cpu":
         apply_cpu_policy()
     backbone.on_onnx()  # refuse an engine that cannot run the precision now, not at the first image
     return backbone
@@ -297,16 +338,16 @@ def effective_engine(engine: str) -> str:
 INT8_BY_DEFAULT = ("efficientnet-lite0",)
 
 
-def resolve_precision(precision: str, name: str, engine: str = "auto", device: torch.device | None = None) -> str:
+def resolve_precision(precision: str, name: str, engine: str = "auto", device: str | torch.device | None = None) -> str:
     """``precision`` itself, or for ``"auto"`` (the default): ``int8`` for a backbone of :data:`INT8_BY_DEFAULT` where
     its forward pass runs on ONNX Runtime on a CPU with VNNI (:func:`kgzsl.core.devices.cpu_has_vnni`) and the int8
     calibration photos are installed; ``fp32`` elsewhere (another backbone, a GPU, ``engine="torch"``, no ONNX
     Runtime, no VNNI). int8 runs at about 1.5x fp32's speed here."""
     if precision != AUTO:
         return check_precision(precision)
-    device = torch.device("cpu") if device is None else torch.device(device)
+    on_cpu = device is None or device_type(str(device)) == "cpu"
     engine = effective_engine(engine)
-    if name not in INT8_BY_DEFAULT or engine == "torch" or device.type != "cpu" or not onnx_available():
+    if name not in INT8_BY_DEFAULT or engine == "torch" or not on_cpu or not onnx_available():
         return "fp32"
     if not cpu_has_vnni():  # int8 was measured on a VNNI CPU; without VNNI its kernels may saturate
         return "fp32"
@@ -332,6 +373,8 @@ def _load(name_or_path: str | os.PathLike, arch: str | None) -> Backbone:
         path = efficientnet_lite_checkpoint(text)
 
         def build() -> nn.Module:
+            from kgzsl.vision.backbones.efficientnet_lite import EfficientNetLite  # lazy: torch
+
             model = EfficientNetLite(text)
             try:
                 model.load_state_dict(load_state_dict(path), strict=True)
@@ -341,7 +384,8 @@ def _load(name_or_path: str | os.PathLike, arch: str | None) -> Backbone:
 
         notes = read_notes(path)  # what an earlier process learned from this checkpoint: no need to read it now
         fingerprint, dim = notes.get("fingerprint"), notes.get("dim")
-        backbone = Backbone(name=text, build=build, transform=lite_transform(text), dim=0, device=torch.device("cpu"),
+        resolution = next(known.resolution for known in KnownBackbone if known.label == text)
+        backbone = Backbone(name=text, build=build, transform=lite_preprocessing(resolution), dim=0, device_name="cpu",
                             source=str(path), checkpoint=str(path))
         if _noted_fingerprint(fingerprint) and type(dim) is int and dim > 0:  # a garbled note is not taken
             backbone._fingerprint, backbone.dim, backbone._noted = fingerprint, dim, True
@@ -354,8 +398,10 @@ def _load(name_or_path: str | os.PathLike, arch: str | None) -> Backbone:
             f"backbone {text!r} is neither a known name ({', '.join(KNOWN_BACKBONES)}) nor an existing checkpoint file"
         )
 
+    from kgzsl.vision.backbones.resnet import RESNET_LAYERS, build_resnet, resnet_transform  # lazy: torch
+
     if arch is not None and arch not in RESNET_LAYERS:
         raise KgzslError(f"--arch {arch!r} is not one of {', '.join(RESNET_LAYERS)}")
     model = build_resnet(load_state_dict(path), arch=arch, source=f"checkpoint {path}")
     return Backbone(name=model.arch, build=lambda: model, transform=resnet_transform(), dim=model.dim,
-                    device=torch.device("cpu"), source=str(path.resolve()), _model=model.eval())
+                    device_name="cpu", source=str(path.resolve()), _model=model.eval())
