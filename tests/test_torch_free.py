@@ -1,6 +1,6 @@
 """`kgzsl features` on a cached ONNX model needs no torch: a warm run imports none and writes the same bytes as the
-run that exported the model, and the numpy forward path (``normalise_array``, ``run_split_array``) gives the torch path's features bit for bit -
-all on the real foolbox photos."""
+run that exported the model, and the numpy forward path (``normalise_array``, ``run_split_array``, session calls of ``RUN_CHUNK`` images) gives the
+torch path's features bit for bit - all on the real foolbox photos."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from kgzsl.errors import KgzslError
 from kgzsl.vision import backbones, speed
 from kgzsl.vision.feature_folder import load_features
 from kgzsl.vision.images import DRAFT_FACTOR, load_image
-from kgzsl.vision.onnx_backend import onnx_available
+from kgzsl.vision.onnx_backend import INPUT, OUTPUT, RUN_CHUNK, onnx_available
 from kgzsl.vision.samples import foolbox_imagenet_images
 
 needs_onnx = pytest.mark.skipif(not onnx_available(), reason="onnxruntime / onnx are not installed")
@@ -87,6 +87,9 @@ def test_the_numpy_forward_path_gives_the_torch_paths_features(warm, monkeypatch
     assert np.array_equal(numpy_path, torch_path.numpy())
     assert torch.equal(backbone.pixel_features(torch.from_numpy(pixels)), torch_path)
     assert np.array_equal(load_features(root / "first").features.numpy(), numpy_path)  # the CLI's own run
+    runner = backbone.runner  # session calls of RUN_CHUNK images: the same as one call over the batch
+    batch = backbone.transform.normalise_array(pixels[:2 * RUN_CHUNK + 1])
+    assert np.array_equal(runner.run(batch), runner.session.run([OUTPUT], {INPUT: batch})[0])
 
 
 def test_normalise_array_equals_the_torch_normalisation():

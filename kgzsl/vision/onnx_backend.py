@@ -40,6 +40,9 @@ FORMAT = 1
 #: fp32: quantising them cost most of the agreement with fp32 (mean cosine 0.9936 -> 0.9965 on 175 photos)
 FLOAT_LEADING_CONVS = 3
 INPUT, OUTPUT = "images", "features"
+#: images a session call: small enough that a call's activations stay in cache (EfficientNet-Lite0's first layers hold
+#: 1.6 MB an image), measured 5-10 % faster than 16; the features do not depend on it (each image is computed alone)
+RUN_CHUNK = 4
 KEY_FIELD = "kgzsl_key"
 
 log = logging.getLogger("kgzsl")
@@ -75,7 +78,9 @@ class OnnxRunner:
             raise KgzslError(f"the ONNX engine's backbone takes images [B, {', '.join(map(str, self.shape))}], not "
                              f"{list(batch.shape)}: preprocess with the backbone's transform, or load it with engine='torch'")
         array = np.ascontiguousarray(batch, dtype=np.float32)
-        return self.session.run([OUTPUT], {INPUT: array})[0]
+        chunks = [self.session.run([OUTPUT], {INPUT: array[start:start + RUN_CHUNK]})[0]
+                  for start in range(0, len(array), RUN_CHUNK)]
+        return np.concatenate(chunks) if len(chunks) != 1 else chunks[0]
 
 
 def onnx_runner(build: Callable[[], nn.Module], name: str, precision: str, transform: ImageTransform,
