@@ -336,6 +336,7 @@ def test_decoding_ahead_writes_the_same_files(tree, tmp_path, monkeypatch, capsy
     taken = []
     take = cli_features.DecodeAhead.take
     monkeypatch.setattr(cli_features.DecodeAhead, "take", lambda self, path: taken.append(take(self, path)) or taken[-1])
+    monkeypatch.setattr(cli_features.DecodeAhead, "settle", lambda self: None)  # every image decoded early
     assert main(_cli_args(tree, tmp_path / "ahead")) == 0
     assert sum(future is not None for future in taken) == 22  # every image came from the threads started early
     monkeypatch.setattr(cli_features, "start_decoding", lambda *args, **kwargs: None)
@@ -389,5 +390,29 @@ def test_decoded_images_of_another_preprocessing_are_not_used(tree, lite0, tmp_p
         _run(tree, lite0, tmp_path / "a", ahead=ahead)
     finally:
         ahead.close()
+    _run(tree, lite0, tmp_path / "b")
+    assert torch.equal(load_features(tmp_path / "a").features, load_features(tmp_path / "b").features)
+
+
+def test_images_not_begun_when_the_network_is_ready_are_decoded_by_the_loader(tree, lite0, tmp_path):
+    """``settle`` (called once the network is ready) drops the early decoding not begun yet; the loader decodes those
+    images itself, with the same features."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kgzsl.cli.features import DecodeAhead
+    from kgzsl.vision.features import _draft_side
+
+    busy = threading.Event()
+    ahead = DecodeAhead(lite0.transform, _draft_side(lite0), ThreadPoolExecutor(1))
+    ahead.pool.submit(busy.wait, 60)  # holds the one early thread: no image has begun when the network is ready
+    ahead.futures = {path: ahead.pool.submit(lambda: pytest.fail("decoded after settle")) for path in tree.rglob("*.jpg")}
+    futures = list(ahead.futures.values())
+    try:
+        _run(tree, lite0, tmp_path / "a", ahead=ahead)
+    finally:
+        busy.set()
+        ahead.close()
+    assert all(future.cancelled() for future in futures) and not ahead.futures  # each was asked for, then decoded anew
     _run(tree, lite0, tmp_path / "b")
     assert torch.equal(load_features(tmp_path / "a").features, load_features(tmp_path / "b").features)

@@ -106,8 +106,14 @@ class DecodeAhead:
     futures: dict[Path, Future] = field(default_factory=dict)
 
     def take(self, path: Path) -> Future | None:
-        """The decoding of ``path`` started here (handed out once), or None."""
-        return self.futures.pop(path, None)
+        """The decoding of ``path`` started here (handed out once), or None (never started, or dropped by :meth:`settle`)."""
+        future = self.futures.pop(path, None)
+        return None if future is None or future.cancelled() else future
+
+    def settle(self) -> None:
+        """Drop the images not begun yet, once the network is ready: the loader's own threads decode them, faster
+        than this one thread (whose in-order queue held them up: 4.6 s instead of 4.2 s over 875 photos here)."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         """Drop what was not taken and stop the threads without waiting for them."""

@@ -78,7 +78,7 @@ class ExtractionOptions:
     ``force`` starts over in an output folder holding another run instead of refusing it; ``on_shard(k)``
     is called after shard ``k`` is on disk (progress reports, tests that simulate a crash). ``ahead``: images
     whose decoding started before torch was imported (:class:`kgzsl.cli.features.DecodeAhead`: ``transform``,
-    ``draft``, ``take(path) -> Future | None``), used where its transform and draft are the backbone's.
+    ``draft``, ``take(path) -> Future | None``, ``settle()``), used where its transform and draft are the backbone's.
     """
 
     batch_size: int = 32
@@ -169,6 +169,10 @@ def _loader(job: _Job, batches: list[list[int]]) -> Iterable[tuple[list[int], np
     backbone = job.backbone
     draft, ahead = _draft_side(backbone), job.options.ahead
     usable = ahead is not None and workers == 0 and (ahead.transform, ahead.draft) == (backbone.transform, draft)
+    if ahead is not None:
+        if usable:  # the network's set-up (importing torch, a first run's export) overlaps the decoding begun early
+            _ = backbone.runner
+        ahead.settle()  # then its queue stops: from here the loader's threads decode faster than its one thread
     dataset = _ImageDataset(job.items, backbone.transform, draft, ahead if usable else None)
     collate = _Collate(backbone.transform)
     if workers == 0:
