@@ -37,9 +37,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
-#: device files a GPU driver creates (NVIDIA's, and AMD's for ROCm builds of torch): without any of them torch can
-#: see no GPU, so ``auto`` means the CPU without importing torch (a second of a short CPU run)
-GPU_DRIVER_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia/version", "/dev/kfd")
+#: device files a GPU driver creates (NVIDIA's, WSL2's GPU bridge, AMD's for ROCm builds of torch): without any of
+#: them torch can see no GPU, so ``auto`` means the CPU without importing torch (a second of a short CPU run)
+GPU_DRIVER_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia/version", "/dev/dxg", "/dev/kfd")
 
 
 def gpu_driver_present(files: tuple[str, ...] = GPU_DRIVER_FILES) -> bool:
