@@ -21,7 +21,7 @@ from kgzsl.cli.flags import (
 )
 from kgzsl.cli.steps import emit
 from kgzsl.errors import KgzslError
-from kgzsl.vision.backbone_identity import KnownBackbone
+from kgzsl.vision.backbone_identity import known_backbone
 
 if TYPE_CHECKING:
     from kgzsl.vision.images import ImageTransform
@@ -126,7 +126,7 @@ def start_decoding(args: argparse.Namespace, limit: int = AHEAD_IMAGES) -> Decod
     otherwise, or where the image folder cannot be listed: the run itself then says why)."""
     from kgzsl.vision.images import DRAFT_FACTOR, lite_preprocessing, list_image_folder  # lazy: numpy
 
-    known = next((k for k in KnownBackbone if k.label == args.backbone), None)
+    known = known_backbone(args.backbone)
     if known is None or not _fresh(args.out, args.force) or args.workers or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return None
     try:

@@ -39,6 +39,11 @@ class KnownBackbone(Enum):
 
 #: the names of the known backbones, in order
 KNOWN_BACKBONES = tuple(known.label for known in KnownBackbone)
+
+
+def known_backbone(name: str) -> KnownBackbone | None:
+    """The known backbone called ``name`` (``"efficientnet-lite0"``), or None."""
+    return next((known for known in KnownBackbone if known.label == name), None)
 #: the backbone of the default runs and of ``kgzsl train`` without ``--backbone``
 DEFAULT_BACKBONE = KnownBackbone.EFFICIENTNET_LITE0.label
 

@@ -1,8 +1,9 @@
 """CPU speed at the point of use: allocator and thread policy, conv+BN folding, channels-last and reduced precision.
 
 :func:`kgzsl.vision.backbones.load_backbone` applies :func:`apply_cpu_policy` itself and every CPU forward pass
-runs through :func:`run_split`, so a library user gets the same speed as the CLI. :func:`inference_copy` builds the network a :class:`~kgzsl.vision.backbones.Backbone`
-actually runs: a copy with every batch norm folded into the conv before it (exact up to float rounding),
+runs through :func:`run_split` (:func:`run_split_array` on ONNX Runtime, without torch), so a library user gets the
+same speed as the CLI. :func:`inference_copy` builds the network a :class:`~kgzsl.vision.backbones.Backbone` actually
+runs: a copy with every batch norm folded into the conv before it (exact up to float rounding),
 weights in channels-last order, and in bfloat16 for ``precision="bf16"`` (an option: not bit-close to fp32).
 On the CPU that copy is exported to ONNX Runtime where installed (:mod:`kgzsl.vision.onnx_backend`: the same fp32
 features to ~1e-6, faster; int8 only there) - :func:`uses_onnx` decides.

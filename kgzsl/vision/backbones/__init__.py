@@ -22,7 +22,7 @@ import numpy as np
 from kgzsl.core.devices import cpu_has_vnni, device_type
 from kgzsl.core.imagenet import imagenet1k_wnids
 from kgzsl.errors import KgzslError
-from kgzsl.vision.backbone_identity import KNOWN_BACKBONES, BackboneIdentity, KnownBackbone
+from kgzsl.vision.backbone_identity import KNOWN_BACKBONES, BackboneIdentity, known_backbone
 from kgzsl.vision.backbones.weights import (
     efficientnet_lite_checkpoint,
     load_state_dict,
@@ -384,8 +384,8 @@ def _load(name_or_path: str | os.PathLike, arch: str | None) -> Backbone:
 
         notes = read_notes(path)  # what an earlier process learned from this checkpoint: no need to read it now
         fingerprint, dim = notes.get("fingerprint"), notes.get("dim")
-        resolution = next(known.resolution for known in KnownBackbone if known.label == text)
-        backbone = Backbone(name=text, build=build, transform=lite_preprocessing(resolution), dim=0, device_name="cpu",
+        transform = lite_preprocessing(known_backbone(text).resolution)  # torch-free, as efficientnet_lite's lite_transform
+        backbone = Backbone(name=text, build=build, transform=transform, dim=0, device_name="cpu",
                             source=str(path), checkpoint=str(path))
         if _noted_fingerprint(fingerprint) and type(dim) is int and dim > 0:  # a garbled note is not taken
             backbone._fingerprint, backbone.dim, backbone._noted = fingerprint, dim, True
