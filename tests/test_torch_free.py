@@ -90,6 +90,7 @@ def test_the_numpy_forward_path_gives_the_torch_paths_features(warm, monkeypatch
     runner = backbone.runner  # session calls of RUN_CHUNK images: the same as one call over the batch
     batch = backbone.transform.normalise_array(pixels[:2 * RUN_CHUNK + 1])
     assert np.array_equal(runner.run(batch), runner.session.run([OUTPUT], {INPUT: batch})[0])
+    assert runner.run(batch[:0]).shape == (0, backbone.dim)
 
 
 def test_normalise_array_equals_the_torch_normalisation():

@@ -78,9 +78,10 @@ class OnnxRunner:
             raise KgzslError(f"the ONNX engine's backbone takes images [B, {', '.join(map(str, self.shape))}], not "
                              f"{list(batch.shape)}: preprocess with the backbone's transform, or load it with engine='torch'")
         array = np.ascontiguousarray(batch, dtype=np.float32)
-        chunks = [self.session.run([OUTPUT], {INPUT: array[start:start + RUN_CHUNK]})[0]
-                  for start in range(0, len(array), RUN_CHUNK)]
-        return np.concatenate(chunks) if len(chunks) != 1 else chunks[0]
+        if len(array) <= RUN_CHUNK:  # an empty batch too: [0, D]
+            return self.session.run([OUTPUT], {INPUT: array})[0]
+        return np.concatenate([self.session.run([OUTPUT], {INPUT: array[start:start + RUN_CHUNK]})[0]
+                               for start in range(0, len(array), RUN_CHUNK)])
 
 
 def onnx_runner(build: Callable[[], nn.Module], name: str, precision: str, transform: ImageTransform,
