@@ -55,6 +55,12 @@ def apply_cpu_policy() -> int:
     return cpu_workers()
 
 
+def _split_count(workers: int | None, rows: int) -> int:
+    """How many slices a batch of ``rows`` images is cut into: ``workers`` (default :func:`cpu_workers`), at most one
+    an image, at least one."""
+    return max(1, min(workers or cpu_workers(), rows))
+
+
 def _pool(workers: int) -> ThreadPoolExecutor:
     """The process's pool of forward-pass threads (made on first use, remade if ``workers`` changes)."""
     pool = _state.get("pool")
@@ -90,7 +96,7 @@ def run_split(network: Callable[[Tensor], Tensor], batch: Tensor, workers: int |
     """
     import torch  # lazy: torch
 
-    workers = max(1, min(workers or cpu_workers(), batch.shape[0]))
+    workers = _split_count(workers, batch.shape[0])
 
     def run(part: Tensor) -> Tensor:
         torch.set_num_threads(1)
@@ -109,7 +115,7 @@ def run_split(network: Callable[[Tensor], Tensor], batch: Tensor, workers: int |
 def run_split_array(network: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, workers: int | None = None) -> np.ndarray:
     """:func:`run_split` for a network on numpy arrays (the ONNX Runtime engine): the same slices of the batch
     (``np.array_split`` cuts as ``Tensor.tensor_split`` does), run side by side, one image per thread; no torch."""
-    workers = max(1, min(workers or cpu_workers(), batch.shape[0]))
+    workers = _split_count(workers, batch.shape[0])
     if workers == 1:
         return network(batch)
     return np.concatenate(list(_pool(workers).map(network, np.array_split(batch, workers))))
