@@ -322,3 +322,17 @@ def test_fit_stands_alone_and_is_the_loop_train_runs(mid_graph, lite0):
               net.plan(val, *inputs, num_nodes=mid_graph.num_nodes), unit_targets(target_of, val), epochs=5, lr=1e-2, patience=2)
     assert len(log.val_losses) == len(log.losses) <= 5 and log.val_losses[log.best_epoch - 1] == min(log.val_losses)
     assert log.best_state is not None and set(log.best_state) == set(net.state_dict())
+
+
+def test_cli_train_distance_lr_reaches_the_run_record(tmp_path, mid_graph, capsys):
+    """``kgzsl train --distance-lr`` trains DGP with it and train.json records it; with GCNZ it is refused by name,
+    before anything is written."""
+    mid_graph.save(tmp_path / "graph")
+    base = ["train", "--graph", str(tmp_path / "graph"), "--epochs", "2", "--json"]
+    assert main([*base, "--model", "dgp", "--distance-lr", "4", "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert json.loads((tmp_path / "run" / "train.json").read_text())["distance_lr"] == 4.0
+    assert main([*base, "--model", "gcnz", "--distance-lr", "4", "--out", str(tmp_path / "gcnz")]) == 2
+    err = capsys.readouterr().err
+    assert "gcnz has no distance weights" in err and "Traceback" not in err
+    assert not (tmp_path / "gcnz").exists()

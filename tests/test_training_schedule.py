@@ -52,3 +52,54 @@ def test_a_schedule_shape_is_used_recorded_and_deterministic(small_graph, monkey
     monkeypatch.setitem(SCHEDULES, "dgp", Schedule(epochs=5, lr=1e-3, val_fraction=0.0, decay="step"))
     with pytest.raises(KgzslError, match="dgp's schedule: decay must be one of constant, cosine"):
         train(small_graph, lite0, **kw)
+
+
+def test_distance_lr_moves_only_the_distance_weights_faster(small_graph):
+    """``distance_lr=k`` gives DGP's group logits k times the lr: Adam's first step moves each logit by about lr (its
+    gradient's sign), so by k lr with k; every other weight takes the same first step bitwise; later epochs differ;
+    the record keeps k; 1 is today's run; a model without distance weights and a bad multiple are refused by name."""
+    lite0 = load_targets()
+    kw = {"model": "dgp", "seed": 2, "progress": False, "hidden_channels": 32}
+    plain, fast = (train(small_graph, lite0, epochs=1, distance_lr=k, **kw) for k in (1.0, 4.0))
+    lr = plain.config["lr"]
+    assert plain.config["distance_lr"] == 1.0 and fast.config["distance_lr"] == 4.0
+    for name, value in plain.model.state_dict().items():
+        other = fast.model.state_dict()[name]
+        if name.startswith("att_"):  # initialised to 1.0; the first step is +-lr (Adam), here +-4 lr
+            assert torch.allclose((value - 1.0).abs(), torch.full_like(value, lr), rtol=1e-3)
+            assert torch.allclose((other - 1.0), 4.0 * (value - 1.0), rtol=1e-3)
+        else:
+            assert torch.equal(value, other), name
+    assert torch.equal(train(small_graph, lite0, epochs=3, **kw).predictions, train(small_graph, lite0, epochs=3, distance_lr=1.0, **kw).predictions)
+    assert train(small_graph, lite0, epochs=3, distance_lr=4.0, **kw).losses[1:] != train(small_graph, lite0, epochs=3, **kw).losses[1:]
+    with pytest.raises(KgzslError, match="gcnz has no distance weights: distance_lr applies to dgp only"):
+        train(small_graph, lite0, model="gcnz", epochs=1, distance_lr=2.0, progress=False)
+    with pytest.raises(KgzslError, match="distance_lr must be a positive multiple of lr, got -1.0"):
+        train(small_graph, lite0, epochs=1, distance_lr=-1.0, **kw)
+
+
+def test_distance_lr_follows_the_schedule_shape(small_graph, monkeypatch):
+    """Under a cosine schedule both parameter groups follow the shape: the distance weights stay at k times the lr."""
+    from kgzsl.propagation import training
+
+    seen = []
+    real_adam = training._adam
+
+    def recording_adam(net, lr, weight_decay, distance_lr=1.0):
+        optimizer = real_adam(net, lr, weight_decay, distance_lr)
+        step = optimizer.step
+
+        def recorded_step(*args, **kwargs):
+            seen.append([group["lr"] for group in optimizer.param_groups])
+            return step(*args, **kwargs)
+
+        optimizer.step = recorded_step
+        return optimizer
+
+    monkeypatch.setattr(training, "_adam", recording_adam)
+    monkeypatch.setitem(SCHEDULES, "dgp", replace(SCHEDULES["dgp"], decay="cosine"))
+    train(small_graph, load_targets(), model="dgp", epochs=4, distance_lr=3.0, progress=False, hidden_channels=16)
+    lr = SCHEDULES["dgp"].lr
+    assert [len(groups) for groups in seen] == [2] * 4
+    assert [groups[0] for groups in seen] == pytest.approx([lr * lr_factor(e, 4, "cosine") for e in range(1, 5)])
+    assert all(groups[1] == pytest.approx(3.0 * groups[0]) for groups in seen)

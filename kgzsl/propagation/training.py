@@ -81,6 +81,7 @@ class Schedule:
     val_fraction: float
     decay: str = "constant"  # "constant" or "cosine" (to zero at the last epoch)
     warmup: int = 0  # epochs of linear warm-up to ``lr`` before the decay
+    distance_lr: float = 1.0  # the distance weights' lr as a multiple of ``lr`` (DGP's group logits; :func:`train`)
 
 
 DECAYS = ("constant", "cosine")  #: learning-rate shapes :class:`Schedule` accepts
@@ -122,13 +123,19 @@ def _unit_loss(pred: torch.Tensor, target_unit: torch.Tensor) -> torch.Tensor:
     return 1.0 - (pred.float() * target_unit).sum() / pred.size(0)
 
 
-def _adam(params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """Adam (L2 weight decay added to the gradient, as the papers' code); the fused CPU kernel when available."""
-    params = list(params)
+def _adam(net: PropagationModel, lr: float, weight_decay: float, distance_lr: float = 1.0) -> torch.optim.Optimizer:
+    """Adam (L2 weight decay added to the gradient, as the papers' code); the fused CPU kernel when available.
+
+    With ``distance_lr`` other than 1, ``net``'s distance parameters are a second group at ``lr * distance_lr``;
+    each group keeps that multiple as ``lr_scale`` for :func:`fit`'s schedule.
+    """
+    distance = net.distance_parameters() if distance_lr != 1.0 else []
+    rest = [p for p in net.parameters() if not any(p is d for d in distance)]
+    groups = [{"params": rest, "lr_scale": 1.0}] + ([{"params": distance, "lr_scale": float(distance_lr)}] if distance else [])
     try:
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+        return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay, fused=True)
     except (RuntimeError, TypeError, ValueError):  # older torch: no fused CPU Adam
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
 
 
 @dataclass
@@ -206,6 +213,7 @@ def fit(
     desc: str = "train",
     decay: str = "constant",
     warmup: int = 0,
+    distance_lr: float = 1.0,
 ) -> FitLog:
     """The training loop: full-batch Adam on the unit-row loss over ``plan_train``; with a validation plan,
     keeps the state of the epoch with the lowest validation loss and stops after ``patience`` epochs without one.
@@ -214,18 +222,21 @@ def fit(
     ``x`` (:func:`node_features`, on ``device``), a plan ``net.plan(nodes, *net.graph_inputs(graph),
     num_nodes=N)`` and the unit target rows of those nodes (:func:`unit_targets`); ``device`` defaults to
     ``x``'s. Returns the losses per epoch and, with a validation plan, the best epoch's weights (not loaded
-    into ``net``). Seed before building ``net`` for a repeatable run. ``decay``, ``warmup``: ``lr``'s shape (:func:`lr_factor`).
+    into ``net``). Seed before building ``net`` for a repeatable run. ``decay``, ``warmup``: ``lr``'s shape (:func:`lr_factor`);
+    ``distance_lr``: the distance weights' lr as a multiple of ``lr`` (:func:`train`).
     """
     device = x.device if device is None else device
 
-    optimizer = _adam(net.parameters(), lr, weight_decay)
+    optimizer = _adam(net, lr, weight_decay, distance_lr)
     losses: list[float] = []
     val_losses: list[float] = []
     best, best_epoch, best_state = math.inf, 0, None
     bar = tqdm(range(1, epochs + 1), desc=desc, unit="epoch", file=sys.stderr, disable=not progress, mininterval=0.5)
     start = time.perf_counter()
     for epoch in bar:
-        optimizer.param_groups[0]["lr"] = lr * lr_factor(epoch, epochs, decay, warmup)  # constant: lr * 1.0, unchanged
+        factor = lr_factor(epoch, epochs, decay, warmup)  # constant: 1.0, the lr unchanged
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group["lr_scale"] * factor
         net.train()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out = net.forward_plan(x, plan_train)
@@ -271,6 +282,7 @@ class TrainOptions:
     progress: bool
     decay: str = "constant"
     warmup: int = 0
+    distance_lr: float = 1.0
 
     @classmethod
     def resolve(
@@ -286,6 +298,7 @@ class TrainOptions:
         device: str | torch.device,
         refit: bool,
         progress: bool,
+        distance_lr: float | None = None,
     ) -> TrainOptions:
         """Fill the model's schedule into the unset values and refuse impossible ones (KgzslError)."""
         name = str(model).lower()
@@ -295,6 +308,11 @@ class TrainOptions:
         epochs = schedule.epochs if epochs is None else int(epochs)
         lr = schedule.lr if lr is None else float(lr)
         val_fraction = schedule.val_fraction if val_fraction is None else float(val_fraction)
+        distance_lr = schedule.distance_lr if distance_lr is None else float(distance_lr)
+        if not (math.isfinite(distance_lr) and distance_lr > 0):
+            raise KgzslError(f"distance_lr must be a positive multiple of lr, got {distance_lr}")
+        if distance_lr != 1.0 and MODELS[name].distance_parameters is PropagationModel.distance_parameters:
+            raise KgzslError(f"{name} has no distance weights: distance_lr applies to {', '.join(_with_distance_weights())} only")
         if epochs < 1:
             raise KgzslError(f"epochs must be at least 1, got {epochs}")
         if patience is not None and patience < 0:
@@ -304,7 +322,13 @@ class TrainOptions:
         if schedule.decay not in DECAYS or schedule.warmup < 0:
             raise KgzslError(f"{name}'s schedule: decay must be one of {', '.join(DECAYS)} and warmup >= 0, got {schedule.decay!r}, {schedule.warmup}")
         device = resolve_device(device)
-        return cls(name, epochs, lr, weight_decay, val_fraction, patience, seed, bf16, device, refit, progress, schedule.decay, schedule.warmup)
+        return cls(name, epochs, lr, weight_decay, val_fraction, patience, seed, bf16, device, refit, progress, schedule.decay, schedule.warmup,
+                   distance_lr)
+
+
+def _with_distance_weights() -> list[str]:
+    """The models that have distance weights (:meth:`PropagationModel.distance_parameters`)."""
+    return [name for name, cls in MODELS.items() if cls.distance_parameters is not PropagationModel.distance_parameters]
 
 
 @dataclass
@@ -351,7 +375,8 @@ def _fit_and_refit(
     plan_train, t_train = plan_for(net, train_nodes)
     plan_val, t_val = plan_for(net, val_nodes) if val_nodes.numel() else (None, None)
     net.to(opts.device)
-    hyper = dict(lr=opts.lr, weight_decay=opts.weight_decay, bf16=opts.bf16, device=opts.device, progress=opts.progress, decay=opts.decay, warmup=opts.warmup)
+    hyper = dict(lr=opts.lr, weight_decay=opts.weight_decay, bf16=opts.bf16, device=opts.device, progress=opts.progress, decay=opts.decay, warmup=opts.warmup,
+                 distance_lr=opts.distance_lr)
     log = fit(net, x_dev, plan_train, t_train, plan_val, t_val, opts.epochs, patience=opts.patience, desc=f"train {opts.model}", **hyper)
     if log.best_state is not None:
         net.load_state_dict(log.best_state)
@@ -390,6 +415,7 @@ def _run_record(
         "lr": opts.lr,
         "lr_decay": opts.decay,
         "lr_warmup": opts.warmup,
+        "distance_lr": opts.distance_lr,
         "weight_decay": opts.weight_decay,
         "val_fraction": opts.val_fraction,
         "patience": opts.patience,
@@ -432,6 +458,7 @@ def train(
     exclude: Iterable[str] | None = None,
     device: str | torch.device = "cpu",
     refit: bool = True,
+    distance_lr: float | None = None,
     **model_kw: Any,
 ) -> TrainResult:
     """Train ``model`` (gcnz, sgcn, dgp) on ``graph`` to regress ``targets``; see the module docstring.
@@ -442,7 +469,9 @@ def train(
     ``refit`` (default): once the epoch count is chosen on the validation slice, the model is trained
     again from the same seed on every seen class, validation slice included, for that many epochs, so
     no real classifier is thrown away. ``bf16`` runs the training forward under bfloat16 autocast (DGP: its
-    dense products only; the loss and the final predictions stay float32); ``model_kw`` go to the model's constructor.
+    dense products only; the loss and the final predictions stay float32); ``distance_lr`` (None: the schedule's, 1)
+    trains the model's distance weights (:meth:`~kgzsl.propagation.models.PropagationModel.distance_parameters`, DGP's
+    group logits) at that multiple of ``lr``; ``model_kw`` go to the model's constructor.
     ``device`` runs the training steps there (e.g. ``"cuda"``); the model is built and seeded on the
     CPU first, so the initial weights do not depend on the device, and the final all-nodes prediction
     is made on the CPU. A seeded run repeats bitwise on either device; the two devices differ (their
@@ -452,7 +481,7 @@ def train(
     (the training loop), and the run record (:attr:`TrainResult.config`).
     """
     start = time.perf_counter()
-    opts = TrainOptions.resolve(model, epochs, lr, weight_decay, val_fraction, patience, seed, bf16, device, refit, progress)
+    opts = TrainOptions.resolve(model, epochs, lr, weight_decay, val_fraction, patience, seed, bf16, device, refit, progress, distance_lr)
     used, target_of, counts = select_targets(graph, targets, exclude)
     train_nodes, val_nodes = _split(used, opts.val_fraction, opts.seed)
     counts.update(train=int(train_nodes.numel()), val=int(val_nodes.numel()))

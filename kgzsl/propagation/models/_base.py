@@ -155,6 +155,11 @@ class PropagationModel(torch.nn.Module):
         """Optional diagnostic: learned weights per hop-distance group (DGP); None for models without."""
         return None
 
+    def distance_parameters(self) -> list[torch.nn.Parameter]:
+        """The parameters behind :meth:`distance_weights` (DGP's group logits), which a trainer may give their own
+        learning rate (``train(distance_lr=...)``); none for models without."""
+        return []
+
 
 def _jsonable(value: Any) -> Any:
     """Tuples as lists (a JSON record reads back equal), everything else as stored."""

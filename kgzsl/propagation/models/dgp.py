@@ -109,6 +109,10 @@ class DGP(PropagationModel):
         alpha_desc, alpha_anc = self.group_weights()
         return DistanceWeights({"descendant": alpha_desc.detach(), "ancestor": alpha_anc.detach()})
 
+    def distance_parameters(self) -> list[torch.nn.Parameter]:
+        """The group logits ``a`` of both phases (10 numbers by default)."""
+        return [self.att_desc, self.att_anc]
+
     def _relation(self, dense_index: Tensor, dense_distance: Tensor, num_nodes: int) -> tuple[Tensor, Tensor, Tensor]:
         """Validated pairs as ``(node, ancestor, distance group)``."""
         dense_index = check_index(dense_index, num_nodes, "DGP dense_index")
