@@ -69,7 +69,8 @@ def choose(values, fit, train_nodes, train_targets, seed) -> tuple[object, list]
     return values[int(np.argmax(scores))], scores
 
 
-def run_method(name: str, graph: ClassGraph, targets: torch.Tensor, train_nodes, held_nodes, seed: int, epochs, log, lite0, device="cpu", bf16=False):
+def run_method(name: str, graph: ClassGraph, targets: torch.Tensor, train_nodes, held_nodes, seed: int, epochs, log, lite0, device="cpu", bf16=False,
+               distance_lr=None):
     if name == "ridge":
         fit = lambda a, nodes, t: ridge_predict(graph.features, nodes, t, alpha=a)  # noqa: E731
         alpha, _ = choose([0.01, 0.1, 1.0, 10.0, 100.0], fit, train_nodes, targets_rows(targets, train_nodes), seed)
@@ -86,7 +87,7 @@ def run_method(name: str, graph: ClassGraph, targets: torch.Tensor, train_nodes,
 
     held_wnids = [graph.ids[i] for i in held_nodes]
     result = train(graph, lite0, model=name, exclude=held_wnids, seed=seed,
-                   epochs=epochs, progress=False, device=device, bf16=bf16)
+                   epochs=epochs, progress=False, device=device, bf16=bf16, distance_lr=distance_lr if name == "dgp" else None)
     log(f"    {name}: best epoch {result.best_epoch}, {result.seconds:.0f} s")
     return result.predictions[torch.as_tensor(held_nodes)]
 
@@ -102,6 +103,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5, help="how many of the 5 folds to run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=None, help="override the graph networks' epoch count")
+    parser.add_argument("--distance-lr", type=float, help="DGP's distance weights' lr as a multiple of its lr (`kgzsl train --distance-lr`)")
     parser.add_argument("--device", default="cpu", help="where the graph networks train (cpu, cuda)")
     parser.add_argument("--bf16", action="store_true", help="train the graph networks with bf16 products (`kgzsl train --bf16`)")
     parser.add_argument("--json", type=Path, help="also write the table as JSON here")
@@ -129,7 +131,8 @@ def main() -> None:
             log(f"{name}: fold {f + 1}/{len(folds)}")
             held_nodes = seen_nodes[held]
             train_nodes = np.setdiff1d(seen_nodes, held_nodes)
-            pred = run_method(name, graph, targets, train_nodes, held_nodes, args.seed + f, args.epochs, log, lite0, args.device, args.bf16)
+            pred = run_method(name, graph, targets, train_nodes, held_nodes, args.seed + f, args.epochs, log, lite0, args.device, args.bf16,
+                                args.distance_lr)
             per_fold.append(metrics(pred, targets[torch.as_tensor(held_nodes)]))
             log(f"    fold {f + 1}: {figures(per_fold[-1])}")
         rows[name] = {key: float(np.mean([m[key] for m in per_fold])) for key in per_fold[0]}
@@ -140,7 +143,8 @@ def main() -> None:
             args.json.write_text(json.dumps(rows, indent=1))
 
     head = f"{'method':<10}{'cos':>8}{'Hit@1':>8}{'Hit@2':>8}{'Hit@5':>8}{'Hit@10':>8}{'sec':>8}"
-    print(f"H1K on {graph.num_nodes}-node graph, EfficientNet-Lite0 targets, {len(folds)} fold(s) of 200 held-out classes, seed {args.seed}, device {args.device}{', bf16' if args.bf16 else ''}")
+    print(f"H1K on {graph.num_nodes}-node graph, EfficientNet-Lite0 targets, {len(folds)} fold(s) of 200 held-out classes, seed {args.seed}, device {args.device}{', bf16' if args.bf16 else ''}"
+          + (f", epochs {args.epochs}" if args.epochs else "") + (f", DGP distance lr x{args.distance_lr:g}" if args.distance_lr else ""))
     print(head)
     print("-" * len(head))
     for name, r in rows.items():
