@@ -240,7 +240,7 @@ def main() -> None:
     parser.add_argument("--protocols", nargs="+", default=["unseen", "heldout"], choices=["unseen", "heldout"])
     parser.add_argument("--folds", type=int, default=5, help="how many of the 5 held-out folds to run")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, help="override the model's schedule (default: kgzsl.propagation.training.SCHEDULES)")
+    parser.add_argument("--epochs", type=int, help="override the model's schedule (default: kgzsl.propagation.schedules.SCHEDULES)")
     parser.add_argument("--lr", type=float, help="override the model's learning rate (default: its schedule's)")
     parser.add_argument("--no-refit", dest="refit", action="store_false", help="train without the refit on all seen classes")
     parser.add_argument("--transductive", action="store_true")

@@ -461,7 +461,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="splits to run (mean and spread over them)")
     parser.add_argument("--models", nargs="+", default=["dgp", "sgcn"], choices=["dgp", "sgcn", "gcnz"])
     parser.add_argument("--per-class", type=int, default=3, help="photos per seen class that kgzsl targets fits on")
-    parser.add_argument("--epochs", type=int, help="override the models' default schedules (kgzsl.propagation.training.SCHEDULES)")
+    parser.add_argument("--epochs", type=int, help="override the models' default schedules (kgzsl.propagation.schedules.SCHEDULES)")
     parser.add_argument("--no-grow-unseen", dest="grow_unseen", action="store_false",
                         help="skip training without the unseen classes and adding them all by propagate")
     parser.add_argument("--names-only", action="store_true",

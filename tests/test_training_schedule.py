@@ -11,7 +11,8 @@ import torch
 
 from kgzsl.errors import KgzslError
 from kgzsl.propagation.targets import load_targets
-from kgzsl.propagation.training import DECAYS, SCHEDULES, Schedule, lr_factor, train
+from kgzsl.propagation.schedules import DECAYS, SCHEDULES, Schedule, lr_factor
+from kgzsl.propagation.training import train
 
 
 def test_lr_factor_shapes():

@@ -24,7 +24,7 @@ def add_parser(sub: Any) -> None:
     add_graph(p, help="graph folder (built if missing)", default=DEFAULT_GRAPH)
     p.add_argument("--out", type=Path, default=Path("runs") / "demo", help="folder for the trained run and the PNG sheet")
     add_model(p)
-    add_number(p, "--epochs", int, at_least=1, help="epochs (default: the model's schedule, kgzsl.propagation.training.SCHEDULES)")
+    add_number(p, "--epochs", int, at_least=1, help="epochs (default: the model's schedule, kgzsl.propagation.schedules.SCHEDULES)")
     add_seed(p)
     add_hedge(p, default=0.9, help="target accuracy of the hedged column, shown once the run is calibrated (`kgzsl calibrate`)")
     add_json(p)

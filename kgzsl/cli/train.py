@@ -49,7 +49,7 @@ def add_parser(sub: Any) -> None:
     bias.add_argument("--bias-column", dest="bias", action="store_const", const=True,
                       help="the matrix's last column is the bias; default: told from its width (1280/2048: none, +1: one)")
     add_number(p, "--epochs", int, at_least=1,
-               help="(maximum) epochs (default: the model's schedule, kgzsl.propagation.training.SCHEDULES: dgp 500, gcnz/sgcn 3000)")
+               help="(maximum) epochs (default: the model's schedule, kgzsl.propagation.schedules.SCHEDULES: dgp 500, gcnz/sgcn 3000)")
     add_number(p, "--lr", float, above=0, help="Adam learning rate (default: the model's schedule: dgp 3e-3, gcnz/sgcn 1e-3)")
     add_number(p, "--distance-lr", float, above=0,
                help="DGP: the distance weights' learning rate as a multiple of --lr (default 1). `--epochs 250 --distance-lr 4` "
@@ -58,7 +58,7 @@ def add_parser(sub: Any) -> None:
     add_number(p, "--val-fraction", float, at_least=0, below=1, meaning=" (a share of the seen classes, from 0 up to 1)",
                help="share of the seen classes held out to choose the epoch (default: the model's schedule: dgp 0, gcnz/sgcn 0.05)")
     add_number(p, "--patience", int, at_least=0, meaning=" (0: never stop early)",
-               help="stop after this many epochs without a better validation loss (0: never; default: kgzsl.propagation.training.DEFAULT_PATIENCE, 50)")
+               help="stop after this many epochs without a better validation loss (0: never; default: kgzsl.propagation.schedules.DEFAULT_PATIENCE, 50)")
     p.add_argument("--exclude", type=Path, help="file of wnids whose targets must not be used (held-out classes)")
     p.add_argument("--no-refit", dest="refit", action="store_false",
                    help="keep the model chosen on the validation slice instead of refitting on every seen class for the chosen epochs")
