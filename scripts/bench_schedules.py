@@ -76,7 +76,7 @@ def h1k_figures(graph, targets, fold: int, kwargs: dict) -> dict[str, float]:
     """Held-out cosine and Hit@1 (percent) of one H1K fold: the fold's 200 ImageNet-1k classes excluded from training."""
     index = graph.index()
     seen_nodes = np.array([index[w] for w in targets.wnids])
-    held = np.array_split(np.random.default_rng(0).permutation(len(targets.wnids)), 5)[fold]
+    held = h1k.fold_classes(len(targets.wnids), 0)[fold]
     result = train(graph, targets, model="dgp", exclude=[targets.wnids[i] for i in held], seed=fold, progress=False, **kwargs)
     m = h1k.metrics(result.predictions[torch.as_tensor(seen_nodes[held])], targets.weights[torch.as_tensor(held)])
     return {"cos": round(m["cos"], 4), "hit@1": round(100 * m["hit@1"], 1), "loop_seconds": result.config["train_loop_seconds"]}

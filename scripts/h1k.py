@@ -69,6 +69,11 @@ def choose(values, fit, train_nodes, train_targets, seed) -> tuple[object, list]
     return values[int(np.argmax(scores))], scores
 
 
+def fold_classes(count: int, seed: int, folds: int = 5) -> list[np.ndarray]:
+    """The held-out folds: a seeded permutation of ``count`` class positions cut into ``folds`` parts."""
+    return np.array_split(np.random.default_rng(seed).permutation(count), folds)
+
+
 def run_method(name: str, graph: ClassGraph, targets: torch.Tensor, train_nodes, held_nodes, seed: int, epochs, log, lite0, device="cpu", bf16=False,
                distance_lr=None):
     if name == "ridge":
@@ -122,7 +127,7 @@ def main() -> None:
     seen_nodes = np.array([index[w] for w in wnids])
     targets = torch.zeros(graph.num_nodes, fc.shape[1])
     targets[torch.as_tensor(seen_nodes)] = fc
-    folds = np.array_split(np.random.default_rng(args.seed).permutation(len(wnids)), 5)[: args.folds]
+    folds = fold_classes(len(wnids), args.seed)[: args.folds]
 
     rows = {}
     for name in args.models:

@@ -259,7 +259,7 @@ class TrainOptions:
         distance_lr = schedule.distance_lr if distance_lr is None else float(distance_lr)
         if not (math.isfinite(distance_lr) and distance_lr > 0):
             raise KgzslError(f"distance_lr must be a positive multiple of lr, got {distance_lr}")
-        if distance_lr != 1.0 and MODELS[name].distance_parameters is PropagationModel.distance_parameters:
+        if distance_lr != 1.0 and name not in _with_distance_weights():
             raise KgzslError(f"{name} has no distance weights: distance_lr applies to {', '.join(_with_distance_weights())} only")
         if epochs < 1:
             raise KgzslError(f"epochs must be at least 1, got {epochs}")
